@@ -1,0 +1,187 @@
+#include "shardseal/aead.hpp"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "shardseal/errors.hpp"
+
+namespace shardseal {
+namespace {
+
+constexpr size_t kSha512Size = 64;
+
+[[noreturn]] void fail(const char* what) {
+  throw CryptoLibraryError(std::string("OpenSSL: ") + what + " failed");
+}
+
+// Explicitly fetched ciphers avoid OpenSSL 3's implicit fetch on every EVP_*Init call.
+const EVP_CIPHER* gcm_cipher(size_t key_len) {
+  static EVP_CIPHER* const aes128 = EVP_CIPHER_fetch(nullptr, "AES-128-GCM", nullptr);
+  static EVP_CIPHER* const aes192 = EVP_CIPHER_fetch(nullptr, "AES-192-GCM", nullptr);
+  static EVP_CIPHER* const aes256 = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+  const EVP_CIPHER* cipher = nullptr;
+  switch (key_len) {
+    case 16: cipher = aes128; break;
+    case 24: cipher = aes192; break;
+    case 32: cipher = aes256; break;
+    default: throw std::invalid_argument("AES-GCM key must be 16, 24 or 32 bytes");
+  }
+  if (cipher == nullptr) fail("fetching AES-GCM");
+  return cipher;
+}
+
+EVP_MAC* hmac_algorithm() {
+  static EVP_MAC* const hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  if (hmac == nullptr) fail("fetching HMAC");
+  return hmac;
+}
+
+// HMAC-SHA512 over the concatenation of up to three parts.
+class HmacSha512 {
+ public:
+  HmacSha512(const uint8_t* key, size_t key_len) : ctx_(EVP_MAC_CTX_new(hmac_algorithm())) {
+    if (ctx_ == nullptr) fail("EVP_MAC_CTX_new");
+    char digest[] = "SHA512";
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
+        OSSL_PARAM_construct_end()};
+    // HMAC accepts an empty key; OpenSSL wants a non-null pointer for it.
+    static const uint8_t empty = 0;
+    if (EVP_MAC_init(ctx_, key_len ? key : &empty, key_len, params) != 1) fail("HMAC init");
+  }
+  ~HmacSha512() { EVP_MAC_CTX_free(ctx_); }
+  HmacSha512(const HmacSha512&) = delete;
+  HmacSha512& operator=(const HmacSha512&) = delete;
+
+  void update(const uint8_t* data, size_t len) {
+    if (len > 0 && EVP_MAC_update(ctx_, data, len) != 1) fail("HMAC update");
+  }
+  void finish(uint8_t out[kSha512Size]) {
+    size_t written = 0;
+    if (EVP_MAC_final(ctx_, out, &written, kSha512Size) != 1) fail("HMAC final");
+  }
+
+ private:
+  EVP_MAC_CTX* ctx_;
+};
+
+}  // namespace
+
+void secure_wipe(void* p, size_t len) {
+  if (len > 0) OPENSSL_cleanse(p, len);
+}
+
+GcmCipher::GcmCipher(const uint8_t* key, size_t key_len, Direction direction)
+    : ctx_(EVP_CIPHER_CTX_new()), direction_(direction) {
+  if (ctx_ == nullptr) fail("EVP_CIPHER_CTX_new");
+  const EVP_CIPHER* cipher = gcm_cipher(key_len);
+  int ok = direction == Direction::kSeal
+               ? EVP_EncryptInit_ex(ctx_, cipher, nullptr, key, nullptr)
+               : EVP_DecryptInit_ex(ctx_, cipher, nullptr, key, nullptr);
+  if (ok != 1) {
+    EVP_CIPHER_CTX_free(ctx_);
+    fail("AES-GCM key setup");
+  }
+}
+
+GcmCipher::~GcmCipher() { EVP_CIPHER_CTX_free(ctx_); }  // also cleanses the key schedule
+
+void GcmCipher::seal(const uint8_t* nonce, const uint8_t* aad, size_t aad_len,
+                     const uint8_t* in, size_t len, uint8_t* out, uint8_t* tag) {
+  int n = 0;
+  // Only the nonce changes per message: the key schedule from the constructor is kept.
+  if (EVP_EncryptInit_ex(ctx_, nullptr, nullptr, nullptr, nonce) != 1) fail("AES-GCM nonce");
+  if (aad_len > 0 && EVP_EncryptUpdate(ctx_, nullptr, &n, aad, static_cast<int>(aad_len)) != 1)
+    fail("AES-GCM aad");
+  // EVP lengths are int: feed large inputs in pieces.
+  size_t done = 0;
+  while (done < len) {
+    size_t piece = std::min(len - done, size_t{1} << 30);
+    if (EVP_EncryptUpdate(ctx_, out + done, &n, in + done, static_cast<int>(piece)) != 1)
+      fail("AES-GCM encrypt");
+    done += piece;
+  }
+  if (EVP_EncryptFinal_ex(ctx_, out + done, &n) != 1) fail("AES-GCM final");
+  if (EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_GCM_GET_TAG, kGcmTagSize, tag) != 1) fail("AES-GCM tag");
+}
+
+bool GcmCipher::open(const uint8_t* nonce, const uint8_t* aad, size_t aad_len,
+                     const uint8_t* in, size_t len, const uint8_t* tag, uint8_t* out) {
+  int n = 0;
+  if (EVP_DecryptInit_ex(ctx_, nullptr, nullptr, nullptr, nonce) != 1) fail("AES-GCM nonce");
+  if (aad_len > 0 && EVP_DecryptUpdate(ctx_, nullptr, &n, aad, static_cast<int>(aad_len)) != 1)
+    fail("AES-GCM aad");
+  size_t done = 0;
+  while (done < len) {
+    size_t piece = std::min(len - done, size_t{1} << 30);
+    if (EVP_DecryptUpdate(ctx_, out + done, &n, in + done, static_cast<int>(piece)) != 1)
+      fail("AES-GCM decrypt");
+    done += piece;
+  }
+  if (EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_GCM_SET_TAG, kGcmTagSize,
+                          const_cast<uint8_t*>(tag)) != 1)
+    fail("AES-GCM tag");
+  return EVP_DecryptFinal_ex(ctx_, out + done, &n) == 1;
+}
+
+std::vector<uint8_t> gcm_seal(const uint8_t* key, size_t key_len, const uint8_t* nonce,
+                              const uint8_t* aad, size_t aad_len, const uint8_t* in,
+                              size_t len) {
+  GcmCipher cipher(key, key_len, GcmCipher::Direction::kSeal);
+  std::vector<uint8_t> out(len + kGcmTagSize);
+  cipher.seal(nonce, aad, aad_len, in, len, out.data(), out.data() + len);
+  return out;
+}
+
+std::vector<uint8_t> gcm_open(const uint8_t* key, size_t key_len, const uint8_t* nonce,
+                              const uint8_t* aad, size_t aad_len, const uint8_t* in,
+                              size_t len) {
+  if (len < kGcmTagSize) throw AuthenticationFailure();
+  GcmCipher cipher(key, key_len, GcmCipher::Direction::kOpen);
+  size_t body = len - kGcmTagSize;
+  std::vector<uint8_t> out(body);
+  if (!cipher.open(nonce, aad, aad_len, in, body, in + body, out.data())) {
+    secure_wipe(out.data(), out.size());
+    throw AuthenticationFailure();
+  }
+  return out;
+}
+
+void hkdf_expand_sha512(const uint8_t* prk, size_t prk_len, const uint8_t* info,
+                        size_t info_len, uint8_t* out, size_t out_len) {
+  // Hand-rolled on HMAC rather than EVP_KDF "HKDF": OpenSSL 3.0 caps the info at 1 KiB and
+  // the Cobblestone info carries the whole container header as its context.
+  if (out_len > 255 * kSha512Size) throw std::invalid_argument("HKDF output too long");
+  uint8_t block[kSha512Size];
+  size_t done = 0;
+  for (uint8_t counter = 1; done < out_len; ++counter) {
+    HmacSha512 hmac(prk, prk_len);
+    if (counter > 1) hmac.update(block, kSha512Size);
+    hmac.update(info, info_len);
+    hmac.update(&counter, 1);
+    hmac.finish(block);
+    size_t take = std::min(out_len - done, kSha512Size);
+    std::copy(block, block + take, out + done);
+    done += take;
+  }
+  secure_wipe(block, sizeof block);
+}
+
+void hkdf_sha512(const uint8_t* ikm, size_t ikm_len, const uint8_t* salt, size_t salt_len,
+                 const uint8_t* info, size_t info_len, uint8_t* out, size_t out_len) {
+  // RFC 5869's empty salt means HashLen zeros; HMAC pads an empty key to exactly that.
+  uint8_t prk[kSha512Size];
+  HmacSha512 extract(salt, salt_len);
+  extract.update(ikm, ikm_len);
+  extract.finish(prk);
+  hkdf_expand_sha512(prk, kSha512Size, info, info_len, out, out_len);
+  secure_wipe(prk, sizeof prk);
+}
+
+}  // namespace shardseal

@@ -1,0 +1,68 @@
+"""shardseal: fast authenticated encryption for machine-learning data.
+
+Containers are C2SP Cobblestone messages (chunked AES-GCM) behind a small header; a native
+C++ engine does the bulk work on all cores, with a byte-identical pure-Python fallback.
+
+    >>> import shardseal
+    >>> key = shardseal.generate_key()
+    >>> blob = shardseal.encrypt(b"weights", key, metadata={"name": "demo"})
+    >>> shardseal.decrypt(blob, key)
+    b'weights'
+"""
+
+from __future__ import annotations
+
+from . import _backend, cobblestone, errors
+from ._api import (
+    ContainerInfo,
+    StanzaInfo,
+    decrypt,
+    decrypt_array,
+    decrypt_into,
+    decrypted_size,
+    encrypt,
+    encrypt_array,
+    encrypt_into,
+    encrypted_size,
+    generate_key,
+    inspect,
+)
+from .errors import (
+    AuthenticationError,
+    FormatError,
+    KeyNotFoundError,
+    ShardsealError,
+    TruncatedError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AuthenticationError",
+    "ContainerInfo",
+    "FormatError",
+    "KeyNotFoundError",
+    "ShardsealError",
+    "StanzaInfo",
+    "TruncatedError",
+    "backend",
+    "cobblestone",
+    "decrypt",
+    "decrypt_array",
+    "decrypt_into",
+    "decrypted_size",
+    "encrypt",
+    "encrypt_array",
+    "encrypt_into",
+    "encrypted_size",
+    "errors",
+    "generate_key",
+    "inspect",
+]
+
+
+def __getattr__(name: str):
+    # `backend` is looked up on each access: "native" or "python".
+    if name == "backend":
+        return _backend.name
+    raise AttributeError(f"module 'shardseal' has no attribute {name!r}")

@@ -1,0 +1,292 @@
+"""The in-memory API: containers from and to bytes, caller buffers and numpy arrays."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import numpy as np
+
+from . import _backend, _buffers, _container, _keys, _layout
+from .errors import FormatError
+
+_ARRAY_CONTENT_TYPE = "numpy.ndarray"
+
+
+def _random_salt() -> bytes:
+    # A module-level function so that tests can inject a fixed salt.
+    return os.urandom(_layout.SALT_SIZE)
+
+
+def generate_key() -> bytes:
+    """Returns a new random 32-byte key from the operating system's CSPRNG."""
+    return os.urandom(_keys.KEY_SIZE)
+
+
+@dataclass(frozen=True)
+class StanzaInfo:
+    """A key stanza as ``inspect`` reports it: its type name and the key id it names."""
+
+    type: str
+    key_id: str
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What a container's header says, readable without any key.
+
+    The metadata is authenticated (a change fails decryption) but not secret.
+    """
+
+    version: int
+    suite: str
+    stanzas: tuple[StanzaInfo, ...]
+    metadata: dict
+    array: Optional[dict]
+    content_type: Optional[str]
+    header_size: int
+    plaintext_size: int
+
+
+def _header_metadata(metadata: Optional[Mapping[str, Any]], extra: Optional[dict] = None) -> dict:
+    fields = dict(extra or {})
+    if metadata is not None:
+        if not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a mapping, not {type(metadata).__name__}")
+        fields["user"] = dict(metadata)
+    return fields
+
+
+def _check_suite(suite) -> int:
+    if suite not in _layout.SUITE_KEY_SIZES or isinstance(suite, bool):
+        raise ValueError(f"suite must be 256 or 128, got {suite!r}")
+    return suite
+
+
+def _header_for(key: bytes, suite: int, header_metadata: dict) -> tuple[bytes, bytes]:
+    """Returns (fixed part, whole header) for a direct-key container."""
+    fixed = _container.encode_fixed(suite, header_metadata)
+    return fixed, fixed + _container.encode_key_block([_keys.direct_stanza(key)])
+
+
+def encrypted_size(plaintext_size: int, *, metadata: Optional[Mapping[str, Any]] = None, suite: int = 256) -> int:
+    """The exact size ``encrypt`` produces for a plaintext of plaintext_size bytes.
+
+    Use it to allocate the output buffer of ``encrypt_into``.
+
+    Raises:
+        TypeError: metadata is not a JSON-serialisable mapping.
+        ValueError: a negative size or an unknown suite.
+    """
+    if isinstance(plaintext_size, bool) or not isinstance(plaintext_size, int) or plaintext_size < 0:
+        raise ValueError(f"plaintext_size must be a non-negative int, got {plaintext_size!r}")
+    fixed = _container.encode_fixed(_check_suite(suite), _header_metadata(metadata))
+    stanza = _keys.direct_stanza(bytes(_keys.KEY_SIZE))  # the size does not depend on the key
+    return len(fixed) + len(_container.encode_key_block([stanza])) + _layout.message_size(plaintext_size)
+
+
+def encrypt(data, key, *, metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None,
+            suite: int = 256) -> bytes:
+    """Encrypts data into a shardseal container under a 32-byte key.
+
+    Args:
+        data: any bytes-like object (bytes, bytearray, memoryview, numpy array, mmap).
+        key: the 32-byte key (see ``generate_key``).
+        metadata: a JSON-serialisable mapping stored in the header: authenticated, not secret.
+        threads: worker threads; None uses every available CPU, 1 runs inline.
+        suite: 256 (Cobblestone-256, AES-256-GCM, the default) or 128 (AES-128-GCM).
+
+    Returns:
+        header || Cobblestone message, as bytes.
+
+    Raises:
+        TypeError: data or key is not bytes-like, or metadata is not a JSON mapping.
+        ValueError: a key that is not 32 bytes, a bad thread count or suite.
+    """
+    source = _buffers.readable(data, "data")
+    key = _keys.check_key(key)
+    suite = _check_suite(suite)
+    fixed, header = _header_for(key, suite, _header_metadata(metadata))
+    return _backend.impl.seal(suite, _keys.input_key(key, suite), _random_salt(), fixed, source,
+                              _buffers.thread_count(threads), header)
+
+
+def encrypt_into(data, key, out, *, metadata: Optional[Mapping[str, Any]] = None,
+                 threads: Optional[int] = None, suite: int = 256) -> int:
+    """Encrypts data into the caller's buffer ``out`` without intermediate copies.
+
+    ``out`` needs ``encrypted_size(len(data), metadata=metadata, suite=suite)`` bytes; a larger
+    buffer is fine and only its start is written.
+
+    Returns:
+        The number of bytes written.
+
+    Raises:
+        TypeError: out is read-only or not a C-contiguous buffer (and as for ``encrypt``).
+        ValueError: out is too small or overlaps data (and as for ``encrypt``).
+    """
+    source = _buffers.readable(data, "data")
+    target = _buffers.writable(out, "out")
+    _buffers.check_no_overlap(source, target)
+    key = _keys.check_key(key)
+    suite = _check_suite(suite)
+    fixed, header = _header_for(key, suite, _header_metadata(metadata))
+    needed = len(header) + _layout.message_size(source.nbytes)
+    _buffers.require_room(target, needed)
+    target[: len(header)] = header
+    _backend.impl.seal_into(suite, _keys.input_key(key, suite), _random_salt(), fixed, source,
+                            target[len(header):], _buffers.thread_count(threads))
+    return needed
+
+
+def _open_header(blob) -> tuple[memoryview, _container.Header]:
+    view = _buffers.readable(blob, "blob")
+    return view, _container.parse_header(view)
+
+
+def decrypted_size(blob) -> int:
+    """The exact plaintext size of a container, from its header and length (no key needed).
+
+    Raises:
+        FormatError: not a shardseal container this version reads.
+        TruncatedError: the container is cut short.
+    """
+    view, header = _open_header(blob)
+    return _layout.message_plaintext_size(view.nbytes - header.size)
+
+
+def decrypt(blob, key, *, threads: Optional[int] = None) -> bytes:
+    """Decrypts a shardseal container.
+
+    The commitment is checked before any chunk and every chunk is authenticated before any
+    plaintext is returned.
+
+    Raises:
+        FormatError: not a shardseal container this version reads.
+        KeyNotFoundError: the key is not one the container was encrypted to.
+        AuthenticationError: the container was tampered with.
+        TruncatedError: the container is cut short.
+        TypeError, ValueError: bad arguments (as for ``encrypt``).
+    """
+    view, header = _open_header(blob)
+    key = _keys.check_key(key)
+    input_key = _keys.unwrap_direct(header, key)
+    return _backend.impl.open(header.suite, input_key, header.fixed, view[header.size:],
+                              _buffers.thread_count(threads))
+
+
+def decrypt_into(blob, key, out, *, threads: Optional[int] = None) -> int:
+    """Decrypts a container into the caller's buffer ``out`` (``decrypted_size(blob)`` bytes).
+
+    On any failure ``out`` holds no plaintext: it is zeroed past the point of failure and
+    nothing written before it is left authenticated-looking.
+
+    Returns:
+        The number of plaintext bytes written.
+
+    Raises:
+        As ``decrypt``, and TypeError / ValueError for a read-only, too small or
+        overlapping ``out``.
+    """
+    view, header = _open_header(blob)
+    target = _buffers.writable(out, "out")
+    _buffers.check_no_overlap(view, target)
+    key = _keys.check_key(key)
+    input_key = _keys.unwrap_direct(header, key)
+    payload = view[header.size:]
+    _buffers.require_room(target, _layout.message_plaintext_size(payload.nbytes))
+    return _backend.impl.open_into(header.suite, input_key, header.fixed, payload, target,
+                                   _buffers.thread_count(threads))
+
+
+def _dtype_descr(dtype: np.dtype):
+    if dtype.hasobject:
+        raise TypeError(f"arrays of dtype {dtype} hold Python objects and cannot be encrypted")
+    return np.lib.format.dtype_to_descr(dtype)
+
+
+def _descr_from_json(descr):
+    """Undoes what JSON did to numpy's dtype description: structured fields back to tuples."""
+    if isinstance(descr, str):
+        return descr
+    fields = []
+    for name, fmt, *shape in descr:
+        name = tuple(name) if isinstance(name, list) else name
+        fields.append((name, _descr_from_json(fmt), *(tuple(s) for s in shape)))
+    return fields
+
+
+def _descr_to_dtype(descr) -> np.dtype:
+    try:
+        return np.lib.format.descr_to_dtype(_descr_from_json(descr))
+    except (TypeError, ValueError) as exc:
+        raise FormatError(f"the header's array dtype is not valid: {exc}") from None
+
+
+def encrypt_array(array, key, *, metadata: Optional[Mapping[str, Any]] = None,
+                  threads: Optional[int] = None, suite: int = 256) -> bytes:
+    """Encrypts a numpy array; its dtype, byte order and shape go into the header.
+
+    Non-contiguous and Fortran-ordered arrays are copied into C order first.
+
+    Raises:
+        TypeError: an object dtype, or a value that is not array-like (and as ``encrypt``).
+    """
+    array = np.asarray(array)
+    descr = _dtype_descr(array.dtype)
+    if not array.flags.c_contiguous:
+        array = array.copy(order="C")
+    info = {"content_type": _ARRAY_CONTENT_TYPE, "array": {"dtype": descr, "shape": list(array.shape)}}
+    key = _keys.check_key(key)
+    suite = _check_suite(suite)
+    fixed, header = _header_for(key, suite, _header_metadata(metadata, info))
+    data = array.reshape(-1).view(np.uint8)
+    return _backend.impl.seal(suite, _keys.input_key(key, suite), _random_salt(), fixed, data,
+                              _buffers.thread_count(threads), header)
+
+
+def decrypt_array(blob, key, *, threads: Optional[int] = None) -> np.ndarray:
+    """Decrypts a container made by ``encrypt_array`` into a new writable array.
+
+    Raises:
+        FormatError: the container does not hold an array, or its array description is
+            invalid (and as ``decrypt``).
+    """
+    view, header = _open_header(blob)
+    spec = header.metadata.get("array")
+    if not isinstance(spec, dict) or "dtype" not in spec or "shape" not in spec:
+        raise FormatError("this container does not hold a numpy array (use decrypt())")
+    dtype = _descr_to_dtype(spec["dtype"])
+    shape = spec["shape"]
+    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        raise FormatError("the header's array shape is not a list of non-negative ints")
+    plaintext_size = _layout.message_plaintext_size(view.nbytes - header.size)
+    if int(np.prod(shape, dtype=object)) * dtype.itemsize != plaintext_size:
+        # Either tampering (decryption then fails authentication) or a writer bug.
+        decrypt(blob, key, threads=threads)
+        raise FormatError("the header's array shape and dtype do not match the payload size")
+    result = np.empty(shape, dtype)
+    decrypt_into(view, key, result.reshape(-1).view(np.uint8), threads=threads)
+    return result
+
+
+def inspect(blob) -> ContainerInfo:
+    """Reads a container's header without a key: suite, key stanzas and metadata.
+
+    Raises:
+        FormatError: not a shardseal container this version reads.
+        TruncatedError: the container is cut short.
+    """
+    view, header = _open_header(blob)
+    stanzas = tuple(StanzaInfo(s.type_name, _keys.stanza_key_id(s)) for s in header.stanzas)
+    return ContainerInfo(
+        version=header.version,
+        suite=_container.SUITE_NAMES[header.suite],
+        stanzas=stanzas,
+        metadata=dict(header.metadata.get("user", {})),
+        array=header.metadata.get("array"),
+        content_type=header.metadata.get("content_type"),
+        header_size=header.size,
+        plaintext_size=_layout.message_plaintext_size(view.nbytes - header.size),
+    )

@@ -1,0 +1,77 @@
+"""Key stanzas. This version has the *direct* stanza: the caller's own 32-byte key."""
+
+from __future__ import annotations
+
+from . import _backend, _container
+from ._container import Stanza
+from .errors import FormatError, KeyNotFoundError
+
+KEY_SIZE = 32
+KEY_ID_SIZE = 16
+
+_KEY_ID_INFO = b"shardseal/v1/direct-key-id"
+_COBBLESTONE_128_KEY_INFO = b"shardseal/v1/cobblestone-128-key"
+
+
+def check_key(key) -> bytes:
+    """Validates a caller's key and returns it as bytes.
+
+    Raises:
+        TypeError: key is not bytes-like.
+        ValueError: key is not 32 bytes long.
+    """
+    if isinstance(key, str):
+        raise TypeError("key must be 32 bytes, not str (load the key's bytes, not its text)")
+    try:
+        view = memoryview(key)
+    except TypeError:
+        raise TypeError(f"key must be a bytes-like object, not {type(key).__name__}") from None
+    if view.nbytes != KEY_SIZE:
+        raise ValueError(f"key must be {KEY_SIZE} bytes, got {view.nbytes}")
+    return view.tobytes()
+
+
+def key_id(key: bytes) -> bytes:
+    """The key's public fingerprint: HKDF-Expand-SHA512(key, "shardseal/v1/direct-key-id")."""
+    return _backend.impl.hkdf_expand_sha512(key, _KEY_ID_INFO, KEY_ID_SIZE)
+
+
+def direct_stanza(key: bytes) -> Stanza:
+    """The stanza that names a caller's key by its id."""
+    return Stanza(_container.STANZA_DIRECT, key_id(key))
+
+
+def input_key(key: bytes, suite: int) -> bytes:
+    """The Cobblestone input key for a direct key: the key itself for Cobblestone-256; for
+    Cobblestone-128, a 16-byte key derived with HKDF (never a truncation)."""
+    if suite == 256:
+        return key
+    return _backend.impl.hkdf_expand_sha512(key, _COBBLESTONE_128_KEY_INFO, 16)
+
+
+def unwrap_direct(header: _container.Header, key: bytes) -> bytes:
+    """Finds the stanza the key opens and returns the Cobblestone input key.
+
+    Raises:
+        FormatError: a direct stanza with a malformed body.
+        KeyNotFoundError: no stanza names this key.
+    """
+    wanted = key_id(key)
+    for stanza in header.stanzas:
+        if stanza.type != _container.STANZA_DIRECT:
+            continue
+        if len(stanza.body) != KEY_ID_SIZE:
+            raise FormatError(f"direct key stanza must hold a {KEY_ID_SIZE}-byte key id")
+        if stanza.body == wanted:
+            return input_key(key, header.suite)
+    ids = tuple(i for i in (stanza_key_id(s) for s in header.stanzas) if i)
+    if not ids:
+        raise KeyNotFoundError("this container has no key stanza that a direct key can open")
+    raise KeyNotFoundError(
+        "the key does not open this container; it needs key id " + " or ".join(ids), ids
+    )
+
+
+def stanza_key_id(stanza: Stanza) -> str:
+    """The hex key id a stanza names, or "" for a type that names none."""
+    return stanza.body.hex() if stanza.type == _container.STANZA_DIRECT else ""

@@ -1,0 +1,53 @@
+"""The exceptions shardseal raises.
+
+Every decryption failure is a :class:`ShardsealError`. Bad arguments (a key of the wrong
+length, a read-only output buffer) raise the built-in ``TypeError`` or ``ValueError``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthenticationError",
+    "FormatError",
+    "KeyNotFoundError",
+    "ShardsealError",
+    "TruncatedError",
+]
+
+
+class ShardsealError(Exception):
+    """Base class of every shardseal error."""
+
+
+class AuthenticationError(ShardsealError):
+    """The data did not authenticate: it was tampered with, or the key or context is wrong.
+
+    The message never says which, so that failures give an attacker no oracle.
+    """
+
+    def __init__(self, message: str = "message authentication failed") -> None:
+        super().__init__(message)
+
+
+class TruncatedError(ShardsealError):
+    """The message ends early: it lacks its final chunk or part of its header."""
+
+
+class FormatError(ShardsealError, ValueError):
+    """The input is not a shardseal container this version can read.
+
+    Raised for a wrong magic, an unknown format version, suite or critical stanza type, and
+    for header fields that break the format's length limits.
+    """
+
+
+class KeyNotFoundError(ShardsealError):
+    """None of the given keys can open the container.
+
+    Attributes:
+        key_ids: the hex key ids of the stanzas the container holds.
+    """
+
+    def __init__(self, message: str, key_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.key_ids = tuple(key_ids)
