@@ -117,14 +117,14 @@ class _BoundedReader:
         self._read = read
         self.consumed = 0
 
-    def take(self, n: int, what: str) -> bytes:
+    def take(self, n: int, what: str, allow_short: bool = False) -> bytes:
         if self.consumed + n > MAX_HEADER_SIZE:
             raise FormatError(f"header too large: {what} would pass the 1 MiB header limit")
-        data = self._read(n)
-        if len(data) != n:
+        data = bytes(self._read(n))
+        if len(data) != n and not allow_short:
             raise TruncatedError(f"input truncated inside the header ({what})")
-        self.consumed += n
-        return bytes(data)
+        self.consumed += len(data)
+        return data
 
 
 def read_header(read: Callable[[int], bytes]) -> Header:
@@ -140,9 +140,11 @@ def read_header(read: Callable[[int], bytes]) -> Header:
         TruncatedError: the input ends inside the header.
     """
     reader = _BoundedReader(read)
-    prefix = reader.take(_PREFIX.size, "fixed part")
+    prefix = reader.take(_PREFIX.size, "fixed part", allow_short=True)
+    _check_magic(prefix[: len(MAGIC)])
+    if len(prefix) < _PREFIX.size:
+        raise TruncatedError("input truncated inside the header (fixed part)")
     magic, version, suite_id, metadata_len = _PREFIX.unpack(prefix)
-    _check_magic(magic)
     if version != VERSION:
         raise FormatError(f"unsupported shardseal format version {version} (this library reads {VERSION})")
     if suite_id not in SUITE_IDS:
@@ -180,6 +182,8 @@ def parse_header(data) -> Header:
 def _check_magic(magic: bytes) -> None:
     if magic == MAGIC:
         return
+    if MAGIC.startswith(magic):
+        raise TruncatedError("input truncated inside the magic bytes")
     # Line-ending or 7-bit mangling in transit leaves the letters but breaks the rest.
     if magic[1:6] == MAGIC[1:6]:
         raise FormatError("corrupted shardseal magic: the file was altered in transit (text mode or 7-bit transfer?)")
