@@ -179,8 +179,8 @@ def decrypt(blob, key, *, threads: Optional[int] = None) -> bytes:
 def decrypt_into(blob, key, out, *, threads: Optional[int] = None) -> int:
     """Decrypts a container into the caller's buffer ``out`` (``decrypted_size(blob)`` bytes).
 
-    On any failure ``out`` holds no plaintext: it is zeroed past the point of failure and
-    nothing written before it is left authenticated-looking.
+    On any failure ``out`` holds no plaintext: a bad commitment is found before anything is
+    written, and a bad chunk zeroes the whole plaintext region before the error is raised.
 
     Returns:
         The number of plaintext bytes written.

@@ -30,6 +30,11 @@ _SUITE_ID_OF = {bits: suite_id for suite_id, bits in SUITE_IDS.items()}
 STANZA_CRITICAL = 0x8000
 STANZA_DIRECT = 0x0001
 STANZA_TYPE_NAMES = {STANZA_DIRECT: "direct"}
+DIRECT_KEY_ID_SIZE = 16
+_STANZA_BODY_SIZES = {STANZA_DIRECT: DIRECT_KEY_ID_SIZE}
+
+# Reserved top-level metadata keys and the JSON type each must have.
+_RESERVED_METADATA = {"user": dict, "content_type": str, "array": dict}
 
 _PREFIX = struct.Struct(">10sBBI")  # magic, version, suite id, metadata length
 _STANZA_COUNT = struct.Struct(">H")
@@ -160,8 +165,7 @@ def read_header(read: Callable[[int], bytes]) -> Header:
         stanza_type, body_len = _STANZA_HEAD.unpack(reader.take(_STANZA_HEAD.size, "stanza"))
         stanzas.append(Stanza(stanza_type, reader.take(body_len, "stanza body")))
     for stanza in stanzas:
-        if stanza.critical and stanza.type not in STANZA_TYPE_NAMES:
-            raise FormatError(f"unknown critical key stanza type 0x{stanza.type:04x}")
+        _check_stanza(stanza)
     return Header(VERSION, SUITE_IDS[suite_id], metadata, tuple(stanzas), fixed, reader.consumed)
 
 
@@ -190,6 +194,14 @@ def _check_magic(magic: bytes) -> None:
     raise FormatError("not a shardseal container (wrong magic bytes)")
 
 
+def _check_stanza(stanza: Stanza) -> None:
+    if stanza.critical and stanza.type not in STANZA_TYPE_NAMES:
+        raise FormatError(f"unknown critical key stanza type 0x{stanza.type:04x}")
+    size = _STANZA_BODY_SIZES.get(stanza.type)
+    if size is not None and len(stanza.body) != size:
+        raise FormatError(f"{stanza.type_name} key stanza must have a {size}-byte body, found {len(stanza.body)}")
+
+
 def _parse_metadata(data: bytes) -> dict:
     try:
         metadata = json.loads(data.decode("utf-8"))
@@ -203,4 +215,7 @@ def _parse_metadata(data: bytes) -> dict:
         raise FormatError("header metadata is not canonical JSON") from None
     if canonical != data:
         raise FormatError("header metadata is not canonical JSON")
+    for name, kind in _RESERVED_METADATA.items():
+        if name in metadata and not isinstance(metadata[name], kind):
+            raise FormatError(f"header metadata {name!r} must be a JSON {'object' if kind is dict else 'string'}")
     return metadata

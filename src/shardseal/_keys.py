@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from . import _backend, _container
 from ._container import Stanza
-from .errors import FormatError, KeyNotFoundError
+from .errors import KeyNotFoundError
 
 KEY_SIZE = 32
-KEY_ID_SIZE = 16
+KEY_ID_SIZE = _container.DIRECT_KEY_ID_SIZE
 
 _KEY_ID_INFO = b"shardseal/v1/direct-key-id"
 _COBBLESTONE_128_KEY_INFO = b"shardseal/v1/cobblestone-128-key"
@@ -53,16 +53,11 @@ def unwrap_direct(header: _container.Header, key: bytes) -> bytes:
     """Finds the stanza the key opens and returns the Cobblestone input key.
 
     Raises:
-        FormatError: a direct stanza with a malformed body.
         KeyNotFoundError: no stanza names this key.
     """
     wanted = key_id(key)
     for stanza in header.stanzas:
-        if stanza.type != _container.STANZA_DIRECT:
-            continue
-        if len(stanza.body) != KEY_ID_SIZE:
-            raise FormatError(f"direct key stanza must hold a {KEY_ID_SIZE}-byte key id")
-        if stanza.body == wanted:
+        if stanza.type == _container.STANZA_DIRECT and stanza.body == wanted:
             return input_key(key, header.suite)
     ids = tuple(i for i in (stanza_key_id(s) for s in header.stanzas) if i)
     if not ids:
