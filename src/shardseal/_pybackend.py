@@ -103,6 +103,8 @@ def _writable(out) -> memoryview:
 
 
 def _zero(view: memoryview) -> None:
+    if not view.nbytes:
+        return
     zeros = bytes(min(view.nbytes, 1 << 20))
     for start in range(0, view.nbytes, len(zeros)):
         end = min(start + len(zeros), view.nbytes)
