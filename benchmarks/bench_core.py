@@ -1,0 +1,696 @@
+#!/usr/bin/env python3
+"""Core throughput benchmark for shardseal, next to its ceilings and its peers.
+
+On one random buffer (256 MiB by default) this script measures, in GB/s of plaintext
+(1 GB = 1e9 bytes), the median, min and max over ``--repeat`` runs of:
+
+* the ceilings: a memcpy of the buffer into a pre-faulted destination (memory bandwidth)
+  and ``openssl speed -evp aes-256-gcm -bytes 16384`` in one process and with
+  ``-multi <ncores>`` (the best AES-256-GCM the system OpenSSL does on 16 KiB records, the
+  size of a Cobblestone chunk). Neither can be beaten, so they say how much headroom is left;
+* shardseal's native engine, encrypt and decrypt, threads=1 and threads=all, into a
+  pre-allocated pre-faulted buffer (``encrypt_into`` / ``decrypt_into``) and allocating
+  (``encrypt`` / ``decrypt``);
+* shardseal's pure-Python backend (``encrypt_into`` / ``decrypt_into``, threads=1);
+* the interop peer ``cryptography.cobblestone`` (update + finalize), and cryptography's
+  one-shot ``AESGCM`` over the whole buffer (one nonce, no chunking).
+
+Every timed encrypt output is decrypted (outside the timing) and compared with the input, and
+every timed decrypt output is compared with the input, so a fast wrong answer aborts the run.
+Output buffers are zeroed before each run so that a stale correct result cannot pass either.
+At the end the script prints the ratios the performance issue sets as targets, with PASS/FAIL.
+
+Run it as ``python benchmarks/bench_core.py [--size-mib 256] [--repeat 7] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+import shardseal
+import shardseal.cobblestone as shardseal_cobblestone
+from shardseal import _backend, _pybackend
+
+try:
+    import cryptography
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+except ImportError:  # pragma: no cover - shardseal itself depends on cryptography
+    cryptography = None
+    AESGCM = None
+
+try:
+    from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
+except ImportError:  # cryptography < 50
+    Cobblestone256Decryptor = Cobblestone256Encryptor = None
+
+GB = 1e9
+SLOW_RUN_SECONDS = 1.0  # a peer run slower than this gets fewer repeats
+SLOW_RUN_REPEATS = 3
+NOISY_SHARE = 0.05  # other processes above this share of the machine make the run suspect
+
+
+class VerificationError(RuntimeError):
+    """A timed operation produced a wrong result."""
+
+
+@dataclass
+class Measurement:
+    """One row of the results table: throughputs in GB/s over the timed runs."""
+
+    key: str
+    label: str
+    threads: Optional[int]
+    median: float
+    min: float
+    max: float
+    runs: int
+    seconds: list = field(default_factory=list)
+    note: str = ""
+    others_cpu: Optional[float] = None  # share of all cores other processes used meanwhile
+
+
+# --------------------------------------------------------------------------------------
+# Environment
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def core_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+NCORES = core_count()
+
+
+def openssl_cli_version() -> str:
+    try:
+        return subprocess.run(["openssl", "version"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return f"unavailable ({exc})"
+
+
+def cryptography_openssl_version() -> str:
+    try:
+        from cryptography.hazmat.backends.openssl.backend import backend
+
+        return backend.openssl_version_text()
+    except Exception as exc:  # noqa: BLE001 - informational only
+        return f"unknown ({exc})"
+
+
+def environment(ncores: int, size: int, repeat: int) -> dict:
+    return {
+        "cpu_model": cpu_model(),
+        "cores": ncores,
+        "openssl_cli": openssl_cli_version(),
+        "cryptography": getattr(cryptography, "__version__", None),
+        "cryptography_openssl": cryptography_openssl_version(),
+        "shardseal": shardseal.__version__,
+        "shardseal_backend": shardseal.backend,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "size_bytes": size,
+        "repeat": repeat,
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Noise: how much CPU other processes took while we measured
+
+
+class CpuMonitor:
+    """Measures the share of all cores that *other* processes used over an interval.
+
+    From /proc/stat (whole machine, steal included) minus this process's own CPU time
+    (threads and waited-for children included). On a 2-core box one busy neighbour is 50%,
+    enough to halve any threads=all figure, so each row reports it.
+    """
+
+    _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __init__(self, ncores: int) -> None:
+        self.ncores = ncores
+        self.start = self._sample()
+
+    @classmethod
+    def _machine_busy(cls) -> Optional[float]:
+        try:
+            with open("/proc/stat", encoding="ascii") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        # user nice system idle iowait irq softirq steal ...
+        busy = fields[0] + fields[1] + fields[2] + sum(fields[5:8])
+        return busy / cls._TICK
+
+    @classmethod
+    def _sample(cls) -> tuple:
+        t = os.times()
+        return time.perf_counter(), cls._machine_busy(), t.user + t.system + t.children_user + t.children_system
+
+    def others_share(self) -> Optional[float]:
+        wall0, busy0, own0 = self.start
+        wall1, busy1, own1 = self._sample()
+        if busy0 is None or busy1 is None or wall1 <= wall0:
+            return None
+        others = (busy1 - busy0) - (own1 - own0)
+        return min(1.0, max(0.0, others / ((wall1 - wall0) * self.ncores)))
+
+
+# --------------------------------------------------------------------------------------
+# Helpers
+
+
+def prefaulted(size: int) -> np.ndarray:
+    """A uint8 buffer whose pages are all touched, so page faults stay out of the timing."""
+    buf = np.empty(size, dtype=np.uint8)
+    buf.fill(0)
+    return buf
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Temporarily switches shardseal's engine to "native" or "python"."""
+    saved = (_backend.name, _backend.impl)
+    if name == "python":
+        _backend.impl, _backend.name = _pybackend, "python"
+    elif name == "native":
+        from shardseal import _native
+
+        _backend.impl, _backend.name = _native, "native"
+    else:
+        raise ValueError(name)
+    try:
+        yield
+    finally:
+        _backend.name, _backend.impl = saved
+
+
+@dataclass
+class Timing:
+    seconds: list
+    note: str
+    others_cpu: Optional[float]
+
+
+def time_runs(label: str, run: Callable[[], object], verify: Callable[[object], None], repeat: int, *,
+              prepare: Optional[Callable[[], None]] = None, cap_slow: bool = False) -> Timing:
+    """Times ``run`` ``repeat`` times after one untimed warm-up run.
+
+    ``prepare`` runs before each run (outside the timing), ``verify`` checks each result
+    (outside the timing). With cap_slow, a first timed run slower than SLOW_RUN_SECONDS limits
+    the timed runs to SLOW_RUN_REPEATS.
+    """
+    monitor = CpuMonitor(NCORES)
+    note = ""
+    runs = repeat
+    seconds = []
+    i = -1  # -1 is the warm-up
+    while i < runs:
+        if prepare is not None:
+            prepare()
+        gc.collect()
+        gc.disable()
+        try:
+            start = time.perf_counter()
+            result = run()
+            elapsed = time.perf_counter() - start
+        finally:
+            gc.enable()
+        try:
+            verify(result)
+        except VerificationError:
+            raise
+        except Exception as exc:
+            raise VerificationError(f"{label}: verification raised {type(exc).__name__}: {exc}") from exc
+        del result
+        if i >= 0:
+            seconds.append(elapsed)
+            if cap_slow and i == 0 and elapsed > SLOW_RUN_SECONDS and runs > SLOW_RUN_REPEATS:
+                runs = SLOW_RUN_REPEATS
+                note = f"{elapsed:.2f} s/run > {SLOW_RUN_SECONDS:.0f} s: only {runs} runs"
+        i += 1
+    return Timing(seconds, note, monitor.others_share())
+
+
+def to_measurement(key: str, label: str, threads: Optional[int], size: int, timing: Timing) -> Measurement:
+    rates = [size / s / GB for s in timing.seconds]
+    return Measurement(key, label, threads, statistics.median(rates), min(rates), max(rates), len(rates),
+                       [round(s, 6) for s in timing.seconds], timing.note, timing.others_cpu)
+
+
+def require_equal(label: str, got, expected: np.ndarray) -> None:
+    got = np.frombuffer(got, dtype=np.uint8) if not isinstance(got, np.ndarray) else got
+    if got.nbytes != expected.nbytes or not np.array_equal(got, expected):
+        raise VerificationError(f"{label}: output does not match the input")
+
+
+def require_parts_equal(label: str, parts: list, expected: np.ndarray) -> None:
+    """Compares consecutive byte strings with the input without joining them."""
+    offset = 0
+    for part in parts:
+        chunk = np.frombuffer(part, dtype=np.uint8)
+        if offset + chunk.nbytes > expected.nbytes or not np.array_equal(chunk, expected[offset:offset + chunk.nbytes]):
+            raise VerificationError(f"{label}: output does not match the input")
+        offset += chunk.nbytes
+    if offset != expected.nbytes:
+        raise VerificationError(f"{label}: output has {offset} bytes, expected {expected.nbytes}")
+
+
+# --------------------------------------------------------------------------------------
+# Ceilings
+
+
+def bench_memcpy(src: np.ndarray, dst: np.ndarray, repeat: int) -> Measurement:
+    def prepare():
+        dst.fill(0)
+
+    timing = time_runs("memcpy", lambda: np.copyto(dst, src), lambda _: require_equal("memcpy", dst, src),
+                       repeat, prepare=prepare)
+    return to_measurement("memcpy", "memcpy (np.copyto, pre-faulted dst)", None, src.nbytes, timing)
+
+
+_OPENSSL_LINE = re.compile(r"^\s*(?:AES-256-GCM|aes-256-gcm|evp)\s+([0-9.]+)k\s*$", re.MULTILINE)
+
+
+def parse_openssl_speed(output: str) -> float:
+    """The 16384-bytes figure of ``openssl speed -bytes 16384``, in bytes/s (last row wins)."""
+    rows = _OPENSSL_LINE.findall(output)
+    if not rows:
+        raise ValueError("no AES-256-GCM row in openssl speed output")
+    return float(rows[-1]) * 1000.0
+
+
+def bench_openssl_speed(key: str, label: str, procs: int, decrypt: bool, seconds: int) -> Optional[Measurement]:
+    cmd = ["openssl", "speed", "-evp", "aes-256-gcm", "-bytes", "16384", "-seconds", str(seconds)]
+    if decrypt:
+        cmd.append("-decrypt")
+    if procs > 1:
+        cmd += ["-multi", str(procs)]
+    monitor = CpuMonitor(NCORES)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        rate = parse_openssl_speed(proc.stdout + proc.stderr) / GB
+    except (OSError, subprocess.CalledProcessError, ValueError) as exc:
+        print(f"warning: {' '.join(cmd)} failed: {exc}", file=sys.stderr)
+        return None
+    return Measurement(key, label, procs, rate, rate, rate, 1, [], "one run, internally averaged",
+                       monitor.others_share())
+
+
+# --------------------------------------------------------------------------------------
+# shardseal
+
+
+class ShardsealBench:
+    """shardseal encrypt/decrypt, verified after every run with the native engine."""
+
+    def __init__(self, plaintext: np.ndarray, key: bytes, ncores: int, repeat: int) -> None:
+        self.plaintext = plaintext
+        self.key = key
+        self.ncores = ncores
+        self.repeat = repeat
+        self.size = plaintext.nbytes
+        self.enc_out = prefaulted(shardseal.encrypted_size(self.size))
+        self.dec_out = prefaulted(self.size)
+        self.check = prefaulted(self.size)
+        with use_backend("native"):
+            self.blob = shardseal.encrypt(plaintext, key, threads=ncores)
+        self.check_container(self.blob, "reference container", independent=True)
+
+    def check_container(self, blob, label: str, independent: bool = False) -> None:
+        """Decrypts blob with the native engine (and, once, with cryptography) and compares."""
+        self.check.fill(0)
+        with use_backend("native"):
+            written = shardseal.decrypt_into(blob, self.key, self.check, threads=self.ncores)
+        if written != self.size:
+            raise VerificationError(f"{label}: decrypts to {written} bytes, expected {self.size}")
+        require_equal(label, self.check, self.plaintext)
+        if independent:
+            self.check_with_peer(blob, label)
+
+    def check_with_peer(self, blob, label: str) -> None:
+        """Opens the container's Cobblestone message with cryptography.cobblestone.
+
+        An engine-independent check that the native output is a real C2SP message.
+        """
+        if Cobblestone256Decryptor is None:
+            return
+        from shardseal import _container, _keys  # private: the container's key and context
+
+        view = memoryview(blob).cast("B")
+        header = _container.parse_header(view)
+        input_key = _keys.unwrap_direct(header, self.key)
+        decryptor = Cobblestone256Decryptor(input_key, bytes(header.fixed))
+        self.check.fill(0)
+        n = decryptor.update_into(view[header.size:], self.check)
+        tail = decryptor.finalize()
+        self.check[n:n + len(tail)] = np.frombuffer(tail, np.uint8)
+        require_equal(f"{label} (checked by cryptography.cobblestone)", self.check, self.plaintext)
+
+    def encrypt_into(self, threads: int) -> Timing:
+        first = [True]
+
+        def run():
+            return shardseal.encrypt_into(self.plaintext, self.key, self.enc_out, threads=threads)
+
+        def verify(written):
+            blob = self.enc_out[:written]
+            self.check_container(blob, f"encrypt_into threads={threads}", independent=first[0])
+            first[0] = False
+
+        return time_runs("encrypt_into", run, verify, self.repeat, prepare=lambda: self.enc_out.fill(0))
+
+    def decrypt_into(self, threads: int) -> Timing:
+        def run():
+            return shardseal.decrypt_into(self.blob, self.key, self.dec_out, threads=threads)
+
+        def verify(written):
+            if written != self.size:
+                raise VerificationError(f"decrypt_into threads={threads}: wrote {written} bytes")
+            require_equal(f"decrypt_into threads={threads}", self.dec_out, self.plaintext)
+
+        return time_runs("decrypt_into", run, verify, self.repeat, prepare=lambda: self.dec_out.fill(0))
+
+    def encrypt_alloc(self, threads: int) -> Timing:
+        first = [True]
+
+        def verify(blob):
+            self.check_container(blob, f"encrypt threads={threads}", independent=first[0])
+            first[0] = False
+
+        return time_runs("encrypt", lambda: shardseal.encrypt(self.plaintext, self.key, threads=threads),
+                               verify, self.repeat)
+
+    def decrypt_alloc(self, threads: int) -> Timing:
+        return time_runs("decrypt", lambda: shardseal.decrypt(self.blob, self.key, threads=threads),
+                               lambda out: require_equal(f"decrypt threads={threads}", out, self.plaintext),
+                               self.repeat)
+
+    def run_native(self) -> list:
+        results = []
+        for threads in (1, self.ncores):
+            tag = "1" if threads == 1 else "all"
+            with use_backend("native"):
+                cases = [
+                    ("encrypt_into", "native encrypt_into", self.encrypt_into),
+                    ("decrypt_into", "native decrypt_into", self.decrypt_into),
+                    ("encrypt", "native encrypt (allocating)", self.encrypt_alloc),
+                    ("decrypt", "native decrypt (allocating)", self.decrypt_alloc),
+                ]
+                for op, label, bench in cases:
+                    results.append(to_measurement(f"native_{op}_t{tag}", label, threads, self.size, bench(threads)))
+        return results
+
+    def run_python_backend(self) -> list:
+        results = []
+        with use_backend("python"):
+            assert shardseal.backend == "python"
+            results.append(to_measurement("python_encrypt_into_t1", "python backend encrypt_into", 1, self.size,
+                                          self.encrypt_into(1)))
+            results.append(to_measurement("python_decrypt_into_t1", "python backend decrypt_into", 1, self.size,
+                                          self.decrypt_into(1)))
+        assert shardseal.backend == "native"
+        return results
+
+
+# --------------------------------------------------------------------------------------
+# Peers: cryptography
+
+
+def bench_cryptography_cobblestone(plaintext: np.ndarray, key: bytes, repeat: int, ncores: int) -> list:
+    """cryptography.cobblestone, the interop peer: update + finalize, and update_into (info)."""
+    if Cobblestone256Encryptor is None:
+        print("warning: cryptography.cobblestone unavailable (needs cryptography>=50)", file=sys.stderr)
+        return []
+    size = plaintext.nbytes
+    check = prefaulted(size)
+
+    def decrypt_message(parts: list, label: str) -> None:
+        # The peer's ciphertext, opened by shardseal.cobblestone (native): also an interop check.
+        message = b"".join(parts)
+        check.fill(0)
+        with use_backend("native"):
+            shardseal_cobblestone.decrypt_into(message, key, check, threads=ncores)
+        require_equal(label, check, plaintext)
+
+    def encrypt_run():
+        encryptor = Cobblestone256Encryptor(key, b"")
+        return [encryptor.update(plaintext), encryptor.finalize()]
+
+    results = []
+    timing = time_runs("cryptography.cobblestone encrypt", encrypt_run,
+                              lambda parts: decrypt_message(parts, "cryptography.cobblestone encrypt"),
+                              repeat, cap_slow=True)
+    results.append(to_measurement("cobblestone_encrypt", "cryptography.cobblestone encrypt (update+finalize)", 1,
+                                  size, timing))
+
+    with use_backend("native"):
+        message = shardseal_cobblestone.encrypt(plaintext, key, threads=ncores)
+
+    def decrypt_run():
+        decryptor = Cobblestone256Decryptor(key, b"")
+        return [decryptor.update(message), decryptor.finalize()]
+
+    timing = time_runs("cryptography.cobblestone decrypt", decrypt_run,
+                              lambda parts: require_parts_equal("cryptography.cobblestone decrypt", parts, plaintext),
+                              repeat, cap_slow=True)
+    results.append(to_measurement("cobblestone_decrypt", "cryptography.cobblestone decrypt (update+finalize)", 1,
+                                  size, timing))
+
+    # For information: the same peer into a pre-faulted buffer, i.e. without the 256 MiB
+    # allocation that update() makes; separates allocation cost from crypto cost.
+    enc_buf = prefaulted(len(message) + 16)
+    dec_buf = prefaulted(size + 16)
+
+    def encrypt_into_run():
+        encryptor = Cobblestone256Encryptor(key, b"")
+        n = encryptor.update_into(plaintext, enc_buf)
+        return n, encryptor.finalize()
+
+    def verify_encrypt_into(result):
+        n, tail = result
+        decrypt_message([enc_buf[:n].tobytes(), tail], "cryptography.cobblestone update_into")
+
+    timing = time_runs("cryptography.cobblestone encrypt update_into", encrypt_into_run, verify_encrypt_into,
+                              repeat, prepare=lambda: enc_buf.fill(0), cap_slow=True)
+    results.append(to_measurement("cobblestone_encrypt_update_into",
+                                  "cryptography.cobblestone encrypt (update_into, info)", 1, size, timing))
+
+    def decrypt_into_run():
+        decryptor = Cobblestone256Decryptor(key, b"")
+        n = decryptor.update_into(message, dec_buf)
+        return n, decryptor.finalize()
+
+    def verify_decrypt_into(result):
+        n, tail = result
+        require_parts_equal("cryptography.cobblestone decrypt update_into", [dec_buf[:n], tail], plaintext)
+
+    timing = time_runs("cryptography.cobblestone decrypt update_into", decrypt_into_run, verify_decrypt_into,
+                              repeat, prepare=lambda: dec_buf.fill(0), cap_slow=True)
+    results.append(to_measurement("cobblestone_decrypt_update_into",
+                                  "cryptography.cobblestone decrypt (update_into, info)", 1, size, timing))
+    return results
+
+
+def bench_aesgcm_oneshot(plaintext: np.ndarray, key: bytes, repeat: int) -> list:
+    """cryptography's AESGCM over the whole buffer in one call (one nonce, no chunking)."""
+    if AESGCM is None:
+        return []
+    size = plaintext.nbytes
+    aead = AESGCM(key)
+    nonce = os.urandom(12)
+
+    def verify_encrypt(ciphertext):
+        require_equal("AESGCM encrypt", aead.decrypt(nonce, ciphertext, None), plaintext)
+
+    results = []
+    timing = time_runs("AESGCM encrypt", lambda: aead.encrypt(nonce, plaintext, None), verify_encrypt,
+                              repeat, cap_slow=True)
+    results.append(to_measurement("aesgcm_encrypt", "cryptography AESGCM.encrypt (one-shot)", 1, size, timing))
+
+    ciphertext = aead.encrypt(nonce, plaintext, None)
+    timing = time_runs("AESGCM decrypt", lambda: aead.decrypt(nonce, ciphertext, None),
+                              lambda out: require_equal("AESGCM decrypt", out, plaintext), repeat, cap_slow=True)
+    results.append(to_measurement("aesgcm_decrypt", "cryptography AESGCM.decrypt (one-shot)", 1, size, timing))
+    return results
+
+
+# --------------------------------------------------------------------------------------
+# Report
+
+
+def format_table(rows: list) -> str:
+    lines = [
+        "| Measurement | threads | GB/s median | GB/s min | GB/s max | runs | other CPU | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for m in rows:
+        threads = "" if m.threads is None else str(m.threads)
+        others = "?" if m.others_cpu is None else f"{100 * m.others_cpu:.0f}%"
+        lines.append(f"| {m.label} | {threads} | {m.median:.2f} | {m.min:.2f} | {m.max:.2f} | {m.runs} | {others} "
+                     f"| {m.note} |")
+    return "\n".join(lines)
+
+
+def evaluate_targets(by_key: dict, ncores: int) -> list:
+    """The ratios the issue sets as targets: (description, ratio or None, target, extra)."""
+
+    def ratio(num: str, den: str) -> Optional[float]:
+        if num in by_key and den in by_key and by_key[den].median > 0:
+            return by_key[num].median / by_key[den].median
+        return None
+
+    def info(num: str, den: str, what: str) -> str:
+        r = ratio(num, den)
+        return "" if r is None else f"  [{r:.3f}x {what}]"
+
+    multi = f"openssl speed -multi {ncores}"
+    return [
+        (f"native encrypt_into threads=all / {multi}", ratio("native_encrypt_into_tall", "openssl_multi"), 0.85, ""),
+        (f"native decrypt_into threads=all / {multi}", ratio("native_decrypt_into_tall", "openssl_multi"), 0.85,
+         info("native_decrypt_into_tall", "openssl_multi_decrypt", "openssl -decrypt -multi, info")),
+        ("native encrypt_into threads=all / cryptography.cobblestone encrypt",
+         ratio("native_encrypt_into_tall", "cobblestone_encrypt"), 8.0,
+         info("native_encrypt_into_tall", "cobblestone_encrypt_update_into", "its update_into, info")),
+        ("native decrypt_into threads=all / cryptography.cobblestone decrypt",
+         ratio("native_decrypt_into_tall", "cobblestone_decrypt"), 4.0,
+         info("native_decrypt_into_tall", "cobblestone_decrypt_update_into", "its update_into, info")),
+        ("native encrypt_into threads=1 / openssl speed (1 process)",
+         ratio("native_encrypt_into_t1", "openssl_single"), 0.85, ""),
+        ("native decrypt_into threads=1 / openssl speed (1 process)",
+         ratio("native_decrypt_into_t1", "openssl_single"), 0.85,
+         info("native_decrypt_into_t1", "openssl_single_decrypt", "openssl -decrypt, info")),
+        ("python backend encrypt_into / cryptography.cobblestone encrypt",
+         ratio("python_encrypt_into_t1", "cobblestone_encrypt"), 3.0,
+         info("python_encrypt_into_t1", "cobblestone_encrypt_update_into", "its update_into, info")),
+    ]
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size-mib", type=int, default=256, help="buffer size in MiB (default 256)")
+    parser.add_argument("--repeat", type=int, default=7, help="timed runs per measurement (default 7)")
+    parser.add_argument("--json", metavar="PATH", help="also write all results to this JSON file")
+    parser.add_argument("--openssl-seconds", type=int, default=3, help="openssl speed -seconds (default 3)")
+    args = parser.parse_args(argv)
+    if args.size_mib < 1 or args.repeat < 1 or args.openssl_seconds < 1:
+        parser.error("--size-mib, --repeat and --openssl-seconds must be positive")
+
+    started = time.perf_counter()
+    run_monitor = CpuMonitor(NCORES)
+    ncores = NCORES
+    size = args.size_mib << 20
+    env = environment(ncores, size, args.repeat)
+    if env["shardseal_backend"] != "native":
+        print("error: shardseal.backend is not 'native'; this benchmark measures the native engine", file=sys.stderr)
+        return 2
+
+    print("# shardseal core benchmark\n")
+    print(f"- CPU: {env['cpu_model']}")
+    print(f"- cores (sched_getaffinity): {ncores}")
+    print(f"- OpenSSL (CLI / shardseal native): {env['openssl_cli']}")
+    print(f"- cryptography {env['cryptography']} (bundled {env['cryptography_openssl']})")
+    print(f"- shardseal {env['shardseal']}, backend: {env['shardseal_backend']}")
+    print(f"- Python {env['python']}, numpy {env['numpy']}")
+    print(f"- buffer: {args.size_mib} MiB of random bytes, {args.repeat} timed runs after 1 warm-up;"
+          f" GB/s = 1e9 plaintext bytes/s\n", flush=True)
+
+    results = []
+
+    def step(what: str) -> None:
+        print(f"... {what} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    step("openssl speed")
+    for key, label, procs, decrypt in [
+        ("openssl_single", "openssl speed aes-256-gcm 16 KiB, encrypt", 1, False),
+        ("openssl_multi", f"openssl speed aes-256-gcm 16 KiB -multi {ncores}, encrypt", ncores, False),
+        ("openssl_single_decrypt", "openssl speed aes-256-gcm 16 KiB, -decrypt", 1, True),
+        ("openssl_multi_decrypt", f"openssl speed aes-256-gcm 16 KiB -multi {ncores}, -decrypt", ncores, True),
+    ]:
+        m = bench_openssl_speed(key, label, procs, decrypt, args.openssl_seconds)
+        if m is not None:
+            results.append(m)
+
+    step("generating input")
+    plaintext = np.frombuffer(os.urandom(size), dtype=np.uint8)
+    key = shardseal.generate_key()
+
+    try:
+        step("memcpy")
+        results.insert(0, bench_memcpy(plaintext, prefaulted(size), args.repeat))
+        step("shardseal native")
+        bench = ShardsealBench(plaintext, key, ncores, args.repeat)
+        results += bench.run_native()
+        step("shardseal python backend")
+        results += bench.run_python_backend()
+        del bench
+        step("cryptography.cobblestone")
+        results += bench_cryptography_cobblestone(plaintext, key, args.repeat, ncores)
+        step("cryptography AESGCM")
+        results += bench_aesgcm_oneshot(plaintext, key, args.repeat)
+    except VerificationError as exc:
+        print(f"\nERROR: verification failed: {exc}", file=sys.stderr)
+        return 1
+
+    print(format_table(results))
+    others = run_monitor.others_share()
+    print("\n'other CPU' is the share of all cores that other processes used during that row's runs")
+    if others is not None:
+        print(f"(whole run: {100 * others:.0f}%).", end="")
+        if others > NOISY_SHARE:
+            print(f" WARNING: the machine was busy; threads={ncores} figures and their ratios are unreliable.",
+                  end="")
+    print("\n")
+
+    by_key = {m.key: m for m in results}
+    targets = evaluate_targets(by_key, ncores)
+    print("## Targets\n")
+    target_json = []
+    for description, r, target, extra in targets:
+        if r is None:
+            verdict, shown = "SKIP", "n/a"
+        else:
+            verdict, shown = ("PASS" if r >= target else "FAIL"), f"{r:.3f}x"
+        print(f"- {verdict}: {description} = {shown} (target >= {target}x){extra}")
+        target_json.append({"target": description, "ratio": r, "min_ratio": target, "verdict": verdict})
+    elapsed = time.perf_counter() - started
+    print(f"\ntotal time: {elapsed:.0f} s")
+
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump({"environment": env, "results": [asdict(m) for m in results], "targets": target_json,
+                       "total_seconds": elapsed}, f, indent=2)
+            f.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
