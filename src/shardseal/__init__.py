@@ -27,6 +27,8 @@ from ._api import (
     generate_key,
     inspect,
 )
+from ._files import decrypt_file, encrypt_file, open
+from ._stream import DecryptingReader, EncryptingWriter
 from .errors import (
     AuthenticationError,
     FormatError,
@@ -40,6 +42,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AuthenticationError",
     "ContainerInfo",
+    "DecryptingReader",
+    "EncryptingWriter",
     "FormatError",
     "KeyNotFoundError",
     "ShardsealError",
@@ -49,15 +53,18 @@ __all__ = [
     "cobblestone",
     "decrypt",
     "decrypt_array",
+    "decrypt_file",
     "decrypt_into",
     "decrypted_size",
     "encrypt",
     "encrypt_array",
+    "encrypt_file",
     "encrypt_into",
     "encrypted_size",
     "errors",
     "generate_key",
     "inspect",
+    "open",
 ]
 
 

@@ -1,0 +1,182 @@
+"""Encrypted files: atomic writes, whole-file encryption and ``shardseal.open``."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+from ._stream import DecryptingReader, EncryptingWriter
+
+PathLike = Union[str, "os.PathLike[str]"]
+# Whole-file functions move data in blocks of this size: 3 blocks in flight bound the memory.
+FILE_BLOCK_SIZE = 8 * 2**20
+TEMP_SUFFIX = ".sseal-tmp"
+
+
+class AtomicFile:
+    """A temporary file beside `destination` that replaces it only when committed.
+
+    The data is fsynced before the rename and the folder after it, so after a crash the
+    destination is either absent (or its old version) or complete. Until then only a
+    ``.<name>.*.sseal-tmp`` file exists, removed on abort.
+    """
+
+    def __init__(self, destination: PathLike, mode: int = 0o600) -> None:
+        self.destination = Path(destination)
+        folder = self.destination.parent
+        fd, temp = tempfile.mkstemp(prefix=f".{self.destination.name}.", suffix=TEMP_SUFFIX, dir=folder)
+        self.temp = Path(temp)
+        os.fchmod(fd, mode)
+        self.file = builtins.open(fd, "wb")
+
+    def commit(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        os.replace(self.temp, self.destination)
+        _fsync_folder(self.destination.parent)
+
+    def abort(self) -> None:
+        self.file.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.temp)
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_path(obj) -> bool:
+    return isinstance(obj, (str, os.PathLike))
+
+
+def open(file, mode: str = "rb", key=None, *, metadata: Optional[Mapping[str, Any]] = None,
+         threads: Optional[int] = None, suite: int = 256, cache_chunks: int = 32):
+    """Opens a shardseal container as a binary stream.
+
+    Args:
+        file: a path, or a binary file object (seekable for random access; a pipe works for
+            sequential reading and for writing).
+        mode: ``"rb"`` to decrypt (random access, ``pread``), ``"wb"`` to encrypt.
+        key: the 32-byte key.
+        metadata: ``"wb"`` only: JSON metadata for the header (authenticated, not secret).
+        threads: worker threads for long reads and for writing; None uses every CPU.
+        suite: ``"wb"`` only: 256 or 128.
+        cache_chunks: ``"rb"`` only: how many decrypted 16 KiB chunks to keep for small reads.
+
+    Returns:
+        A ``DecryptingReader`` or an ``EncryptingWriter`` (both ``io.BufferedIOBase``). A writer
+        given a path writes a temporary file and renames it into place on ``close``; if it is
+        not closed cleanly (an exception in its ``with`` block, the process dying) nothing is
+        left under the path.
+
+    Raises:
+        ValueError: an unsupported mode.
+        FormatError, KeyNotFoundError, AuthenticationError, TruncatedError: ``"rb"`` on a
+            container that cannot be opened (the header and commitment are checked here).
+    """
+    if mode not in ("rb", "wb"):
+        raise ValueError(f"mode must be 'rb' or 'wb', got {mode!r} (containers are binary)")
+    if key is None:
+        raise TypeError("open() needs key=")
+    if mode == "rb":
+        if _is_path(file):
+            return DecryptingReader(builtins.open(file, "rb"), key, threads=threads,
+                                    cache_chunks=cache_chunks, close_raw=True)
+        return DecryptingReader(file, key, threads=threads, cache_chunks=cache_chunks)
+    if _is_path(file):
+        atomic = AtomicFile(file)
+        return EncryptingWriter(atomic.file, key, metadata=metadata, threads=threads, suite=suite,
+                                on_close=atomic.commit, on_abort=atomic.abort)
+    return EncryptingWriter(file, key, metadata=metadata, threads=threads, suite=suite)
+
+
+def _progress_bar(enabled: bool, total: int, description: str):
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description)
+
+
+def _copy_blocks(read_into, write, total: int, progress) -> None:
+    """Moves blocks from read_into to write, reading the next block while one is processed
+    and written (write runs the crypto; the GIL is released in both)."""
+    buffers = [bytearray(FILE_BLOCK_SIZE), bytearray(FILE_BLOCK_SIZE)]
+    with ThreadPoolExecutor(1, thread_name_prefix="shardseal-reader") as reader:
+        pending = reader.submit(read_into, buffers[0])
+        turn = 0
+        while True:
+            n = pending.result()
+            if n == 0:
+                break
+            current = memoryview(buffers[turn])[:n]
+            turn ^= 1
+            pending = reader.submit(read_into, buffers[turn])
+            write(current)
+            if progress is not None:
+                progress.update(n)
+
+
+def encrypt_file(src: PathLike, dst: PathLike, key, *, metadata: Optional[Mapping[str, Any]] = None,
+                 threads: Optional[int] = None, suite: int = 256, progress: bool = False) -> int:
+    """Encrypts the file src into dst in bounded memory, atomically.
+
+    dst is written as a temporary file in its folder, fsynced and renamed into place; on any
+    failure (an error, Ctrl-C) no partial output exists under dst and src is untouched.
+    src and dst may be the same path. dst gets src's permission bits.
+
+    Returns:
+        The number of plaintext bytes encrypted.
+
+    Raises:
+        OSError: src cannot be read or dst cannot be written.
+        TypeError, ValueError: bad arguments (as for ``shardseal.encrypt``).
+    """
+    with builtins.open(src, "rb", buffering=0) as source:
+        mode = os.fstat(source.fileno()).st_mode & 0o777
+        total = os.fstat(source.fileno()).st_size
+        atomic = AtomicFile(dst, mode)
+        writer = EncryptingWriter(atomic.file, key, metadata=metadata, threads=threads, suite=suite,
+                                  on_close=atomic.commit, on_abort=atomic.abort)
+        with writer, _progress_bar(progress, total, f"encrypt {Path(src).name}") as bar:
+            _copy_blocks(source.readinto, writer.write, total, bar)
+        return writer.tell()
+
+
+def decrypt_file(src: PathLike, dst: PathLike, key, *, threads: Optional[int] = None,
+                 progress: bool = False) -> int:
+    """Decrypts the container src into dst in bounded memory, atomically.
+
+    Every chunk is authenticated before it is written, and dst appears only once the whole
+    file has authenticated: on any failure (tampering, a wrong key, truncation, Ctrl-C) nothing
+    exists under dst. src and dst may be the same path. dst is created with mode 0600.
+
+    Returns:
+        The number of plaintext bytes written.
+
+    Raises:
+        FormatError, KeyNotFoundError, AuthenticationError, TruncatedError: as for
+            ``shardseal.decrypt``.
+        OSError: src cannot be read or dst cannot be written.
+    """
+    with DecryptingReader(builtins.open(src, "rb", buffering=0), key, threads=threads,
+                          close_raw=True) as reader:
+        atomic = AtomicFile(dst)
+        try:
+            with _progress_bar(progress, reader.size, f"decrypt {Path(src).name}") as bar:
+                _copy_blocks(reader.readinto, atomic.file.write, reader.size, bar)
+            atomic.commit()
+        except BaseException:
+            atomic.abort()
+            raise
+        return reader.size

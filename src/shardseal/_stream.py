@@ -1,0 +1,484 @@
+"""Streams over containers: a random-access decrypting reader and an encrypting writer.
+
+Both work in bounded memory on files of any size. The reader decrypts only the 16 KiB chunks a
+read touches (a small cache keeps recent ones; long reads decrypt many chunks at once on the
+thread pool), and authenticates the final chunk before it reveals where the data ends.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Mapping, Optional
+
+from . import _backend, _buffers, _container, _keys, _layout
+from ._layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SALT_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
+from .errors import AuthenticationError, TruncatedError
+
+# Reads of at least this many whole chunks skip the cache and decrypt straight into the
+# caller's buffer, in batches of at most BULK_BATCH_CHUNKS (4 MiB) to bound memory.
+BULK_MIN_CHUNKS = 4
+BULK_BATCH_CHUNKS = 256
+DEFAULT_CACHE_CHUNKS = 32
+# The writer encrypts and writes in batches of this many chunks (4 MiB).
+WRITE_BATCH_CHUNKS = 256
+
+
+def read_exact(raw, size: int) -> bytes:
+    """Reads size bytes, or fewer only at the end of the input (pipes return short reads)."""
+    parts = []
+    remaining = size
+    while remaining > 0:
+        data = raw.read(remaining)
+        if not data:
+            break
+        parts.append(data)
+        remaining -= len(data)
+    return b"".join(parts)
+
+
+class _PositionalSource:
+    """Thread-safe reads at absolute offsets: os.pread on a regular file, else seek + read
+    under a lock (fsspec files, BytesIO)."""
+
+    def __init__(self, raw) -> None:
+        self._raw = raw
+        self._lock = threading.Lock()
+        self._fd: Optional[int] = None
+        try:
+            fd = raw.fileno()
+            if stat.S_ISREG(os.fstat(fd).st_mode) and hasattr(os, "preadv"):
+                self._fd = fd
+        except (AttributeError, OSError, io.UnsupportedOperation):
+            pass
+
+    def readinto_at(self, offset: int, view: memoryview) -> int:
+        if self._fd is not None:
+            done = 0
+            while done < view.nbytes:
+                n = os.preadv(self._fd, [view[done:]], offset + done)
+                if n == 0:
+                    break
+                done += n
+            return done
+        with self._lock:
+            self._raw.seek(offset)
+            data = read_exact(self._raw, view.nbytes)
+        view[: len(data)] = data
+        return len(data)
+
+
+class DecryptingReader(io.BufferedIOBase):
+    """A read-only binary stream over a shardseal container.
+
+    On a seekable source it supports seek/tell and random access, and ``pread`` for many
+    threads at once; on a pipe it reads sequentially. Created by ``shardseal.open(f, "rb")``.
+    """
+
+    def __init__(self, raw, key, *, threads: Optional[int] = None,
+                 cache_chunks: int = DEFAULT_CACHE_CHUNKS, close_raw: bool = False) -> None:
+        super().__init__()
+        self._raw = raw
+        self._close_raw = close_raw
+        self._threads = _buffers.thread_count(threads)
+        self._pos = 0
+        try:
+            self._open(key, cache_chunks)
+        except BaseException:
+            if close_raw:
+                raw.close()
+            raise
+
+    def _open(self, key, cache_chunks: int) -> None:
+        raw = self._raw
+        seekable = _is_seekable(raw)
+        start = raw.tell() if seekable else 0
+        header = _container.read_header(lambda n: read_exact(raw, n))
+        input_key = _keys.unwrap_direct(header, _keys.check_key(key))
+        head = read_exact(raw, MESSAGE_HEADER_SIZE)
+        if len(head) < MESSAGE_HEADER_SIZE:
+            raise TruncatedError("message truncated: shorter than its salt and commitment")
+        self._keys = _backend.impl.MessageKeys(header.suite, input_key, head[:SALT_SIZE], header.fixed)
+        if not self._keys.commitment_matches(head[SALT_SIZE:]):
+            raise AuthenticationError()
+        self.header = header
+        self._data_start = start + header.size + MESSAGE_HEADER_SIZE
+        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache_chunks = max(1, cache_chunks)
+        self._cache_lock = threading.Lock()
+        self._scratch = threading.local()
+        if seekable:
+            self._source: Optional[_PositionalSource] = _PositionalSource(raw)
+            end = raw.seek(0, io.SEEK_END)
+            self._size: Optional[int] = _layout.opened_size(end - self._data_start)
+            self._final_index = self._size // CHUNK_SIZE
+            self._final_verified = False
+        else:
+            self._source = None
+            self._size = None
+            self._plain = b""  # decrypted, not yet returned
+            self._plain_pos = 0
+            self._pending = bytearray()  # ciphertext, not yet decrypted
+            self._next_chunk = 0
+            self._decrypted = 0  # plaintext bytes decrypted so far
+            self._eof = False
+
+    # ---- io.BufferedIOBase ----------------------------------------------------------
+
+    def readable(self) -> bool:
+        self._check_open()
+        return True
+
+    def seekable(self) -> bool:
+        self._check_open()
+        return self._source is not None
+
+    def tell(self) -> int:
+        self._check_open()
+        return self._pos
+
+    @property
+    def size(self) -> Optional[int]:
+        """The plaintext size, or None on a non-seekable source (known at its end)."""
+        return self._size
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._check_open()
+        if self._source is None:
+            if whence == io.SEEK_CUR and offset == 0:
+                return self._pos
+            raise io.UnsupportedOperation("seek on a non-seekable source")
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._pos + offset
+        elif whence == io.SEEK_END:
+            self._verify_final()  # the end is only trusted once the final chunk is
+            target = self._size + offset
+        else:
+            raise ValueError(f"invalid whence {whence!r}")
+        if target < 0:
+            raise ValueError(f"negative seek position {target}")
+        self._pos = target
+        return target
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        self._check_open()
+        if size is None or size < 0:
+            if self._source is None:
+                return self._read_stream_all()
+            size = max(0, self._size - self._pos)
+        out = bytearray(size)
+        n = self.readinto(out)
+        del out[n:]
+        return bytes(out)
+
+    def read1(self, size: int = -1) -> bytes:
+        return self.read(size)
+
+    def readinto(self, buffer) -> int:
+        self._check_open()
+        view = _buffers.writable(buffer, "buffer")
+        if self._source is None:
+            n = self._stream_readinto(view)
+        else:
+            n = self._readinto_at(self._pos, view)
+        self._pos += n
+        return n
+
+    def readinto1(self, buffer) -> int:
+        return self.readinto(buffer)
+
+    def pread(self, offset: int, size: int) -> bytes:
+        """Reads size bytes at offset without moving the stream position; thread-safe.
+
+        Raises:
+            io.UnsupportedOperation: the source is not seekable.
+            AuthenticationError: a chunk the read touches was tampered with.
+        """
+        self._check_open()
+        if self._source is None:
+            raise io.UnsupportedOperation("pread on a non-seekable source")
+        if offset < 0 or size < 0:
+            raise ValueError("offset and size must be non-negative")
+        out = bytearray(max(0, min(size, self._size - offset)))
+        n = self._readinto_at(offset, memoryview(out))
+        del out[n:]
+        return bytes(out)
+
+    def close(self) -> None:
+        if not self.closed:
+            with self._cache_lock:
+                self._cache.clear()
+            if self._close_raw:
+                self._raw.close()
+        super().close()
+
+    def __reduce__(self):
+        raise TypeError("a shardseal reader holds key material and cannot be pickled; "
+                        "open the file again in the other process")
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError("I/O operation on a closed shardseal reader")
+
+    # ---- random access --------------------------------------------------------------
+
+    def _verify_final(self) -> None:
+        if not self._final_verified:
+            self._chunk(self._final_index)
+
+    def _chunk(self, index: int) -> bytes:
+        """Chunk `index`, decrypted and authenticated (cached)."""
+        with self._cache_lock:
+            cached = self._cache.get(index)
+            if cached is not None:
+                self._cache.move_to_end(index)
+                return cached
+        final = index == self._final_index
+        plain_len = self._size - index * CHUNK_SIZE if final else CHUNK_SIZE
+        sealed = bytearray(plain_len + TAG_SIZE)
+        got = self._source.readinto_at(self._data_start + index * SEALED_CHUNK_SIZE, memoryview(sealed))
+        if got != len(sealed):
+            raise TruncatedError("the file was truncated while being read")
+        plain = bytearray(plain_len)
+        self._keys.open_chunks_into(index, sealed, plain, final, 1)
+        plain = bytes(plain)
+        with self._cache_lock:
+            self._cache[index] = plain
+            if len(self._cache) > self._cache_chunks:
+                self._cache.popitem(last=False)
+            if final:
+                self._final_verified = True
+        return plain
+
+    def _bulk_scratch(self, size: int) -> memoryview:
+        scratch = getattr(self._scratch, "buffer", None)
+        if scratch is None or len(scratch) < size:
+            scratch = self._scratch.buffer = bytearray(size)
+        return memoryview(scratch)[:size]
+
+    def _readinto_at(self, offset: int, out: memoryview) -> int:
+        end = min(offset + out.nbytes, self._size)
+        if end >= self._size:
+            self._verify_final()  # this read reaches the end: prove the end is real
+        pos = offset
+        while pos < end:
+            index, within = divmod(pos, CHUNK_SIZE)
+            whole = (end - pos) // CHUNK_SIZE if within == 0 else 0
+            if whole >= BULK_MIN_CHUNKS:
+                # Whole chunks are never the final chunk, which is always short.
+                count = min(whole, BULK_BATCH_CHUNKS)
+                sealed = self._bulk_scratch(count * SEALED_CHUNK_SIZE)
+                if self._source.readinto_at(self._data_start + index * SEALED_CHUNK_SIZE, sealed) != sealed.nbytes:
+                    raise TruncatedError("the file was truncated while being read")
+                target = out[pos - offset : pos - offset + count * CHUNK_SIZE]
+                self._keys.open_chunks_into(index, sealed, target, False, self._threads)
+                pos += count * CHUNK_SIZE
+            else:
+                plain = self._chunk(index)
+                take = min(len(plain) - within, end - pos)
+                out[pos - offset : pos - offset + take] = plain[within : within + take]
+                pos += take
+        return max(0, end - offset)
+
+    # ---- sequential (non-seekable) ----------------------------------------------------
+
+    def _stream_fill(self) -> bool:
+        """Decrypts the next batch of ciphertext; returns False at the end of the message."""
+        if self._eof:
+            return False
+        batch = BULK_BATCH_CHUNKS * SEALED_CHUNK_SIZE
+        # One byte past a batch proves its last chunk is not the final one.
+        while len(self._pending) <= batch:
+            data = self._raw.read(batch + 1 - len(self._pending))
+            if not data:
+                self._eof = True
+                break
+            self._pending += data
+        if self._eof:
+            sealed, final = self._pending, True
+            self._pending = bytearray()
+        else:
+            sealed, final = self._pending[:batch], False
+            del self._pending[:batch]
+        plain = bytearray(_layout.opened_size(len(sealed), final))
+        self._keys.open_chunks_into(self._next_chunk, sealed, plain, final, self._threads)
+        self._next_chunk += len(sealed) // SEALED_CHUNK_SIZE
+        self._decrypted += len(plain)
+        self._plain, self._plain_pos = bytes(plain), 0
+        if final:
+            self._size = self._decrypted
+        return True
+
+    def _stream_readinto(self, out: memoryview) -> int:
+        done = 0
+        while done < out.nbytes:
+            if self._plain_pos == len(self._plain) and not self._stream_fill():
+                break
+            take = min(out.nbytes - done, len(self._plain) - self._plain_pos)
+            out[done : done + take] = self._plain[self._plain_pos : self._plain_pos + take]
+            self._plain_pos += take
+            done += take
+        return done
+
+    def _read_stream_all(self) -> bytes:
+        parts = [self._plain[self._plain_pos :]]
+        self._plain_pos = len(self._plain)
+        while self._stream_fill():
+            parts.append(self._plain)
+            self._plain_pos = len(self._plain)
+        data = b"".join(parts)
+        self._pos += len(data)
+        return data
+
+
+def _is_seekable(raw) -> bool:
+    try:
+        return bool(raw.seekable())
+    except (AttributeError, ValueError):
+        return False
+
+
+class EncryptingWriter(io.BufferedIOBase):
+    """A write-only binary stream that encrypts into a shardseal container.
+
+    Plaintext is buffered and sealed in batches on the thread pool while the previous batch is
+    written on a background thread. ``close`` writes the final chunk; without it the container
+    is incomplete and fails to decrypt. Created by ``shardseal.open(f, "wb")``.
+    """
+
+    def __init__(self, raw, key, *, metadata: Optional[Mapping[str, Any]] = None,
+                 threads: Optional[int] = None, suite: int = 256,
+                 on_close: Optional[Callable[[], None]] = None,
+                 on_abort: Optional[Callable[[], None]] = None) -> None:
+        super().__init__()
+        from ._api import _check_suite, _header_for, _header_metadata, _random_salt
+
+        self._raw = raw
+        self._on_close = on_close
+        self._on_abort = on_abort
+        self._threads = _buffers.thread_count(threads)
+        self._buffer = bytearray()
+        self._next_chunk = 0
+        self._written = 0
+        self._finished = False  # completed or aborted: nothing more reaches raw
+        self._pending_write: Optional[Future] = None
+        self._io = ThreadPoolExecutor(1, thread_name_prefix="shardseal-writer")
+        try:
+            key = _keys.check_key(key)
+            suite = _check_suite(suite)
+            fixed, header = _header_for(key, suite, _header_metadata(metadata))
+            salt = _random_salt()
+            self._keys = _backend.impl.MessageKeys(suite, _keys.input_key(key, suite), salt, fixed)
+            raw.write(header + salt + self._keys.commitment)
+        except BaseException:
+            self._abort()
+            raise
+
+    def writable(self) -> bool:
+        return not self.closed
+
+    def tell(self) -> int:
+        """The number of plaintext bytes written so far."""
+        return self._written
+
+    def write(self, data) -> int:
+        if self.closed:
+            raise ValueError("write to a closed shardseal writer")
+        view = _buffers.readable(data, "data")
+        try:
+            self._write(view)
+        except BaseException:
+            self._abort()
+            raise
+        self._written += view.nbytes
+        return view.nbytes
+
+    def _write(self, view: memoryview) -> None:
+        batch = WRITE_BATCH_CHUNKS * CHUNK_SIZE
+        if self._buffer:
+            take = min(view.nbytes, batch - len(self._buffer))
+            self._buffer += view[:take]
+            view = view[take:]
+            if len(self._buffer) == batch:
+                self._seal(memoryview(self._buffer), final=False)
+                self._buffer = bytearray()
+        # Whole chunks straight from the caller's memory, no copy into the buffer.
+        while view.nbytes >= CHUNK_SIZE:
+            count = min(view.nbytes // CHUNK_SIZE, WRITE_BATCH_CHUNKS) * CHUNK_SIZE
+            self._seal(view[:count], final=False)
+            view = view[count:]
+        self._buffer += view
+
+    def _seal(self, plain: memoryview, final: bool) -> None:
+        sealed = bytearray(_layout.sealed_size(plain.nbytes, final))
+        self._keys.seal_chunks_into(self._next_chunk, plain, sealed, final, self._threads)
+        self._next_chunk += _layout.chunk_count(plain.nbytes, final)
+        self._wait_for_write()
+        self._pending_write = self._io.submit(self._raw.write, sealed)
+
+    def _wait_for_write(self) -> None:
+        if self._pending_write is not None:
+            pending, self._pending_write = self._pending_write, None
+            pending.result()  # re-raises a write error (disk full) here
+
+    def flush(self) -> None:
+        if not self._finished:
+            self._wait_for_write()
+            self._raw.flush()
+
+    def close(self) -> None:
+        """Writes the final chunk, flushes and completes the container."""
+        if self.closed:
+            return
+        try:
+            self._seal(memoryview(self._buffer), final=True)
+            self._wait_for_write()
+            self._raw.flush()
+            self._io.shutdown()
+            self._finished = True
+            if self._on_close is not None:
+                self._on_close()
+        except BaseException:
+            self._abort()
+            raise
+        super().close()
+
+    def abort(self) -> None:
+        """Discards the container: with a path destination nothing is left under its name."""
+        self._abort()
+
+    def _abort(self) -> None:
+        if self.closed:
+            return
+        self._finished = True
+        self._buffer = bytearray()
+        try:
+            if self._pending_write is not None:
+                self._pending_write.exception()
+            self._io.shutdown()
+        finally:
+            super().close()
+            if self._on_abort is not None:
+                self._on_abort()
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            self._abort()
+        else:
+            self.close()
+
+    def __del__(self) -> None:
+        # An unclosed writer is an interrupted one: never complete a container by accident.
+        try:
+            self._abort()
+        except Exception:
+            pass
+
+    def __reduce__(self):
+        raise TypeError("a shardseal writer holds key material and cannot be pickled")
