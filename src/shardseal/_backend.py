@@ -7,6 +7,7 @@ missing, ``python`` always takes the Python backend.
 
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 from types import ModuleType
@@ -19,7 +20,7 @@ def _load(choice: str) -> tuple[str, ModuleType]:
         raise ValueError(f"SHARDSEAL_BACKEND must be one of {', '.join(_CHOICES)}, got {choice!r}")
     if choice != "python":
         try:
-            from . import _native
+            _native = importlib.import_module(f"{__package__}._native")
         except ImportError as exc:
             if choice == "native":
                 raise ImportError(

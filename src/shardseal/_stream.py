@@ -56,6 +56,19 @@ class _PositionalSource:
         except (AttributeError, OSError, io.UnsupportedOperation):
             pass
 
+    def read_at(self, offset: int, size: int) -> bytes:
+        if self._fd is not None:
+            data = os.pread(self._fd, size, offset)
+            if len(data) == size or not data:
+                return data
+            view = bytearray(size)
+            view[: len(data)] = data
+            got = len(data) + self.readinto_at(offset + len(data), memoryview(view)[len(data) :])
+            return bytes(view[:got])
+        with self._lock:
+            self._raw.seek(offset)
+            return read_exact(self._raw, size)
+
     def readinto_at(self, offset: int, view: memoryview) -> int:
         if self._fd is not None:
             done = 0
@@ -107,7 +120,7 @@ class DecryptingReader(io.BufferedIOBase):
             raise AuthenticationError()
         self.header = header
         self._data_start = start + header.size + MESSAGE_HEADER_SIZE
-        self._cache: OrderedDict[int, bytes] = OrderedDict()
+        self._cache: OrderedDict[int, bytearray] = OrderedDict()
         self._cache_chunks = max(1, cache_chunks)
         self._cache_lock = threading.Lock()
         self._scratch = threading.local()
@@ -205,7 +218,12 @@ class DecryptingReader(io.BufferedIOBase):
             raise io.UnsupportedOperation("pread on a non-seekable source")
         if offset < 0 or size < 0:
             raise ValueError("offset and size must be non-negative")
-        out = bytearray(max(0, min(size, self._size - offset)))
+        size = max(0, min(size, self._size - offset))
+        index, within = divmod(offset, CHUNK_SIZE)
+        if 0 < size <= CHUNK_SIZE - within and offset + size < self._size:
+            # The common small read inside one chunk: one slice copy, nothing else.
+            return bytes(memoryview(self._chunk(index))[within : within + size])
+        out = bytearray(size)
         n = self._readinto_at(offset, memoryview(out))
         del out[n:]
         return bytes(out)
@@ -232,8 +250,8 @@ class DecryptingReader(io.BufferedIOBase):
         if not self._final_verified:
             self._chunk(self._final_index)
 
-    def _chunk(self, index: int) -> bytes:
-        """Chunk `index`, decrypted and authenticated (cached)."""
+    def _chunk(self, index: int) -> bytearray:
+        """Chunk `index`, decrypted and authenticated (cached; never modified)."""
         with self._cache_lock:
             cached = self._cache.get(index)
             if cached is not None:
@@ -241,13 +259,11 @@ class DecryptingReader(io.BufferedIOBase):
                 return cached
         final = index == self._final_index
         plain_len = self._size - index * CHUNK_SIZE if final else CHUNK_SIZE
-        sealed = bytearray(plain_len + TAG_SIZE)
-        got = self._source.readinto_at(self._data_start + index * SEALED_CHUNK_SIZE, memoryview(sealed))
-        if got != len(sealed):
+        sealed = self._source.read_at(self._data_start + index * SEALED_CHUNK_SIZE, plain_len + TAG_SIZE)
+        if len(sealed) != plain_len + TAG_SIZE:
             raise TruncatedError("the file was truncated while being read")
         plain = bytearray(plain_len)
         self._keys.open_chunks_into(index, sealed, plain, final, 1)
-        plain = bytes(plain)
         with self._cache_lock:
             self._cache[index] = plain
             if len(self._cache) > self._cache_chunks:
@@ -280,7 +296,7 @@ class DecryptingReader(io.BufferedIOBase):
                 self._keys.open_chunks_into(index, sealed, target, False, self._threads)
                 pos += count * CHUNK_SIZE
             else:
-                plain = self._chunk(index)
+                plain = memoryview(self._chunk(index))
                 take = min(len(plain) - within, end - pos)
                 out[pos - offset : pos - offset + take] = plain[within : within + take]
                 pos += take
