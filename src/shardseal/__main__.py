@@ -1,70 +1,12 @@
-"""The ``shardseal`` command. ``shardseal demo`` runs the built-in demonstration."""
+"""``python -m shardseal`` and the ``shardseal`` command; the commands live in shardseal.cli."""
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 
-import numpy as np
+from .cli import main
 
-import shardseal
-
-
-def _throughput(nbytes: int, seconds: float) -> str:
-    return f"{nbytes / seconds / 1e9:.2f} GB/s"
-
-
-def run_demo(size_mib: int, threads: int | None) -> int:
-    """Encrypts a synthetic dataset shard in memory, inspects it, decrypts and verifies it."""
-    print(f"shardseal {shardseal.__version__}, backend: {shardseal.backend}")
-    key = shardseal.generate_key()
-    rows = size_mib * 2**20 // (256 * 4)
-    shard = np.random.default_rng(0).standard_normal((rows, 256), dtype=np.float32)
-    print(f"shard: float32 array {shard.shape}, {shard.nbytes / 2**20:.0f} MiB")
-
-    start = time.perf_counter()
-    blob = shardseal.encrypt_array(shard, key, metadata={"dataset": "demo", "split": "train"},
-                                   threads=threads)
-    encrypt_s = time.perf_counter() - start
-    info = shardseal.inspect(blob)
-    print(f"encrypted: {len(blob)} bytes in {encrypt_s * 1e3:.1f} ms ({_throughput(shard.nbytes, encrypt_s)})")
-    print(f"header: {info.suite}, key id {info.stanzas[0].key_id}, metadata {info.metadata}, "
-          f"array {info.array}")
-
-    start = time.perf_counter()
-    restored = shardseal.decrypt_array(blob, key, threads=threads)
-    decrypt_s = time.perf_counter() - start
-    print(f"decrypted in {decrypt_s * 1e3:.1f} ms ({_throughput(shard.nbytes, decrypt_s)})")
-    if not np.array_equal(restored, shard):
-        print("error: the decrypted shard differs from the original", file=sys.stderr)
-        return 1
-
-    tampered = bytearray(blob)
-    tampered[-1000] ^= 0x01
-    try:
-        shardseal.decrypt_array(bytes(tampered), key)
-    except shardseal.AuthenticationError as exc:
-        print(f"one flipped bit is caught: AuthenticationError: {exc}")
-    else:
-        print("error: a tampered shard decrypted", file=sys.stderr)
-        return 1
-    print("ok: round trip verified")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shardseal", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"shardseal {shardseal.__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="encrypt, inspect and decrypt a synthetic shard in memory")
-    demo.add_argument("--size-mib", type=int, default=256, help="shard size in MiB (default 256)")
-    demo.add_argument("--threads", type=int, default=None, help="worker threads (default: all CPUs)")
-    args = parser.parse_args(argv)
-    if args.command == "demo":
-        return run_demo(args.size_mib, args.threads)
-    return 2  # unreachable: argparse requires a command
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -279,6 +279,15 @@ def inspect(blob) -> ContainerInfo:
         TruncatedError: the container is cut short.
     """
     view, header = _open_header(blob)
+    return container_info(header, view.nbytes - header.size)
+
+
+def container_info(header: _container.Header, message_size: int) -> ContainerInfo:
+    """The ContainerInfo of a parsed header followed by a message of message_size bytes.
+
+    Raises:
+        TruncatedError: message_size is not that of a complete message.
+    """
     stanzas = tuple(StanzaInfo(s.type_name, _keys.stanza_key_id(s)) for s in header.stanzas)
     return ContainerInfo(
         version=header.version,
@@ -288,5 +297,5 @@ def inspect(blob) -> ContainerInfo:
         array=header.metadata.get("array"),
         content_type=header.metadata.get("content_type"),
         header_size=header.size,
-        plaintext_size=_layout.message_plaintext_size(view.nbytes - header.size),
+        plaintext_size=_layout.message_plaintext_size(message_size),
     )

@@ -8,11 +8,13 @@ import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Union
 
 from ._stream import DecryptingReader, EncryptingWriter
 
 PathLike = Union[str, "os.PathLike[str]"]
+# progress=True shows a tqdm bar; a callable is called with each block's byte count.
+Progress = Union[bool, Callable[[int], object]]
 # Whole-file functions move data in blocks of this size: 3 blocks in flight bound the memory.
 FILE_BLOCK_SIZE = 8 * 2**20
 TEMP_SUFFIX = ".sseal-tmp"
@@ -100,8 +102,18 @@ def open(file, mode: str = "rb", key=None, *, metadata: Optional[Mapping[str, An
     return EncryptingWriter(file, key, metadata=metadata, threads=threads, suite=suite)
 
 
-def _progress_bar(enabled: bool, total: int, description: str):
-    if not enabled:
+class _ProgressCallback:
+    """Adapts a caller's ``progress(n_bytes)`` function to the bar interface used here."""
+
+    def __init__(self, callback: Callable[[int], object]) -> None:
+        self.update = callback
+
+
+def _progress_bar(progress: Progress, total: int, description: str):
+    """A tqdm bar on stderr for progress=True, the caller's callback, or None."""
+    if callable(progress):
+        return contextlib.nullcontext(_ProgressCallback(progress))
+    if not progress:
         return contextlib.nullcontext(None)
     from tqdm import tqdm
 
@@ -128,12 +140,13 @@ def _copy_blocks(read_into, write, total: int, progress) -> None:
 
 
 def encrypt_file(src: PathLike, dst: PathLike, key, *, metadata: Optional[Mapping[str, Any]] = None,
-                 threads: Optional[int] = None, suite: int = 256, progress: bool = False) -> int:
+                 threads: Optional[int] = None, suite: int = 256, progress: Progress = False) -> int:
     """Encrypts the file src into dst in bounded memory, atomically.
 
     dst is written as a temporary file in its folder, fsynced and renamed into place; on any
     failure (an error, Ctrl-C) no partial output exists under dst and src is untouched.
-    src and dst may be the same path. dst gets src's permission bits.
+    src and dst may be the same path. dst gets src's permission bits. progress=True shows a
+    tqdm bar on stderr; a callable is called with the byte count of each block done.
 
     Returns:
         The number of plaintext bytes encrypted.
@@ -154,12 +167,13 @@ def encrypt_file(src: PathLike, dst: PathLike, key, *, metadata: Optional[Mappin
 
 
 def decrypt_file(src: PathLike, dst: PathLike, key, *, threads: Optional[int] = None,
-                 progress: bool = False) -> int:
+                 progress: Progress = False) -> int:
     """Decrypts the container src into dst in bounded memory, atomically.
 
     Every chunk is authenticated before it is written, and dst appears only once the whole
     file has authenticated: on any failure (tampering, a wrong key, truncation, Ctrl-C) nothing
     exists under dst. src and dst may be the same path. dst is created with mode 0600.
+    progress: as for ``encrypt_file``.
 
     Returns:
         The number of plaintext bytes written.

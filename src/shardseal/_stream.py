@@ -230,8 +230,9 @@ class DecryptingReader(io.BufferedIOBase):
 
     def close(self) -> None:
         if not self.closed:
-            with self._cache_lock:
-                self._cache.clear()
+            if hasattr(self, "_cache"):  # absent when opening failed
+                with self._cache_lock:
+                    self._cache.clear()
             if self._close_raw:
                 self._raw.close()
         super().close()

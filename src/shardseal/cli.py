@@ -1,0 +1,731 @@
+"""The ``shardseal`` command: keygen, encrypt, decrypt, inspect and demo.
+
+Layers, top to bottom:
+
+* ``build_parser``: the argparse definition of every command;
+* ``cmd_*``: one small function per command, returning an exit status;
+* the transfer helpers: files through ``encrypt_file``/``decrypt_file`` (atomic, bounded
+  memory), pipes through ``shardseal.open`` (streaming), folders as a list of files;
+* ``main``: the only place that turns exceptions into one-line messages and exit statuses
+  (``exit_status`` and ``describe``).
+
+Keys are only ever read from key files (``-k KEYFILE`` or ``SHARDSEAL_KEY_FILE``), never taken
+from the command line, and never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import re
+import signal
+import stat
+import sys
+import time
+import traceback
+import warnings
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Optional
+
+import shardseal
+
+from . import _container, _keys, keyfile
+from ._api import container_info
+from ._files import TEMP_SUFFIX, AtomicFile
+from ._stream import read_exact
+from .errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError, TruncatedError
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_AUTHENTICATION = 3
+EXIT_WRONG_KEY = 4
+EXIT_FORMAT = 5
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+SUFFIX = ".sseal"
+STDIO = "-"
+KEY_FILE_ENV = "SHARDSEAL_KEY_FILE"
+DEBUG_ENV = "SHARDSEAL_DEBUG"
+# Streams (pipes) move data in blocks of this size.
+BLOCK_SIZE = 8 * 2**20
+
+EPILOG = """\
+exit status:
+  0    success
+  1    error: a missing or unreadable file, an output that exists (see --force),
+       a bad key file
+  2    bad command-line usage
+  3    authentication failed: the data was modified, corrupted or truncated
+  4    wrong key: the container was not encrypted to the key file's key
+  5    not a shardseal container, or a format this version cannot read
+  130  interrupted (Ctrl-C); no partial output file is left behind
+  143  terminated (SIGTERM); likewise
+
+environment:
+  SHARDSEAL_KEY_FILE  key file used when -k is not given
+  SHARDSEAL_DEBUG=1   print a traceback with every error
+  SHARDSEAL_BACKEND   auto (default), native or python
+"""
+
+
+class CliError(Exception):
+    """A user-facing error (exit status 1): its message is the whole explanation."""
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that partial outputs are cleaned up."""
+
+
+class FileFailed(Exception):
+    """Processing one input failed; says which, and how far a folder had got."""
+
+    def __init__(self, source: str, target: Optional[str], cause: BaseException, done: int = 0,
+                 total: int = 1) -> None:
+        super().__init__(source)
+        self.source, self.target, self.cause = source, target, cause
+        self.done, self.total = done, total
+
+
+# ---- errors: the one mapping from exceptions to exit statuses and messages -----------------
+
+
+def exit_status(exc: BaseException) -> int:
+    """The exit status for an exception that ended a command."""
+    if isinstance(exc, FileFailed):
+        return exit_status(exc.cause)
+    if isinstance(exc, (AuthenticationError, TruncatedError)):
+        return EXIT_AUTHENTICATION
+    if isinstance(exc, KeyNotFoundError):
+        return EXIT_WRONG_KEY
+    if isinstance(exc, FormatError):
+        return EXIT_FORMAT
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, Terminated):
+        return EXIT_TERMINATED
+    return EXIT_ERROR
+
+
+def describe(exc: BaseException) -> str:
+    """A one-line message for an exception (never any key material: no message holds any)."""
+    if isinstance(exc, FileFailed):
+        return _describe_file_failure(exc)
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, Terminated):
+        return "terminated"
+    if isinstance(exc, BrokenPipeError):
+        return "the output pipe was closed before all data was written"
+    if isinstance(exc, OSError):
+        return _describe_os_error(exc)
+    if isinstance(exc, AuthenticationError):
+        return f"{exc} (the data was modified or corrupted)"
+    if isinstance(exc, (ShardsealError, CliError, ValueError, TypeError)):
+        return str(exc)
+    return f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for a traceback)"
+
+
+def _describe_os_error(exc: OSError, fallback_name: Optional[str] = None) -> str:
+    if exc.strerror is None:
+        return str(exc) or type(exc).__name__
+    name = exc.filename
+    name = os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else None
+    if name is None or name.endswith(TEMP_SUFFIX):
+        name = fallback_name  # a temporary file's name means nothing to the user
+    return f"{name}: {exc.strerror}" if name is not None else exc.strerror
+
+
+def _describe_file_failure(failure: FileFailed) -> str:
+    cause = failure.cause
+    if isinstance(cause, OSError) and not isinstance(cause, BrokenPipeError):
+        message = _describe_os_error(cause, fallback_name=_display(failure.target))
+    else:
+        message = f"{_display(failure.source)}: {describe(cause)}"
+    if failure.total > 1:
+        message += f" (stopped after {failure.done} of {failure.total} files)"
+    return message
+
+
+def _display(path: Optional[str]) -> Optional[str]:
+    return "standard input" if path == STDIO else path
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _error(message: str) -> None:
+    print(f"shardseal: error: {_one_line(message)}", file=sys.stderr, flush=True)
+
+
+def _note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _warn(message: str) -> None:
+    print(f"shardseal: warning: {_one_line(message)}", file=sys.stderr, flush=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    _warn(str(message))  # every warning (a loose key file's mode) as one line
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Runs the command line; returns the exit status (argparse exits 2 on bad usage)."""
+    args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        previous = _install_sigterm_handler()
+        try:
+            return args.handler(args)
+        except (Exception, KeyboardInterrupt, Terminated) as exc:
+            if os.environ.get(DEBUG_ENV) == "1":
+                traceback.print_exc()
+            if isinstance(exc, BrokenPipeError) or (isinstance(exc, FileFailed)
+                                                    and isinstance(exc.cause, BrokenPipeError)):
+                _silence_stdout()
+            _error(describe(exc))
+            return exit_status(exc)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _install_sigterm_handler():
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (main() called from a library)
+        return None
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, keeps the interpreter's final flush of stdout from failing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+# ---- argument parsing -----------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, such as '{\"split\": \"train\"}'")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="shardseal",
+        description="Authenticated encryption (AES-GCM, C2SP chunked encryption) for "
+                    "machine-learning data: files, folders and pipes.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version",
+                        version=f"shardseal {shardseal.__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_keygen(commands)
+    _add_encrypt(commands)
+    _add_decrypt(commands)
+    _add_inspect(commands)
+    _add_demo(commands)
+    return parser
+
+
+def _subcommand(commands, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=help, description=description, epilog=EPILOG,
+                               formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _add_keygen(commands) -> None:
+    sub = _subcommand(commands, "keygen", "create a new random key file",
+                      "Creates a random 32-byte key and writes it as a key file with mode 0600. "
+                      "Without -o the key file is written to standard output.")
+    sub.add_argument("-o", "--output", metavar="KEYFILE", help="the key file to create")
+    sub.add_argument("--force", action="store_true", help="replace an existing key file")
+    sub.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    sub.set_defaults(handler=cmd_keygen)
+
+
+def _add_transfer_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("inputs", nargs="+", metavar="INPUT",
+                     help="a file, a folder (recursively) or - for standard input")
+    sub.add_argument("-k", "--key-file", metavar="KEYFILE",
+                     help=f"the key file (default: ${KEY_FILE_ENV}); keys are never taken "
+                          "from the command line")
+    sub.add_argument("-o", "--output", metavar="OUT",
+                     help="the output file, - for standard output, or the output folder when "
+                          "INPUT is a folder")
+    sub.add_argument("--threads", type=_positive_int, metavar="N",
+                     help="worker threads (default: every available CPU)")
+    sub.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    sub.add_argument("-q", "--quiet", action="store_true",
+                     help="no progress bar and no summary line")
+    sub.set_defaults(subparser=sub)
+
+
+def _add_encrypt(commands) -> None:
+    sub = _subcommand(
+        commands, "encrypt", "encrypt files, folders or standard input",
+        "Encrypts each INPUT to INPUT.sseal (or to -o). A folder is encrypted recursively into "
+        "the folder -o names, mirroring its tree and skipping files that already end in .sseal.")
+    _add_transfer_options(sub)
+    sub.add_argument("--metadata", type=_json_object, metavar="JSON",
+                     help="a JSON object stored in the header: authenticated, NOT secret")
+    sub.add_argument("--suite", type=int, choices=(256, 128), default=256,
+                     help="256: AES-256-GCM (default); 128: AES-128-GCM")
+    sub.set_defaults(handler=cmd_encrypt)
+
+
+def _add_decrypt(commands) -> None:
+    sub = _subcommand(
+        commands, "decrypt", "decrypt files, folders or standard input",
+        "Decrypts each INPUT.sseal to INPUT (or to -o). A folder is decrypted recursively into "
+        "the folder -o names, taking only its *.sseal files. An output file appears only once "
+        "all of its data has authenticated; on standard output, data written before a failure "
+        "cannot be taken back, so check the exit status.")
+    _add_transfer_options(sub)
+    sub.set_defaults(handler=cmd_decrypt)
+
+
+def _add_inspect(commands) -> None:
+    sub = _subcommand(
+        commands, "inspect", "show a container's header (no key needed)",
+        "Prints what a container's header says: format version, suite, the key ids it is "
+        "encrypted to, metadata, array description and plaintext size. No key is needed, so "
+        "nothing is authenticated: decrypt verifies all of it.")
+    sub.add_argument("input", metavar="INPUT", help="a container file, or - for standard input")
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+    sub.set_defaults(handler=cmd_inspect)
+
+
+def _add_demo(commands) -> None:
+    demo = commands.add_parser("demo", help="encrypt, inspect and decrypt a synthetic shard in memory")
+    demo.add_argument("--size-mib", type=int, default=256, help="shard size in MiB (default 256)")
+    demo.add_argument("--threads", type=int, default=None, help="worker threads (default: all CPUs)")
+    demo.set_defaults(handler=cmd_demo)
+
+
+# ---- keys -----------------------------------------------------------------------------------
+
+
+def load_key(args: argparse.Namespace) -> bytes:
+    """The key from -k or $SHARDSEAL_KEY_FILE (a usage error, status 2, when neither is set)."""
+    path = args.key_file or os.environ.get(KEY_FILE_ENV)
+    if not path:
+        args.subparser.error(f"a key file is required: -k KEYFILE, or set {KEY_FILE_ENV}")
+    if path.strip().startswith(keyfile.KEY_LINE_PREFIX):
+        # Never echo it: this is a key, pasted where a path belongs.
+        raise CliError("-k takes the path of a key file, not a key: "
+                       "keys are never given on the command line")
+    try:
+        return keyfile.read_key_file(path)
+    except OSError as exc:
+        raise CliError(f"cannot read key file {path}: {exc.strerror or exc}") from None
+
+
+# ---- commands -------------------------------------------------------------------------------
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    key = shardseal.generate_key()
+    key_id = _keys.key_id(key).hex()
+    if args.output in (None, STDIO):
+        if sys.stdout.isatty():
+            _warn("the key is shown on the terminal: anyone who sees it can decrypt your data "
+                  "(use -o KEYFILE to write a protected key file)")
+        elif not args.quiet:
+            _warn("the key is written to standard output: store it with mode 0600 "
+                  "(-o KEYFILE does that)")
+        sys.stdout.write(keyfile.format_key_file(key))
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        keyfile.write_key_file(args.output, key, force=args.force)
+    except FileExistsError:
+        raise CliError(f"{args.output} already exists (use --force to replace it)") from None
+    if not args.quiet:
+        _note(f"wrote key file {args.output} (key id {key_id})")
+    return EXIT_OK
+
+
+@dataclass(frozen=True)
+class Direction:
+    """What encrypt or decrypt does to one input; the transfer helpers do the rest."""
+
+    name: str                                      # "encrypt" / "decrypt"
+    verb: str                                      # "encrypted" / "decrypted"
+    file: Callable[[str, str, object], int]        # (source, target, progress) -> plaintext bytes
+    stream: Callable[[BinaryIO, str], int]         # (source, target path or "-") -> plaintext bytes
+    output_name: Callable[[str], str]              # default output for an input path
+    selects: Callable[[str], bool]                 # which file names a folder run takes
+
+
+def cmd_encrypt(args: argparse.Namespace) -> int:
+    key = load_key(args)
+    options = dict(metadata=args.metadata, threads=args.threads, suite=args.suite)
+
+    def encrypt_stream(source: BinaryIO, target: str) -> int:
+        if target == STDIO and sys.stdout.isatty() and not args.force:
+            raise CliError("refusing to write ciphertext to a terminal: redirect standard output "
+                           "or name a file with -o (--force writes it anyway)")
+        destination = sys.stdout.buffer if target == STDIO else target
+        with shardseal.open(destination, "wb", key=key, **options) as writer:
+            return _copy(source.readinto, writer.write)
+
+    direction = Direction(
+        name="encrypt",
+        verb="encrypted",
+        file=lambda source, target, progress: shardseal.encrypt_file(
+            source, target, key, progress=progress, **options),
+        stream=encrypt_stream,
+        output_name=lambda path: path + SUFFIX,
+        selects=lambda name: not name.endswith((SUFFIX, TEMP_SUFFIX)),
+    )
+    return transfer(direction, args)
+
+
+def cmd_decrypt(args: argparse.Namespace) -> int:
+    key = load_key(args)
+
+    def decrypt_stream(source: BinaryIO, target: str) -> int:
+        with shardseal.open(source, "rb", key=key, threads=args.threads) as reader:
+            if target == STDIO:
+                n = _copy(reader.readinto, sys.stdout.buffer.write)
+                sys.stdout.buffer.flush()
+                return n
+            atomic = AtomicFile(target)
+            try:
+                n = _copy(reader.readinto, atomic.file.write)
+                atomic.commit()
+            except BaseException:
+                atomic.abort()
+                raise
+            return n
+
+    def output_name(path: str) -> str:
+        stripped = path[: -len(SUFFIX)] if path.endswith(SUFFIX) else ""
+        if not os.path.basename(stripped):
+            raise CliError(f"{path} does not end in {SUFFIX} after a name: "
+                           "name the output with -o")
+        return stripped
+
+    direction = Direction(
+        name="decrypt",
+        verb="decrypted",
+        file=lambda source, target, progress: shardseal.decrypt_file(
+            source, target, key, threads=args.threads, progress=progress),
+        stream=decrypt_stream,
+        output_name=output_name,
+        selects=lambda name: name.endswith(SUFFIX),
+    )
+    return transfer(direction, args)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    try:
+        with _open_input(args.input) as source:
+            info, size = inspect_stream(source)
+    except Exception as exc:
+        raise FileFailed(args.input, None, exc) from exc
+    report = {"file": args.input, "container_size": size, **dataclasses.asdict(info)}
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True))
+    else:
+        print(_inspect_text(report))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    return run_demo(args.size_mib, args.threads)
+
+
+# ---- transfers: inputs to outputs -----------------------------------------------------------
+
+
+@dataclass
+class Totals:
+    files: int = 0
+    nbytes: int = 0
+
+    def add(self, other: "Totals") -> None:
+        self.files += other.files
+        self.nbytes += other.nbytes
+
+
+def transfer(direction: Direction, args: argparse.Namespace) -> int:
+    """Runs encrypt or decrypt over every INPUT, then prints the summary line."""
+    inputs = args.inputs
+    if STDIO in inputs and len(inputs) > 1:
+        raise CliError("- (standard input) must be the only INPUT")
+    if args.output is not None and len(inputs) > 1:
+        raise CliError("-o needs a single INPUT (with several, each gets its default name)")
+    progress = not args.quiet and sys.stderr.isatty()
+    start = time.perf_counter()
+    totals = Totals()
+    for source in inputs:
+        if source != STDIO and os.path.isdir(source):
+            totals.add(transfer_folder(direction, source, args.output, args.force, progress))
+        else:
+            totals.add(transfer_one(direction, source, args.output, args.force, progress))
+    if not args.quiet:
+        seconds = time.perf_counter() - start
+        _note(f"{direction.verb} {totals.files} file{'' if totals.files == 1 else 's'}, "
+              f"{totals.nbytes} bytes ({_human_size(totals.nbytes)}) in {seconds:.2f} s")
+    return EXIT_OK
+
+
+def transfer_one(direction: Direction, source: str, output: Optional[str], force: bool,
+                 progress: bool) -> Totals:
+    """One file or standard input, to one file or standard output."""
+    if source == STDIO:
+        target = STDIO if output is None else output
+        if target != STDIO and os.path.isdir(target):
+            raise CliError("standard input has no name: -o must name a file, not a folder")
+    else:
+        os.stat(source)  # a missing input is reported before anything about the output
+        if output is None:
+            target = direction.output_name(source)
+        elif output != STDIO and os.path.isdir(output):
+            target = os.path.join(output, direction.output_name(os.path.basename(source)))
+        else:
+            target = output
+    if target != STDIO:
+        _check_output(target, force)
+    try:
+        if source == STDIO:
+            nbytes = direction.stream(sys.stdin.buffer, target)
+        elif target == STDIO:
+            with open(source, "rb") as file:
+                nbytes = direction.stream(file, target)
+        else:
+            nbytes = direction.file(source, target, progress)
+    except Exception as exc:
+        raise FileFailed(source, None if target == STDIO else target, exc) from exc
+    return Totals(1, nbytes)
+
+
+def transfer_folder(direction: Direction, folder: str, output: Optional[str], force: bool,
+                    progress: bool) -> Totals:
+    """Every selected file under folder, into the same relative paths under output."""
+    if output is None:
+        raise CliError(f"{folder} is a folder: name the output folder with -o")
+    if output == STDIO:
+        raise CliError(f"{folder} is a folder and cannot be written to standard output")
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise CliError(f"{output} exists and is not a folder")
+    plan = _plan_folder(direction, folder, output)
+    for _, target, _ in plan:
+        _check_output(target, force, many=len(plan))
+    os.makedirs(output, exist_ok=True)
+    totals = Totals()
+    description = f"{direction.name} {folder}"
+    with _folder_progress(progress, sum(size for _, _, size in plan), description) as bar:
+        for index, (source, target, _) in enumerate(plan):
+            try:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                totals.nbytes += direction.file(source, target, bar.update if bar is not None else False)
+            except Exception as exc:
+                raise FileFailed(source, target, exc, done=index, total=len(plan)) from exc
+            totals.files += 1
+            if bar is not None:
+                bar.set_postfix_str(f"{index + 1}/{len(plan)} files", refresh=False)
+    return totals
+
+
+def _plan_folder(direction: Direction, folder: str, output: str) -> list[tuple[str, str, int]]:
+    """(source, target, size) for each selected regular file under folder, sorted; the output
+    folder is skipped when it lies inside the input folder."""
+    output_real = os.path.realpath(output)
+    plan = []
+    for root, dirs, files in os.walk(folder, onerror=_raise):
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) != output_real)
+        for name in sorted(files):
+            source = os.path.join(root, name)
+            if not direction.selects(name):
+                continue
+            info = os.stat(source)
+            if not stat.S_ISREG(info.st_mode):
+                continue  # sockets, FIFOs, devices
+            relative = os.path.relpath(source, folder)
+            plan.append((source, os.path.join(output, direction.output_name(relative)), info.st_size))
+    return plan
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+def _check_output(target: str, force: bool, many: int = 1) -> None:
+    if not os.path.lexists(target):
+        return
+    if os.path.isdir(target):
+        raise CliError(f"{target} is a folder, not a file it could replace")
+    if not force:
+        written = "; nothing was written" if many > 1 else ""
+        raise CliError(f"{target} already exists{written} (use --force to overwrite)")
+
+
+def _folder_progress(enabled: bool, total: int, description: str):
+    """A bar counting bytes (and files, in its postfix) on stderr, or None when disabled."""
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
+                dynamic_ncols=True, desc=description)
+
+
+def _copy(read_into: Callable[[memoryview], int], write: Callable[[memoryview], object]) -> int:
+    """Moves everything from read_into to write in BLOCK_SIZE blocks; returns the byte count."""
+    block = memoryview(bytearray(BLOCK_SIZE))
+    total = 0
+    while True:
+        n = read_into(block)
+        if not n:
+            return total
+        write(block[:n])
+        total += n
+
+
+def _human_size(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+# ---- inspect --------------------------------------------------------------------------------
+
+
+def _open_input(path: str):
+    """A binary file for a path, or standard input (left open) for "-"."""
+    if path == STDIO:
+        return contextlib.nullcontext(sys.stdin.buffer)
+    return open(path, "rb")
+
+
+def inspect_stream(source: BinaryIO) -> tuple[shardseal.ContainerInfo, int]:
+    """Reads a container's header from a binary file or pipe, without a key and without
+    reading the payload of a regular file (a pipe is read through to count its size).
+
+    Returns:
+        (the header's information, the container's size in bytes).
+    """
+    start = source.tell() if source.seekable() else 0
+    header = _container.read_header(lambda n: read_exact(source, n))
+    info = os.fstat(source.fileno())
+    if stat.S_ISREG(info.st_mode):
+        size = info.st_size - start
+    else:
+        size = header.size
+        while True:
+            data = source.read(BLOCK_SIZE)
+            if not data:
+                break
+            size += len(data)
+    return container_info(header, size - header.size), size
+
+
+_C1_CONTROLS = re.compile("[\x7f-\x9f]")
+
+
+def _json_text(value) -> str:
+    """JSON for a terminal: control characters escaped (header text is untrusted)."""
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return _C1_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def _inspect_text(report: dict) -> str:
+    lines = [
+        f"file:        {report['file']}",
+        f"format:      shardseal container, version {report['version']}",
+        f"suite:       {report['suite']}",
+        f"key stanzas: {len(report['stanzas'])}",
+    ]
+    for stanza in report["stanzas"]:
+        lines.append(f"  {stanza['type']:<10} key id {stanza['key_id'] or '-'}")
+    lines.append(f"metadata:    {_json_text(report['metadata'])}")
+    if report["content_type"] is not None:
+        lines.append(f"content:     {_json_text(report['content_type'])}")
+    if report["array"] is not None:
+        lines.append(f"array:       {_json_text(report['array'])}")
+    plain, size = report["plaintext_size"], report["container_size"]
+    lines.append(f"plaintext:   {plain} bytes ({_human_size(plain)})")
+    lines.append(f"container:   {size} bytes (header {report['header_size']} bytes)")
+    return "\n".join(lines)
+
+
+# ---- demo -----------------------------------------------------------------------------------
+
+
+def _throughput(nbytes: int, seconds: float) -> str:
+    return f"{nbytes / seconds / 1e9:.2f} GB/s"
+
+
+def run_demo(size_mib: int, threads: Optional[int]) -> int:
+    """Encrypts a synthetic dataset shard in memory, inspects it, decrypts and verifies it."""
+    import numpy as np
+
+    print(f"shardseal {shardseal.__version__}, backend: {shardseal.backend}")
+    key = shardseal.generate_key()
+    rows = size_mib * 2**20 // (256 * 4)
+    shard = np.random.default_rng(0).standard_normal((rows, 256), dtype=np.float32)
+    print(f"shard: float32 array {shard.shape}, {shard.nbytes / 2**20:.0f} MiB")
+
+    start = time.perf_counter()
+    blob = shardseal.encrypt_array(shard, key, metadata={"dataset": "demo", "split": "train"},
+                                   threads=threads)
+    encrypt_s = time.perf_counter() - start
+    info = shardseal.inspect(blob)
+    print(f"encrypted: {len(blob)} bytes in {encrypt_s * 1e3:.1f} ms ({_throughput(shard.nbytes, encrypt_s)})")
+    print(f"header: {info.suite}, key id {info.stanzas[0].key_id}, metadata {info.metadata}, "
+          f"array {info.array}")
+
+    start = time.perf_counter()
+    restored = shardseal.decrypt_array(blob, key, threads=threads)
+    decrypt_s = time.perf_counter() - start
+    print(f"decrypted in {decrypt_s * 1e3:.1f} ms ({_throughput(shard.nbytes, decrypt_s)})")
+    if not np.array_equal(restored, shard):
+        print("error: the decrypted shard differs from the original", file=sys.stderr)
+        return 1
+
+    tampered = bytearray(blob)
+    tampered[-1000] ^= 0x01
+    try:
+        shardseal.decrypt_array(bytes(tampered), key)
+    except shardseal.AuthenticationError as exc:
+        print(f"one flipped bit is caught: AuthenticationError: {exc}")
+    else:
+        print("error: a tampered shard decrypted", file=sys.stderr)
+        return 1
+    print("ok: round trip verified")
+    return 0

@@ -1,0 +1,220 @@
+"""Key files: how the ``shardseal`` command stores a 32-byte key on disk.
+
+A key file is UTF-8 text::
+
+    # shardseal key, created 2025-11-25T21:30:00Z
+    # key id: 5f0c3a...e1
+    shardseal-key-1:q2Bv...3Jc=
+
+* lines starting with ``#`` are comments and blank lines are ignored (``keygen`` writes the
+  creation time and the key id, the public fingerprint that ``shardseal inspect`` shows for the
+  files a key opens; neither is checked when reading);
+* exactly one line is ``shardseal-key-1:`` followed by the 32 key bytes in standard base64
+  (RFC 4648 section 4, with its ``=`` padding: 44 characters). Surrounding whitespace and
+  CRLF line ends are accepted.
+
+``read_key_file`` also accepts a raw binary file of exactly 32 bytes (the key itself), unless
+all 32 bytes are printable text: that is almost certainly a password or a hex string cut
+short, never 32 random bytes, and is refused.
+
+Key files should be readable by their owner only. ``write_key_file`` creates them with mode
+0600 (never wider, not even for a moment) and ``read_key_file`` warns with a
+:class:`KeyFilePermissionWarning` when group or others may read or write one.
+
+No message, warning or ``repr`` here ever contains key material.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import os
+import stat
+import tempfile
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional, Union
+
+from . import _keys
+
+__all__ = [
+    "KEY_LINE_PREFIX",
+    "KeyFileError",
+    "KeyFilePermissionWarning",
+    "format_key_file",
+    "parse_key_file",
+    "read_key_file",
+    "write_key_file",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+KEY_LINE_PREFIX = "shardseal-key-1:"
+KEY_SIZE = _keys.KEY_SIZE
+# A key file is a few lines; anything larger is not one (and is not read whole).
+MAX_KEY_FILE_SIZE = 64 * 1024
+_PRINTABLE = frozenset(range(0x20, 0x7F)) | frozenset(b"\t\r\n")
+
+
+class KeyFileError(ValueError):
+    """The file is not a shardseal key file (or a raw 32-byte key)."""
+
+
+class KeyFilePermissionWarning(UserWarning):
+    """A key file may be read or written by users other than its owner."""
+
+
+def format_key_file(key: bytes, created: Optional[datetime] = None) -> str:
+    """The text of a key file holding key (see the module documentation for the format).
+
+    Raises:
+        TypeError, ValueError: key is not 32 bytes.
+    """
+    key = _keys.check_key(key)
+    created = created or datetime.now(timezone.utc)
+    stamp = created.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+    encoded = base64.b64encode(key).decode("ascii")
+    return (
+        f"# shardseal key, created {stamp}\n"
+        f"# key id: {_keys.key_id(key).hex()}\n"
+        f"{KEY_LINE_PREFIX}{encoded}\n"
+    )
+
+
+def parse_key_file(data: bytes, name: str = "key file") -> bytes:
+    """The 32-byte key in a key file's contents (text format, or the raw 32 bytes).
+
+    Args:
+        data: the file's bytes.
+        name: how messages name the file (its path).
+
+    Raises:
+        KeyFileError: data is not a key file. The message never quotes the data.
+    """
+    data = bytes(data)
+    if len(data) == KEY_SIZE:
+        if all(byte in _PRINTABLE for byte in data):
+            raise KeyFileError(f"{name}: not a shardseal key file (32 bytes of text, not a raw "
+                               "32-byte key; create keys with 'shardseal keygen')")
+        return data
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise KeyFileError(f"{name}: not a shardseal key file (binary, and not 32 bytes long)") from None
+    keys = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if not line.startswith(KEY_LINE_PREFIX):
+            raise KeyFileError(f"{name}: not a shardseal key file (a line is neither a comment "
+                               f"nor '{KEY_LINE_PREFIX}...')")
+        keys.append(_decode_key_line(line[len(KEY_LINE_PREFIX):], name))
+    if not keys:
+        raise KeyFileError(f"{name}: not a shardseal key file (no '{KEY_LINE_PREFIX}' line)")
+    if len(keys) > 1:
+        raise KeyFileError(f"{name}: not a shardseal key file (it holds {len(keys)} keys; "
+                           "a key file holds exactly one)")
+    return keys[0]
+
+
+def _decode_key_line(encoded: str, name: str) -> bytes:
+    try:
+        key = base64.b64decode(encoded.strip().encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raise KeyFileError(f"{name}: not a shardseal key file (the key is not valid base64)") from None
+    if len(key) != KEY_SIZE:
+        raise KeyFileError(f"{name}: not a shardseal key file (the key is {len(key)} bytes, "
+                           f"not {KEY_SIZE})")
+    return key
+
+
+def read_key_file(path: PathLike) -> bytes:
+    """Reads the 32-byte key from a key file.
+
+    Any readable file works, pipes included (``-k <(secret-tool lookup ...)``); a regular file
+    that group or others may access raises a :class:`KeyFilePermissionWarning` (a warning, not
+    an error) naming the ``chmod`` that fixes it.
+
+    Raises:
+        OSError: the file cannot be opened or read.
+        KeyFileError: it is not a key file.
+    """
+    name = os.fspath(path)
+    fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb", closefd=True) as file:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError(21, "Is a directory", name)
+        if stat.S_ISREG(info.st_mode) and os.name == "posix" and info.st_mode & 0o077:
+            warnings.warn(
+                f"key file {name} is accessible by group or others (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}); restrict it with: chmod 600 {name}",
+                KeyFilePermissionWarning,
+                stacklevel=2,
+            )
+        data = file.read(MAX_KEY_FILE_SIZE + 1)
+    if len(data) > MAX_KEY_FILE_SIZE:
+        raise KeyFileError(f"{name}: not a shardseal key file (larger than {MAX_KEY_FILE_SIZE} bytes)")
+    return parse_key_file(data, name)
+
+
+def write_key_file(path: PathLike, key: bytes, *, force: bool = False) -> None:
+    """Writes key to a new key file with mode 0600 (narrowed further by the umask).
+
+    The file is created with O_EXCL and its final mode, so it is never readable by others,
+    not even while being written. Without force an existing path is an error; with force the
+    file is written beside it under a temporary name and renamed over it (atomically: readers
+    see the old key file or the new one, never a mix).
+
+    Raises:
+        FileExistsError: path exists and force is false.
+        OSError: the file cannot be written.
+        TypeError, ValueError: key is not 32 bytes.
+    """
+    text = format_key_file(key).encode("ascii")
+    path = Path(path)
+    if not force:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            _write_all(fd, text)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        os.close(fd)
+        _fsync_folder(path.parent)
+        return
+    # mkstemp creates the file with O_EXCL and mode 0600.
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        _write_all(fd, text)
+        os.close(fd)
+        fd = -1
+        os.replace(temp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform can open a folder
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
