@@ -18,6 +18,7 @@ Progress = Union[bool, Callable[[int], object]]
 # Whole-file functions move data in blocks of this size: 3 blocks in flight bound the memory.
 FILE_BLOCK_SIZE = 8 * 2**20
 TEMP_SUFFIX = ".sseal-tmp"
+TEMP_STEM_BYTES = 200
 
 
 class AtomicFile:
@@ -31,7 +32,9 @@ class AtomicFile:
     def __init__(self, destination: PathLike, mode: int = 0o600) -> None:
         self.destination = Path(destination)
         folder = self.destination.parent
-        fd, temp = tempfile.mkstemp(prefix=f".{self.destination.name}.", suffix=TEMP_SUFFIX, dir=folder)
+        # Shortened so that the temporary name stays within the 255-byte file name limit.
+        stem = os.fsencode(self.destination.name)[:TEMP_STEM_BYTES].decode(errors="ignore")
+        fd, temp = tempfile.mkstemp(prefix=f".{stem}.", suffix=TEMP_SUFFIX, dir=folder)
         self.temp = Path(temp)
         os.fchmod(fd, mode)
         self.file = builtins.open(fd, "wb")
@@ -44,9 +47,13 @@ class AtomicFile:
         _fsync_folder(self.destination.parent)
 
     def abort(self) -> None:
-        self.file.close()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.temp)
+        try:
+            self.file.close()  # raises again when its buffered bytes cannot be written (disk full)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.temp)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -58,7 +65,7 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _is_path(obj) -> bool:
-    return isinstance(obj, (str, os.PathLike))
+    return isinstance(obj, (str, bytes, os.PathLike))
 
 
 def open(file, mode: str = "rb", key=None, *, metadata: Optional[Mapping[str, Any]] = None,
@@ -172,7 +179,8 @@ def decrypt_file(src: PathLike, dst: PathLike, key, *, threads: Optional[int] = 
 
     Every chunk is authenticated before it is written, and dst appears only once the whole
     file has authenticated: on any failure (tampering, a wrong key, truncation, Ctrl-C) nothing
-    exists under dst. src and dst may be the same path. dst is created with mode 0600.
+    exists under dst. A process killed outright (SIGKILL, power loss) can leave its temporary
+    ``.<name>.*.sseal-tmp`` file (mode 0600) holding authenticated plaintext written so far. src and dst may be the same path. dst is created with mode 0600.
     progress: as for ``encrypt_file``.
 
     Returns:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from . import _backend, _buffers, _container, _keys, _layout
 from ._layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SALT_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
-from .errors import AuthenticationError, TruncatedError
+from .errors import AuthenticationError, ShardsealError, TruncatedError
 
 # Reads of at least this many whole chunks skip the cache and decrypt straight into the
 # caller's buffer, in batches of at most BULK_BATCH_CHUNKS (4 MiB) to bound memory.
@@ -39,6 +39,16 @@ def read_exact(raw, size: int) -> bytes:
         parts.append(data)
         remaining -= len(data)
     return b"".join(parts)
+
+
+def write_all(raw, data) -> None:
+    """Writes all of data: unbuffered destinations may accept only part of a write."""
+    view = memoryview(data)
+    while view.nbytes:
+        written = raw.write(view)
+        if written is None:
+            raise BlockingIOError("the destination is non-blocking and not ready for writing")
+        view = view[written:]
 
 
 class _PositionalSource:
@@ -97,9 +107,10 @@ class DecryptingReader(io.BufferedIOBase):
         super().__init__()
         self._raw = raw
         self._close_raw = close_raw
-        self._threads = _buffers.thread_count(threads)
         self._pos = 0
+        self._error: Optional[ShardsealError] = None  # a failed pipe stays failed
         try:
+            self._threads = _buffers.thread_count(threads)
             self._open(key, cache_chunks)
         except BaseException:
             if close_raw:
@@ -181,10 +192,10 @@ class DecryptingReader(io.BufferedIOBase):
 
     def read(self, size: Optional[int] = -1) -> bytes:
         self._check_open()
-        if size is None or size < 0:
-            if self._source is None:
-                return self._read_stream_all()
-            size = max(0, self._size - self._pos)
+        if self._source is None:
+            return self._read_stream(None if size is None or size < 0 else size)
+        remaining = max(0, self._size - self._pos)
+        size = remaining if size is None or size < 0 else min(size, remaining)
         out = bytearray(size)
         n = self.readinto(out)
         del out[n:]
@@ -307,6 +318,15 @@ class DecryptingReader(io.BufferedIOBase):
 
     def _stream_fill(self) -> bool:
         """Decrypts the next batch of ciphertext; returns False at the end of the message."""
+        if self._error is not None:
+            raise type(self._error)(*self._error.args)
+        try:
+            return self._stream_decrypt_next()
+        except ShardsealError as exc:
+            self._error = exc
+            raise
+
+    def _stream_decrypt_next(self) -> bool:
         if self._eof:
             return False
         batch = BULK_BATCH_CHUNKS * SEALED_CHUNK_SIZE
@@ -343,12 +363,18 @@ class DecryptingReader(io.BufferedIOBase):
             done += take
         return done
 
-    def _read_stream_all(self) -> bytes:
-        parts = [self._plain[self._plain_pos :]]
-        self._plain_pos = len(self._plain)
-        while self._stream_fill():
-            parts.append(self._plain)
-            self._plain_pos = len(self._plain)
+    def _read_stream(self, size: Optional[int]) -> bytes:
+        """Up to size bytes (all with None), allocating only what the stream holds."""
+        parts = []
+        wanted = size
+        while wanted is None or wanted > 0:
+            if self._plain_pos == len(self._plain) and not self._stream_fill():
+                break
+            end = len(self._plain) if wanted is None else min(len(self._plain), self._plain_pos + wanted)
+            parts.append(self._plain[self._plain_pos : end])
+            if wanted is not None:
+                wanted -= end - self._plain_pos
+            self._plain_pos = end
         data = b"".join(parts)
         self._pos += len(data)
         return data
@@ -379,7 +405,6 @@ class EncryptingWriter(io.BufferedIOBase):
         self._raw = raw
         self._on_close = on_close
         self._on_abort = on_abort
-        self._threads = _buffers.thread_count(threads)
         self._buffer = bytearray()
         self._next_chunk = 0
         self._written = 0
@@ -387,12 +412,13 @@ class EncryptingWriter(io.BufferedIOBase):
         self._pending_write: Optional[Future] = None
         self._io = ThreadPoolExecutor(1, thread_name_prefix="shardseal-writer")
         try:
+            self._threads = _buffers.thread_count(threads)
             key = _keys.check_key(key)
             suite = _check_suite(suite)
             fixed, header = _header_for(key, suite, _header_metadata(metadata))
             salt = _random_salt()
             self._keys = _backend.impl.MessageKeys(suite, _keys.input_key(key, suite), salt, fixed)
-            raw.write(header + salt + self._keys.commitment)
+            write_all(raw, header + salt + self._keys.commitment)
         except BaseException:
             self._abort()
             raise
@@ -437,7 +463,7 @@ class EncryptingWriter(io.BufferedIOBase):
         self._keys.seal_chunks_into(self._next_chunk, plain, sealed, final, self._threads)
         self._next_chunk += _layout.chunk_count(plain.nbytes, final)
         self._wait_for_write()
-        self._pending_write = self._io.submit(self._raw.write, sealed)
+        self._pending_write = self._io.submit(write_all, self._raw, sealed)
 
     def _wait_for_write(self) -> None:
         if self._pending_write is not None:
