@@ -171,3 +171,34 @@ def test_sigkill_in_place_encrypt(files):
         outcomes.append(("complete" if complete else "old", len(temps)))
     path.unlink()
     print(f"\nin place: {outcomes}")
+
+
+@pytest.mark.parametrize("command", ["encrypt", "decrypt"])
+def test_sigkill_of_the_command_line(files, command):
+    folder, data = files
+    from shardseal import keyfile
+
+    key_path = folder.parent / f"cli-{command}.key"
+    keyfile.write_key_file(key_path, KEY)
+    src = folder / ("plain" if command == "encrypt" else "enc")
+    dst = folder / "dst"
+    source_bytes = src.read_bytes()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    argv = [sys.executable, "-m", "shardseal", command, "-k", str(key_path), "-q", "-o", str(dst), str(src)]
+    started = time.perf_counter()
+    subprocess.run(argv, env=env, check=True, timeout=120)
+    duration = time.perf_counter() - started  # includes interpreter start-up
+    dst.unlink()
+    rng = random.Random(command)
+    outcomes = []
+    for i in range(RUNS):
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(duration * (i + rng.random()) / RUNS * 1.2)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=60)
+        function = "encrypt_file" if command == "encrypt" else "decrypt_file"
+        complete, temps = _check(folder, function, src, dst, data, source_bytes)
+        outcomes.append("complete" if complete else "absent")
+    key_path.unlink()
+    print(f"\nshardseal {command}: {duration:.2f} s; kills: {outcomes}")
+    assert "absent" in outcomes
