@@ -34,7 +34,7 @@ DIRECT_KEY_ID_SIZE = 16
 _STANZA_BODY_SIZES = {STANZA_DIRECT: DIRECT_KEY_ID_SIZE}
 
 # Reserved top-level metadata keys and the JSON type each must have.
-_RESERVED_METADATA = {"user": dict, "content_type": str, "array": dict}
+_RESERVED_METADATA = {"user": dict, "content_type": str, "array": dict, "tensor": dict}
 
 _PREFIX = struct.Struct(">10sBBI")  # magic, version, suite id, metadata length
 _STANZA_COUNT = struct.Struct(">H")

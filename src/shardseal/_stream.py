@@ -239,6 +239,24 @@ class DecryptingReader(io.BufferedIOBase):
         del out[n:]
         return bytes(out)
 
+    def preadinto(self, offset: int, buffer) -> int:
+        """Reads into buffer at offset without moving the stream position; thread-safe.
+
+        Like ``pread`` without the copies: whole chunks are decrypted straight into buffer.
+
+        Returns:
+            The number of bytes read: len(buffer), or fewer only at the end of the data.
+
+        Raises:
+            As ``pread``, and TypeError for a read-only or non-contiguous buffer.
+        """
+        self._check_open()
+        if self._source is None:
+            raise io.UnsupportedOperation("preadinto on a non-seekable source")
+        if offset < 0:
+            raise ValueError("offset must be non-negative")
+        return self._readinto_at(offset, _buffers.writable(buffer, "buffer"))
+
     def close(self) -> None:
         if not self.closed:
             if hasattr(self, "_cache"):  # absent when opening failed
