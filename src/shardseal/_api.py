@@ -47,6 +47,7 @@ class ContainerInfo:
     content_type: Optional[str]
     header_size: int
     plaintext_size: int
+    tensor: Optional[dict] = None
 
 
 def _header_metadata(metadata: Optional[Mapping[str, Any]], extra: Optional[dict] = None) -> dict:
@@ -298,4 +299,5 @@ def container_info(header: _container.Header, message_size: int) -> ContainerInf
         content_type=header.metadata.get("content_type"),
         header_size=header.size,
         plaintext_size=_layout.message_plaintext_size(message_size),
+        tensor=header.metadata.get("tensor"),
     )

@@ -678,6 +678,8 @@ def _inspect_text(report: dict) -> str:
         lines.append(f"content:     {_json_text(report['content_type'])}")
     if report["array"] is not None:
         lines.append(f"array:       {_json_text(report['array'])}")
+    if report["tensor"] is not None:
+        lines.append(f"tensor:      {_json_text(report['tensor'])}")
     plain, size = report["plaintext_size"], report["container_size"]
     lines.append(f"plaintext:   {plain} bytes ({_human_size(plain)})")
     lines.append(f"container:   {size} bytes (header {report['header_size']} bytes)")
