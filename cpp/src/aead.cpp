@@ -56,6 +56,11 @@ class HmacSha512 {
     if (EVP_MAC_init(ctx_, key_len ? key : &empty, key_len, params) != 1) fail("HMAC init");
   }
   ~HmacSha512() { EVP_MAC_CTX_free(ctx_); }
+
+  // Starts a new MAC under the same key and digest (no key setup or digest fetch again).
+  void restart() {
+    if (EVP_MAC_init(ctx_, nullptr, 0, nullptr) != 1) fail("HMAC init");
+  }
   HmacSha512(const HmacSha512&) = delete;
   HmacSha512& operator=(const HmacSha512&) = delete;
 
@@ -160,9 +165,12 @@ void hkdf_expand_sha512(const uint8_t* prk, size_t prk_len, const uint8_t* info,
   if (out_len > 255 * kSha512Size) throw std::invalid_argument("HKDF output too long");
   uint8_t block[kSha512Size];
   size_t done = 0;
+  HmacSha512 hmac(prk, prk_len);
   for (uint8_t counter = 1; done < out_len; ++counter) {
-    HmacSha512 hmac(prk, prk_len);
-    if (counter > 1) hmac.update(block, kSha512Size);
+    if (counter > 1) {
+      hmac.restart();
+      hmac.update(block, kSha512Size);
+    }
     hmac.update(info, info_len);
     hmac.update(&counter, 1);
     hmac.finish(block);
