@@ -26,24 +26,67 @@ Run it as ``python benchmarks/bench_core.py [--size-mib 256] [--repeat 7] [--jso
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import json
 import os
 import platform
-import re
-import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional
+from dataclasses import asdict
+from typing import Optional
 
 import numpy as np
 
 import shardseal
 import shardseal.cobblestone as shardseal_cobblestone
-from shardseal import _backend, _pybackend
+
+# The shared helpers, re-exported here for scripts that import them from bench_core.
+if __package__:  # imported as part of the benchmarks package (python -m benchmarks.bench_core, pytest)
+    from ._common import (  # noqa: F401
+        GB,
+        NCORES,
+        NOISY_SHARE,
+        SLOW_RUN_REPEATS,
+        SLOW_RUN_SECONDS,
+        CpuMonitor,
+        Measurement,
+        Timing,
+        VerificationError,
+        core_count,
+        cpu_model,
+        cryptography_openssl_version,
+        openssl_cli_version,
+        parse_openssl_speed,
+        prefaulted,
+        require_equal,
+        require_parts_equal,
+        time_runs,
+        to_measurement,
+        use_backend,
+    )
+else:  # run as a script: python benchmarks/bench_core.py
+    from _common import (  # noqa: F401
+        GB,
+        NCORES,
+        NOISY_SHARE,
+        SLOW_RUN_REPEATS,
+        SLOW_RUN_SECONDS,
+        CpuMonitor,
+        Measurement,
+        Timing,
+        VerificationError,
+        core_count,
+        cpu_model,
+        cryptography_openssl_version,
+        openssl_cli_version,
+        parse_openssl_speed,
+        prefaulted,
+        require_equal,
+        require_parts_equal,
+        time_runs,
+        to_measurement,
+        use_backend,
+    )
 
 try:
     import cryptography
@@ -56,72 +99,6 @@ try:
     from cryptography.cobblestone import Cobblestone256Decryptor, Cobblestone256Encryptor
 except ImportError:  # cryptography < 50
     Cobblestone256Decryptor = Cobblestone256Encryptor = None
-
-GB = 1e9
-SLOW_RUN_SECONDS = 1.0  # a peer run slower than this gets fewer repeats
-SLOW_RUN_REPEATS = 3
-NOISY_SHARE = 0.05  # other processes above this share of the machine make the run suspect
-
-
-class VerificationError(RuntimeError):
-    """A timed operation produced a wrong result."""
-
-
-@dataclass
-class Measurement:
-    """One row of the results table: throughputs in GB/s over the timed runs."""
-
-    key: str
-    label: str
-    threads: Optional[int]
-    median: float
-    min: float
-    max: float
-    runs: int
-    seconds: list = field(default_factory=list)
-    note: str = ""
-    others_cpu: Optional[float] = None  # share of all cores other processes used meanwhile
-
-
-# --------------------------------------------------------------------------------------
-# Environment
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def core_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
-NCORES = core_count()
-
-
-def openssl_cli_version() -> str:
-    try:
-        return subprocess.run(["openssl", "version"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError) as exc:
-        return f"unavailable ({exc})"
-
-
-def cryptography_openssl_version() -> str:
-    try:
-        from cryptography.hazmat.backends.openssl.backend import backend
-
-        return backend.openssl_version_text()
-    except Exception as exc:  # noqa: BLE001 - informational only
-        return f"unknown ({exc})"
 
 
 def environment(ncores: int, size: int, repeat: int) -> dict:
@@ -141,148 +118,6 @@ def environment(ncores: int, size: int, repeat: int) -> dict:
     }
 
 
-# --------------------------------------------------------------------------------------
-# Noise: how much CPU other processes took while we measured
-
-
-class CpuMonitor:
-    """Measures the share of all cores that *other* processes used over an interval.
-
-    From /proc/stat (whole machine, steal included) minus this process's own CPU time
-    (threads and waited-for children included). On a 2-core box one busy neighbour is 50%,
-    enough to halve any threads=all figure, so each row reports it.
-    """
-
-    _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-    def __init__(self, ncores: int) -> None:
-        self.ncores = ncores
-        self.start = self._sample()
-
-    @classmethod
-    def _machine_busy(cls) -> Optional[float]:
-        try:
-            with open("/proc/stat", encoding="ascii") as f:
-                fields = [int(x) for x in f.readline().split()[1:]]
-        except (OSError, ValueError):
-            return None
-        # user nice system idle iowait irq softirq steal ...
-        busy = fields[0] + fields[1] + fields[2] + sum(fields[5:8])
-        return busy / cls._TICK
-
-    @classmethod
-    def _sample(cls) -> tuple:
-        t = os.times()
-        return time.perf_counter(), cls._machine_busy(), t.user + t.system + t.children_user + t.children_system
-
-    def others_share(self) -> Optional[float]:
-        wall0, busy0, own0 = self.start
-        wall1, busy1, own1 = self._sample()
-        if busy0 is None or busy1 is None or wall1 <= wall0:
-            return None
-        others = (busy1 - busy0) - (own1 - own0)
-        return min(1.0, max(0.0, others / ((wall1 - wall0) * self.ncores)))
-
-
-# --------------------------------------------------------------------------------------
-# Helpers
-
-
-def prefaulted(size: int) -> np.ndarray:
-    """A uint8 buffer whose pages are all touched, so page faults stay out of the timing."""
-    buf = np.empty(size, dtype=np.uint8)
-    buf.fill(0)
-    return buf
-
-
-@contextlib.contextmanager
-def use_backend(name: str):
-    """Temporarily switches shardseal's engine to "native" or "python"."""
-    saved = (_backend.name, _backend.impl)
-    if name == "python":
-        _backend.impl, _backend.name = _pybackend, "python"
-    elif name == "native":
-        from shardseal import _native
-
-        _backend.impl, _backend.name = _native, "native"
-    else:
-        raise ValueError(name)
-    try:
-        yield
-    finally:
-        _backend.name, _backend.impl = saved
-
-
-@dataclass
-class Timing:
-    seconds: list
-    note: str
-    others_cpu: Optional[float]
-
-
-def time_runs(label: str, run: Callable[[], object], verify: Callable[[object], None], repeat: int, *,
-              prepare: Optional[Callable[[], None]] = None, cap_slow: bool = False) -> Timing:
-    """Times ``run`` ``repeat`` times after one untimed warm-up run.
-
-    ``prepare`` runs before each run (outside the timing), ``verify`` checks each result
-    (outside the timing). With cap_slow, a first timed run slower than SLOW_RUN_SECONDS limits
-    the timed runs to SLOW_RUN_REPEATS.
-    """
-    monitor = CpuMonitor(NCORES)
-    note = ""
-    runs = repeat
-    seconds = []
-    i = -1  # -1 is the warm-up
-    while i < runs:
-        if prepare is not None:
-            prepare()
-        gc.collect()
-        gc.disable()
-        try:
-            start = time.perf_counter()
-            result = run()
-            elapsed = time.perf_counter() - start
-        finally:
-            gc.enable()
-        try:
-            verify(result)
-        except VerificationError:
-            raise
-        except Exception as exc:
-            raise VerificationError(f"{label}: verification raised {type(exc).__name__}: {exc}") from exc
-        del result
-        if i >= 0:
-            seconds.append(elapsed)
-            if cap_slow and i == 0 and elapsed > SLOW_RUN_SECONDS and runs > SLOW_RUN_REPEATS:
-                runs = SLOW_RUN_REPEATS
-                note = f"{elapsed:.2f} s/run > {SLOW_RUN_SECONDS:.0f} s: only {runs} runs"
-        i += 1
-    return Timing(seconds, note, monitor.others_share())
-
-
-def to_measurement(key: str, label: str, threads: Optional[int], size: int, timing: Timing) -> Measurement:
-    rates = [size / s / GB for s in timing.seconds]
-    return Measurement(key, label, threads, statistics.median(rates), min(rates), max(rates), len(rates),
-                       [round(s, 6) for s in timing.seconds], timing.note, timing.others_cpu)
-
-
-def require_equal(label: str, got, expected: np.ndarray) -> None:
-    got = np.frombuffer(got, dtype=np.uint8) if not isinstance(got, np.ndarray) else got
-    if got.nbytes != expected.nbytes or not np.array_equal(got, expected):
-        raise VerificationError(f"{label}: output does not match the input")
-
-
-def require_parts_equal(label: str, parts: list, expected: np.ndarray) -> None:
-    """Compares consecutive byte strings with the input without joining them."""
-    offset = 0
-    for part in parts:
-        chunk = np.frombuffer(part, dtype=np.uint8)
-        if offset + chunk.nbytes > expected.nbytes or not np.array_equal(chunk, expected[offset:offset + chunk.nbytes]):
-            raise VerificationError(f"{label}: output does not match the input")
-        offset += chunk.nbytes
-    if offset != expected.nbytes:
-        raise VerificationError(f"{label}: output has {offset} bytes, expected {expected.nbytes}")
-
 
 # --------------------------------------------------------------------------------------
 # Ceilings
@@ -297,15 +132,6 @@ def bench_memcpy(src: np.ndarray, dst: np.ndarray, repeat: int) -> Measurement:
     return to_measurement("memcpy", "memcpy (np.copyto, pre-faulted dst)", None, src.nbytes, timing)
 
 
-_OPENSSL_LINE = re.compile(r"^\s*(?:AES-256-GCM|aes-256-gcm|evp)\s+([0-9.]+)k\s*$", re.MULTILINE)
-
-
-def parse_openssl_speed(output: str) -> float:
-    """The 16384-bytes figure of ``openssl speed -bytes 16384``, in bytes/s (last row wins)."""
-    rows = _OPENSSL_LINE.findall(output)
-    if not rows:
-        raise ValueError("no AES-256-GCM row in openssl speed output")
-    return float(rows[-1]) * 1000.0
 
 
 def bench_openssl_speed(key: str, label: str, procs: int, decrypt: bool, seconds: int) -> Optional[Measurement]:

@@ -39,7 +39,6 @@ Run it as ``python benchmarks/bench_files.py [--size-mib 2048] [--repeat 3] [--r
 from __future__ import annotations
 
 import argparse
-import ctypes
 import io
 import json
 import os
@@ -57,20 +56,41 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
-from bench_core import (
-    GB,
-    NCORES,
-    NOISY_SHARE,
-    CpuMonitor,
-    VerificationError,
-    cpu_model,
-    openssl_cli_version,
-    prefaulted,
-    require_equal,
-    time_runs,
-)
 
 import shardseal
+
+if __package__:  # imported as part of the benchmarks package (python -m benchmarks.bench_files, pytest)
+    from ._common import (
+        GB,
+        NCORES,
+        NOISY_SHARE,
+        CpuMonitor,
+        VerificationError,
+        command_version,
+        cpu_model,
+        load_average,
+        native_openssl,
+        openssl_cli_version,
+        prefaulted,
+        require_equal,
+        time_runs,
+    )
+else:  # run as a script: python benchmarks/bench_files.py
+    from _common import (
+        GB,
+        NCORES,
+        NOISY_SHARE,
+        CpuMonitor,
+        VerificationError,
+        command_version,
+        cpu_model,
+        load_average,
+        native_openssl,
+        openssl_cli_version,
+        prefaulted,
+        require_equal,
+        time_runs,
+    )
 
 MiB = 1 << 20
 GEN_BLOCK = 64 * MiB  # os.urandom and file comparison block
@@ -87,33 +107,6 @@ RAM_FILESYSTEMS = ("tmpfs", "ramfs")
 
 # --------------------------------------------------------------------------------------
 # Environment
-
-
-def command_version(cmd: list, lines: int = 1) -> str:
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"unavailable ({exc})"
-    out = (proc.stdout or proc.stderr).strip().splitlines()
-    return "; ".join(out[:lines]) if out else "unknown"
-
-
-def native_openssl() -> str:
-    """The OpenSSL library the native engine has loaded (from /proc/self/maps)."""
-    try:
-        from shardseal import _native  # noqa: F401 - loads libcrypto
-
-        with open("/proc/self/maps", encoding="utf-8") as f:
-            paths = sorted({line.split()[-1] for line in f if "libcrypto" in line and "/" in line})
-        if not paths:
-            return "not found in /proc/self/maps (statically linked?)"
-        lib = ctypes.CDLL(paths[0])
-        version = lib.OpenSSL_version
-        version.restype = ctypes.c_char_p
-        version.argtypes = [ctypes.c_int]
-        return f"{version(0).decode()} ({paths[0]})"
-    except Exception as exc:  # noqa: BLE001 - informational only
-        return f"unknown ({exc})"
 
 
 def mount_of(path: str) -> tuple:
@@ -147,14 +140,6 @@ def free_page_reporting() -> Optional[str]:
             "freed and left idle for ~2 s goes back to the host, and touching it again costs host page faults "
             "(sys time; about 2 s per GiB on one such VM); each run starts right after deleting the previous "
             "output, so it mostly reuses that memory, but long runs (gpg, age) and the disk folder can pay this")
-
-
-def load_average() -> str:
-    try:
-        with open("/proc/loadavg", encoding="ascii") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 # --------------------------------------------------------------------------------------
