@@ -23,6 +23,7 @@ from safetensors import SafetensorError
 import shardseal
 import shardseal.safetensors as sss
 import shardseal.torch as sst
+from tests.torch_helpers import random_tensor, same_bytes
 from shardseal import _backend
 from shardseal._layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
@@ -38,22 +39,6 @@ ST_DTYPES = [name for name in ("float64", "float32", "float16", "bfloat16", "int
                                "float8_e4m3fn", "float8_e5m2", "float8_e8m0fnu", "float8_e4m3fnuz",
                                "float8_e5m2fnuz") if hasattr(torch, name)]
 
-
-def random_tensor(dtype, shape, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    count = 1
-    for n in shape:
-        count *= n
-    if dtype == torch.bool:
-        return torch.randint(0, 2, shape, generator=gen).bool()
-    raw = torch.randint(0, 256, (count * dtype.itemsize,), dtype=torch.uint8, generator=gen)
-    return raw.view(dtype).reshape(shape)
-
-
-def same_bytes(a, b) -> bool:
-    return (a.dtype == b.dtype and a.shape == b.shape
-            and torch.equal(a.contiguous().reshape(-1).view(torch.uint8),
-                            b.contiguous().reshape(-1).view(torch.uint8)))
 
 
 def sample_tensors():

@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 
 import shardseal
 import shardseal.torch as sst
+from tests.torch_helpers import random_tensor, same_bytes
 from shardseal import _api, _backend, _container, _keys, _layout
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 
@@ -26,23 +27,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor"),
 ]
 
-
-def random_tensor(dtype, shape, seed=0):
-    """A tensor of dtype with random bytes (0/1 for bool), for any dtype, numpy-less ones too."""
-    gen = torch.Generator().manual_seed(seed)
-    count = 1
-    for n in shape:
-        count *= n
-    if dtype == torch.bool:
-        return torch.randint(0, 2, shape, generator=gen).bool()
-    raw = torch.randint(0, 256, (count * dtype.itemsize,), dtype=torch.uint8, generator=gen)
-    return raw.view(dtype).reshape(shape)
-
-
-def same_bytes(a, b) -> bool:
-    return (a.dtype == b.dtype and a.shape == b.shape
-            and torch.equal(a.contiguous().reshape(-1).view(torch.uint8),
-                            b.contiguous().reshape(-1).view(torch.uint8)))
 
 
 def tensor_header(blob) -> dict:
