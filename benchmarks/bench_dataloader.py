@@ -45,12 +45,7 @@ from shardseal import keyfile  # noqa: E402
 from shardseal.data import SHARD_READ_BUFFER, EncryptedWebDataset, write_webdataset_shards  # noqa: E402
 from shardseal.keyref import KeyFile, RawKey  # noqa: E402
 
-from bench_core import core_count, cpu_model  # noqa: E402
-
-try:
-    from bench_core import CpuMonitor  # noqa: E402
-except ImportError:  # pragma: no cover - older helpers
-    CpuMonitor = None
+from _common import CpuMonitor, core_count, cpu_model, load_average  # noqa: E402
 
 try:
     import torch
@@ -138,7 +133,7 @@ class FernetDecode:
 
 def run_epoch(dataset, workers: int, check: Optional[dict] = None) -> tuple:
     """One epoch: (seconds, samples, payload bytes, other processes' CPU share)."""
-    monitor = CpuMonitor(core_count()) if CpuMonitor is not None else None
+    monitor = CpuMonitor(core_count())
     loader = DataLoader(dataset, batch_size=None, num_workers=workers,
                         multiprocessing_context="fork" if workers else None)
     count = nbytes = 0
@@ -154,20 +149,12 @@ def run_epoch(dataset, workers: int, check: Optional[dict] = None) -> tuple:
                 raise RuntimeError(f"sample {sample['__key__']} differs from the generated data")
     del iterator  # joins the workers (inside the timing: they are part of an epoch)
     seconds = time.perf_counter() - start
-    others = monitor.others_share() if monitor is not None else None
+    others = monitor.others_share()
     return seconds, count, nbytes, others
 
 
 def fmt_share(share: Optional[float]) -> str:
     return "n/a" if share is None else f"{100 * share:.0f}%"
-
-
-def load_average() -> str:
-    try:
-        with open("/proc/loadavg", encoding="ascii") as f:
-            return " ".join(f.read().split()[:3])
-    except OSError:
-        return "unknown"
 
 
 def pick_dir(requested: Optional[str], needed: int) -> str:

@@ -23,7 +23,7 @@ from safetensors import SafetensorError
 import shardseal
 import shardseal.safetensors as sss
 import shardseal.torch as sst
-from tests.torch_helpers import random_tensor, same_bytes
+from tests.torch_helpers import ReadOnlyPipe, random_tensor, same_bytes
 from shardseal import _backend
 from shardseal._layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
@@ -322,20 +322,10 @@ def test_load_file_from_a_pipe(backend, key):
     sink = io.BytesIO()
     sss.save_file(tensors, sink, key)
 
-    class Pipe(io.RawIOBase):
-        def __init__(self, data):
-            self._source = io.BytesIO(data)
-
-        def readable(self):
-            return True
-
-        def readinto(self, b):
-            return self._source.readinto(b)
-
-    loaded = sss.load_file(Pipe(sink.getvalue()), key)
+    loaded = sss.load_file(ReadOnlyPipe(sink.getvalue()), key)
     assert all(same_bytes(loaded[name], tensors[name]) for name in tensors)
     with pytest.raises(ValueError, match="seekable"):
-        sss.safe_open(Pipe(sink.getvalue()), key)
+        sss.safe_open(ReadOnlyPipe(sink.getvalue()), key)
 
 
 def test_load_state_dict_into_a_model(backend, key, tmp_path):

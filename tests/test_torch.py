@@ -14,7 +14,7 @@ torch = pytest.importorskip("torch")
 
 import shardseal
 import shardseal.torch as sst
-from tests.torch_helpers import random_tensor, same_bytes
+from tests.torch_helpers import ReadOnlyPipe, random_tensor, same_bytes
 from shardseal import _api, _backend, _container, _keys, _layout
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 
@@ -312,16 +312,6 @@ class WriteOnly(io.RawIOBase):
         self.data += b
         return memoryview(b).nbytes
 
-
-class ReadOnlyPipe(io.RawIOBase):
-    def __init__(self, data):
-        self._source = io.BytesIO(data)
-
-    def readable(self):
-        return True
-
-    def readinto(self, b):
-        return self._source.readinto(b)
 
 
 def test_save_never_seeks_and_load_reads_pipes(backend, key):

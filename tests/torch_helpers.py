@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import torch
 
 
@@ -21,3 +23,16 @@ def same_bytes(a, b) -> bool:
     return (a.dtype == b.dtype and a.shape == b.shape
             and torch.equal(a.contiguous().reshape(-1).view(torch.uint8),
                             b.contiguous().reshape(-1).view(torch.uint8)))
+
+
+class ReadOnlyPipe(io.RawIOBase):
+    """A non-seekable binary source over bytes, like a pipe."""
+
+    def __init__(self, data):
+        self._source = io.BytesIO(data)
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        return self._source.readinto(b)
