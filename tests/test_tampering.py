@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 import shardseal
-from shardseal import cobblestone
+from shardseal import _stanzas, cobblestone
 from shardseal.errors import (
     AuthenticationError,
     FormatError,
@@ -186,9 +186,13 @@ def expected_header_flip(blob: bytes, index: int, bit: int):
         return {FormatError, TruncatedError, AuthenticationError}
     if index < r["body_len_at"]:  # stanza type
         (stanza_type,) = struct.unpack(">H", tampered[r["type_at"] : r["body_len_at"]])
-        # A set high bit is an unknown critical type; otherwise the stanza is skipped and
-        # no direct stanza is left.
-        return FormatError if stanza_type & 0x8000 else KeyNotFoundError
+        # A set high bit is an unknown critical type; a known envelope type (keyring,
+        # passphrase...) finds a 16-byte body malformed; otherwise the stanza is skipped (an
+        # unknown or padding type) and no direct stanza is left.
+        if stanza_type & 0x8000:
+            return FormatError
+        return FormatError if stanza_type in _stanzas.TYPES and stanza_type != _stanzas.PADDING \
+            else KeyNotFoundError
     if index < r["key_id_at"]:  # stanza body length
         (body_len,) = struct.unpack(">I", tampered[r["body_len_at"] : r["key_id_at"]])
         if r["key_id_at"] + body_len > MAX_HEADER:

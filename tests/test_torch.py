@@ -35,8 +35,8 @@ def tensor_header(blob) -> dict:
 
 def seal_with_metadata(header_metadata: dict, payload: bytes, key: bytes) -> bytes:
     """An authentic container with any header metadata (as a buggy or foreign writer makes)."""
-    fixed, header = _api._header_for(key, 256, header_metadata)
-    return _backend.impl.seal(256, _keys.input_key(key, 256), _api._random_salt(), fixed, payload, 1, header)
+    plan = _api.plan_header(key, None, 256, header_metadata)
+    return _backend.impl.seal(256, plan.input_key, _api._random_salt(), plan.fixed, payload, 1, plan.header)
 
 
 # ---- tensors -------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from . import _backend, _buffers, _container, _keys, _layout
+from . import _backend, _buffers, _container, _envelope, _keys, _layout, audit
 from .errors import FormatError
 
 _ARRAY_CONTENT_TYPE = "numpy.ndarray"
@@ -65,35 +65,46 @@ def _check_suite(suite) -> int:
     return suite
 
 
-def _header_for(key: bytes, suite: int, header_metadata: dict) -> tuple[bytes, bytes]:
-    """Returns (fixed part, whole header) for a direct-key container."""
-    fixed = _container.encode_fixed(suite, header_metadata)
-    return fixed, fixed + _container.encode_key_block([_keys.direct_stanza(key)])
+def plan_header(key, recipients, suite, header_metadata: dict) -> _envelope.Plan:
+    """The header and input key for a new container (a direct key or recipients)."""
+    return _envelope.plan(key, recipients, _check_suite(suite), header_metadata)
 
 
-def encrypted_size(plaintext_size: int, *, metadata: Optional[Mapping[str, Any]] = None, suite: int = 256) -> int:
+def encrypted_size(plaintext_size: int, *, metadata: Optional[Mapping[str, Any]] = None, suite: int = 256,
+                   recipients=None) -> int:
     """The exact size ``encrypt`` produces for a plaintext of plaintext_size bytes.
 
-    Use it to allocate the output buffer of ``encrypt_into``.
+    Use it to allocate the output buffer of ``encrypt_into``. Without recipients the size is
+    that of a direct-key container; with them, that of a container for those recipients (a
+    recipient whose stanza size is not fixed, such as a KMS key, is asked to wrap a dummy key).
 
     Raises:
-        TypeError: metadata is not a JSON-serialisable mapping.
+        TypeError: metadata is not a JSON-serialisable mapping, or bad recipients.
         ValueError: a negative size or an unknown suite.
     """
     if isinstance(plaintext_size, bool) or not isinstance(plaintext_size, int) or plaintext_size < 0:
         raise ValueError(f"plaintext_size must be a non-negative int, got {plaintext_size!r}")
     fixed = _container.encode_fixed(_check_suite(suite), _header_metadata(metadata))
-    stanza = _keys.direct_stanza(bytes(_keys.KEY_SIZE))  # the size does not depend on the key
-    return len(fixed) + len(_container.encode_key_block([stanza])) + _layout.message_size(plaintext_size)
+    if recipients is None:
+        stanza = _keys.direct_stanza(bytes(_keys.KEY_SIZE))  # the size does not depend on the key
+        block_size = len(_container.encode_key_block([stanza]))
+    else:
+        block_size = 2 + sum(_envelope.stanza_size(r, suite, fixed)
+                             for r in _envelope.check_recipients(recipients))
+    return len(fixed) + block_size + _layout.message_size(plaintext_size)
 
 
-def encrypt(data, key, *, metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None,
-            suite: int = 256) -> bytes:
-    """Encrypts data into a shardseal container under a 32-byte key.
+def encrypt(data, key=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
+            threads: Optional[int] = None, suite: int = 256) -> bytes:
+    """Encrypts data into a shardseal container under a 32-byte key or for recipients.
 
     Args:
         data: any bytes-like object (bytes, bytearray, memoryview, numpy array, mmap).
-        key: the 32-byte key (see ``generate_key``).
+        key: the 32-byte key (see ``generate_key``). Give either key or recipients.
+        recipients: envelope encryption: a fresh random file key is wrapped for each recipient
+            (``keyring.Keyring`` keys, ``passphrase.Passphrase``, ``x25519.X25519Recipient`` or
+            recipient strings, ``pkcs11.Pkcs11Key``, ``kms.KmsKey``); any one of their
+            identities decrypts.
         metadata: a JSON-serialisable mapping stored in the header: authenticated, not secret.
         threads: worker threads; None uses every available CPU, 1 runs inline.
         suite: 256 (Cobblestone-256, AES-256-GCM, the default) or 128 (AES-128-GCM).
@@ -102,18 +113,18 @@ def encrypt(data, key, *, metadata: Optional[Mapping[str, Any]] = None, threads:
         header || Cobblestone message, as bytes.
 
     Raises:
-        TypeError: data or key is not bytes-like, or metadata is not a JSON mapping.
-        ValueError: a key that is not 32 bytes, a bad thread count or suite.
+        TypeError: data or key is not bytes-like, metadata is not a JSON mapping, both or
+            neither of key and recipients.
+        ValueError: a key that is not 32 bytes, a bad thread count or suite, or a bad set of
+            recipients (empty, a passphrase beside others).
     """
     source = _buffers.readable(data, "data")
-    key = _keys.check_key(key)
-    suite = _check_suite(suite)
-    fixed, header = _header_for(key, suite, _header_metadata(metadata))
-    return _backend.impl.seal(suite, _keys.input_key(key, suite), _random_salt(), fixed, source,
-                              _buffers.thread_count(threads), header)
+    plan = plan_header(key, recipients, suite, _header_metadata(metadata))
+    return _backend.impl.seal(suite, plan.input_key, _random_salt(), plan.fixed, source,
+                              _buffers.thread_count(threads), plan.header)
 
 
-def encrypt_into(data, key, out, *, metadata: Optional[Mapping[str, Any]] = None,
+def encrypt_into(data, key=None, out=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
                  threads: Optional[int] = None, suite: int = 256) -> int:
     """Encrypts data into the caller's buffer ``out`` without intermediate copies.
 
@@ -128,16 +139,16 @@ def encrypt_into(data, key, out, *, metadata: Optional[Mapping[str, Any]] = None
         ValueError: out is too small or overlaps data (and as for ``encrypt``).
     """
     source = _buffers.readable(data, "data")
+    if out is None:
+        raise TypeError("encrypt_into() needs an output buffer, out=")
     target = _buffers.writable(out, "out")
     _buffers.check_no_overlap(source, target)
-    key = _keys.check_key(key)
-    suite = _check_suite(suite)
-    fixed, header = _header_for(key, suite, _header_metadata(metadata))
-    needed = len(header) + _layout.message_size(source.nbytes)
+    plan = plan_header(key, recipients, suite, _header_metadata(metadata))
+    needed = len(plan.header) + _layout.message_size(source.nbytes)
     _buffers.require_room(target, needed)
-    target[: len(header)] = header
-    _backend.impl.seal_into(suite, _keys.input_key(key, suite), _random_salt(), fixed, source,
-                            target[len(header):], _buffers.thread_count(threads))
+    target[: len(plan.header)] = plan.header
+    _backend.impl.seal_into(suite, plan.input_key, _random_salt(), plan.fixed, source,
+                            target[len(plan.header):], _buffers.thread_count(threads))
     return needed
 
 
@@ -157,27 +168,35 @@ def decrypted_size(blob) -> int:
     return _layout.message_plaintext_size(view.nbytes - header.size)
 
 
-def decrypt(blob, key, *, threads: Optional[int] = None) -> bytes:
-    """Decrypts a shardseal container.
+def decrypt(blob, key=None, *, identities=None, threads: Optional[int] = None) -> bytes:
+    """Decrypts a shardseal container with its 32-byte key or with identities.
 
     The commitment is checked before any chunk and every chunk is authenticated before any
     plaintext is returned.
 
+    Args:
+        blob: the container (any bytes-like object).
+        key: the 32-byte key of a direct-key container.
+        identities: identities to try in order (``keyring.Keyring``, ``passphrase.Passphrase``,
+            ``x25519.X25519Identity``, ``pkcs11.Pkcs11Key``, ``kms.KmsIdentity``), after key.
+        threads: worker threads; None uses every available CPU, 1 runs inline.
+
     Raises:
         FormatError: not a shardseal container this version reads.
-        KeyNotFoundError: the key is not one the container was encrypted to.
+        KeyNotFoundError: no given key or identity opens the container; its ``key_ids`` name
+            the keys that would (``WrongPassphraseError`` for a wrong passphrase).
         AuthenticationError: the container was tampered with.
         TruncatedError: the container is cut short.
         TypeError, ValueError: bad arguments (as for ``encrypt``).
     """
     view, header = _open_header(blob)
-    key = _keys.check_key(key)
-    input_key = _keys.unwrap_direct(header, key)
-    return _backend.impl.open(header.suite, input_key, header.fixed, view[header.size:],
-                              _buffers.thread_count(threads))
+    input_key = _envelope.unwrap_input_key(header, key, identities)
+    with audit.authentication_failures():
+        return _backend.impl.open(header.suite, input_key, header.fixed, view[header.size:],
+                                  _buffers.thread_count(threads))
 
 
-def decrypt_into(blob, key, out, *, threads: Optional[int] = None) -> int:
+def decrypt_into(blob, key=None, out=None, *, identities=None, threads: Optional[int] = None) -> int:
     """Decrypts a container into the caller's buffer ``out`` (``decrypted_size(blob)`` bytes).
 
     On any failure ``out`` holds no plaintext: a bad commitment is found before anything is
@@ -191,14 +210,16 @@ def decrypt_into(blob, key, out, *, threads: Optional[int] = None) -> int:
         overlapping ``out``.
     """
     view, header = _open_header(blob)
+    if out is None:
+        raise TypeError("decrypt_into() needs an output buffer, out=")
     target = _buffers.writable(out, "out")
     _buffers.check_no_overlap(view, target)
-    key = _keys.check_key(key)
-    input_key = _keys.unwrap_direct(header, key)
+    input_key = _envelope.unwrap_input_key(header, key, identities)
     payload = view[header.size:]
     _buffers.require_room(target, _layout.message_plaintext_size(payload.nbytes))
-    return _backend.impl.open_into(header.suite, input_key, header.fixed, payload, target,
-                                   _buffers.thread_count(threads))
+    with audit.authentication_failures():
+        return _backend.impl.open_into(header.suite, input_key, header.fixed, payload, target,
+                                       _buffers.thread_count(threads))
 
 
 def _dtype_descr(dtype: np.dtype):
@@ -225,7 +246,7 @@ def _descr_to_dtype(descr) -> np.dtype:
         raise FormatError(f"the header's array dtype is not valid: {exc}") from None
 
 
-def encrypt_array(array, key, *, metadata: Optional[Mapping[str, Any]] = None,
+def encrypt_array(array, key=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
                   threads: Optional[int] = None, suite: int = 256) -> bytes:
     """Encrypts a numpy array; its dtype, byte order and shape go into the header.
 
@@ -239,15 +260,13 @@ def encrypt_array(array, key, *, metadata: Optional[Mapping[str, Any]] = None,
     if not array.flags.c_contiguous:
         array = array.copy(order="C")
     info = {"content_type": _ARRAY_CONTENT_TYPE, "array": {"dtype": descr, "shape": list(array.shape)}}
-    key = _keys.check_key(key)
-    suite = _check_suite(suite)
-    fixed, header = _header_for(key, suite, _header_metadata(metadata, info))
+    plan = plan_header(key, recipients, suite, _header_metadata(metadata, info))
     data = array.reshape(-1).view(np.uint8)
-    return _backend.impl.seal(suite, _keys.input_key(key, suite), _random_salt(), fixed, data,
-                              _buffers.thread_count(threads), header)
+    return _backend.impl.seal(suite, plan.input_key, _random_salt(), plan.fixed, data,
+                              _buffers.thread_count(threads), plan.header)
 
 
-def decrypt_array(blob, key, *, threads: Optional[int] = None) -> np.ndarray:
+def decrypt_array(blob, key=None, *, identities=None, threads: Optional[int] = None) -> np.ndarray:
     """Decrypts a container made by ``encrypt_array`` into a new writable array.
 
     Raises:
@@ -265,10 +284,10 @@ def decrypt_array(blob, key, *, threads: Optional[int] = None) -> np.ndarray:
     plaintext_size = _layout.message_plaintext_size(view.nbytes - header.size)
     if int(np.prod(shape, dtype=object)) * dtype.itemsize != plaintext_size:
         # Either tampering (decryption then fails authentication) or a writer bug.
-        decrypt(blob, key, threads=threads)
+        decrypt(blob, key, identities=identities, threads=threads)
         raise FormatError("the header's array shape and dtype do not match the payload size")
     result = np.empty(shape, dtype)
-    decrypt_into(view, key, result.reshape(-1).view(np.uint8), threads=threads)
+    decrypt_into(view, key, result.reshape(-1).view(np.uint8), identities=identities, threads=threads)
     return result
 
 

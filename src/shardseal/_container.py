@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from . import _stanzas
 from .errors import FormatError, TruncatedError
 
 MAGIC = b"\x89SSEAL\r\n\x1a\n"
@@ -28,10 +29,8 @@ _SUITE_ID_OF = {bits: suite_id for suite_id, bits in SUITE_IDS.items()}
 # Stanza types. A set high bit marks a critical type: a reader that does not know it must
 # refuse the file instead of skipping the stanza.
 STANZA_CRITICAL = 0x8000
-STANZA_DIRECT = 0x0001
-STANZA_TYPE_NAMES = {STANZA_DIRECT: "direct"}
-DIRECT_KEY_ID_SIZE = 16
-_STANZA_BODY_SIZES = {STANZA_DIRECT: DIRECT_KEY_ID_SIZE}
+STANZA_DIRECT = _stanzas.DIRECT
+DIRECT_KEY_ID_SIZE = _stanzas.KEY_ID_SIZE
 
 # Reserved top-level metadata keys and the JSON type each must have.
 _RESERVED_METADATA = {"user": dict, "content_type": str, "array": dict, "tensor": dict}
@@ -54,7 +53,7 @@ class Stanza:
 
     @property
     def type_name(self) -> str:
-        return STANZA_TYPE_NAMES.get(self.type, f"unknown-0x{self.type:04x}")
+        return _stanzas.type_name(self.type)
 
 
 @dataclass(frozen=True)
@@ -165,7 +164,9 @@ def read_header(read: Callable[[int], bytes]) -> Header:
         stanza_type, body_len = _STANZA_HEAD.unpack(reader.take(_STANZA_HEAD.size, "stanza"))
         stanzas.append(Stanza(stanza_type, reader.take(body_len, "stanza body")))
     for stanza in stanzas:
-        _check_stanza(stanza)
+        if stanza.critical and stanza.type not in _stanzas.TYPES:
+            raise FormatError(f"unknown critical key stanza type 0x{stanza.type:04x}")
+    _stanzas.check_stanzas(stanzas)
     return Header(VERSION, SUITE_IDS[suite_id], metadata, tuple(stanzas), fixed, reader.consumed)
 
 
@@ -192,14 +193,6 @@ def _check_magic(magic: bytes) -> None:
     if magic[1:6] == MAGIC[1:6]:
         raise FormatError("corrupted shardseal magic: the file was altered in transit (text mode or 7-bit transfer?)")
     raise FormatError("not a shardseal container (wrong magic bytes)")
-
-
-def _check_stanza(stanza: Stanza) -> None:
-    if stanza.critical and stanza.type not in STANZA_TYPE_NAMES:
-        raise FormatError(f"unknown critical key stanza type 0x{stanza.type:04x}")
-    size = _STANZA_BODY_SIZES.get(stanza.type)
-    if size is not None and len(stanza.body) != size:
-        raise FormatError(f"{stanza.type_name} key stanza must have a {size}-byte body, found {len(stanza.body)}")
 
 
 def _parse_metadata(data: bytes) -> dict:

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
+from . import audit
 from ._stream import DecryptingReader, EncryptingWriter
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -68,8 +69,9 @@ def _is_path(obj) -> bool:
     return isinstance(obj, (str, bytes, os.PathLike))
 
 
-def open(file, mode: str = "rb", key=None, *, metadata: Optional[Mapping[str, Any]] = None,
-         threads: Optional[int] = None, suite: int = 256, cache_chunks: int = 32):
+def open(file, mode: str = "rb", key=None, *, recipients=None, identities=None,
+         metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None, suite: int = 256,
+         cache_chunks: int = 32):
     """Opens a shardseal container as a binary stream.
 
     Args:
@@ -77,6 +79,9 @@ def open(file, mode: str = "rb", key=None, *, metadata: Optional[Mapping[str, An
             sequential reading and for writing).
         mode: ``"rb"`` to decrypt (random access, ``pread``), ``"wb"`` to encrypt.
         key: the 32-byte key.
+        recipients: ``"wb"`` only, instead of key: envelope encryption for these recipients
+            (see ``shardseal.encrypt``).
+        identities: ``"rb"`` only: identities to try after key (see ``shardseal.decrypt``).
         metadata: ``"wb"`` only: JSON metadata for the header (authenticated, not secret).
         threads: worker threads for long reads and for writing; None uses every CPU.
         suite: ``"wb"`` only: 256 or 128.
@@ -95,18 +100,28 @@ def open(file, mode: str = "rb", key=None, *, metadata: Optional[Mapping[str, An
     """
     if mode not in ("rb", "wb"):
         raise ValueError(f"mode must be 'rb' or 'wb', got {mode!r} (containers are binary)")
-    if key is None:
-        raise TypeError("open() needs key=")
     if mode == "rb":
+        if recipients is not None:
+            raise TypeError("recipients= is for writing; give key= or identities= to read")
+        if key is None and identities is None:
+            raise TypeError("open(..., 'rb') needs key= or identities=")
         if _is_path(file):
-            return DecryptingReader(builtins.open(file, "rb"), key, threads=threads,
-                                    cache_chunks=cache_chunks, close_raw=True)
-        return DecryptingReader(file, key, threads=threads, cache_chunks=cache_chunks)
+            return DecryptingReader(builtins.open(file, "rb"), key, identities=identities,
+                                    threads=threads, cache_chunks=cache_chunks, close_raw=True)
+        return DecryptingReader(file, key, identities=identities, threads=threads,
+                                cache_chunks=cache_chunks)
+    if identities is not None:
+        raise TypeError("identities= is for reading; give key= or recipients= to write")
+    if key is None and recipients is None:
+        raise TypeError("open(..., 'wb') needs key= or recipients=")
     if _is_path(file):
         atomic = AtomicFile(file)
-        return EncryptingWriter(atomic.file, key, metadata=metadata, threads=threads, suite=suite,
-                                on_close=atomic.commit, on_abort=atomic.abort)
-    return EncryptingWriter(file, key, metadata=metadata, threads=threads, suite=suite)
+        with audit.target(file):
+            return EncryptingWriter(atomic.file, key, recipients=recipients, metadata=metadata,
+                                    threads=threads, suite=suite, on_close=atomic.commit,
+                                    on_abort=atomic.abort)
+    return EncryptingWriter(file, key, recipients=recipients, metadata=metadata, threads=threads,
+                            suite=suite)
 
 
 class _ProgressCallback:
@@ -146,14 +161,16 @@ def _copy_blocks(read_into, write, total: int, progress) -> None:
                 progress.update(n)
 
 
-def encrypt_file(src: PathLike, dst: PathLike, key, *, metadata: Optional[Mapping[str, Any]] = None,
-                 threads: Optional[int] = None, suite: int = 256, progress: Progress = False) -> int:
+def encrypt_file(src: PathLike, dst: PathLike, key=None, *, recipients=None,
+                 metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None,
+                 suite: int = 256, progress: Progress = False) -> int:
     """Encrypts the file src into dst in bounded memory, atomically.
 
     dst is written as a temporary file in its folder, fsynced and renamed into place; on any
     failure (an error, Ctrl-C) no partial output exists under dst and src is untouched.
     src and dst may be the same path. dst gets src's permission bits. progress=True shows a
     tqdm bar on stderr; a callable is called with the byte count of each block done.
+    Give key (a 32-byte key) or recipients (envelope encryption, see ``shardseal.encrypt``).
 
     Returns:
         The number of plaintext bytes encrypted.
@@ -162,26 +179,27 @@ def encrypt_file(src: PathLike, dst: PathLike, key, *, metadata: Optional[Mappin
         OSError: src cannot be read or dst cannot be written.
         TypeError, ValueError: bad arguments (as for ``shardseal.encrypt``).
     """
-    with builtins.open(src, "rb", buffering=0) as source:
+    with builtins.open(src, "rb", buffering=0) as source, audit.target(dst):
         mode = os.fstat(source.fileno()).st_mode & 0o777
         total = os.fstat(source.fileno()).st_size
         atomic = AtomicFile(dst, mode)
-        writer = EncryptingWriter(atomic.file, key, metadata=metadata, threads=threads, suite=suite,
-                                  on_close=atomic.commit, on_abort=atomic.abort)
+        writer = EncryptingWriter(atomic.file, key, recipients=recipients, metadata=metadata,
+                                  threads=threads, suite=suite, on_close=atomic.commit,
+                                  on_abort=atomic.abort)
         with writer, _progress_bar(progress, total, f"encrypt {Path(src).name}") as bar:
             _copy_blocks(source.readinto, writer.write, total, bar)
         return writer.tell()
 
 
-def decrypt_file(src: PathLike, dst: PathLike, key, *, threads: Optional[int] = None,
-                 progress: Progress = False) -> int:
+def decrypt_file(src: PathLike, dst: PathLike, key=None, *, identities=None,
+                 threads: Optional[int] = None, progress: Progress = False) -> int:
     """Decrypts the container src into dst in bounded memory, atomically.
 
     Every chunk is authenticated before it is written, and dst appears only once the whole
     file has authenticated: on any failure (tampering, a wrong key, truncation, Ctrl-C) nothing
     exists under dst. A process killed outright (SIGKILL, power loss) can leave its temporary
     ``.<name>.*.sseal-tmp`` file (mode 0600) holding authenticated plaintext written so far. src and dst may be the same path. dst is created with mode 0600.
-    progress: as for ``encrypt_file``.
+    progress: as for ``encrypt_file``. Give key or identities (see ``shardseal.decrypt``).
 
     Returns:
         The number of plaintext bytes written.
@@ -191,8 +209,8 @@ def decrypt_file(src: PathLike, dst: PathLike, key, *, threads: Optional[int] = 
             ``shardseal.decrypt``.
         OSError: src cannot be read or dst cannot be written.
     """
-    with DecryptingReader(builtins.open(src, "rb", buffering=0), key, threads=threads,
-                          close_raw=True) as reader:
+    with DecryptingReader(builtins.open(src, "rb", buffering=0), key, identities=identities,
+                          threads=threads, close_raw=True) as reader:
         atomic = AtomicFile(dst)
         try:
             with _progress_bar(progress, reader.size, f"decrypt {Path(src).name}") as bar:

@@ -1,10 +1,12 @@
-"""Key stanzas. This version has the *direct* stanza: the caller's own 32-byte key."""
+"""The direct key: the caller's own 32-byte key, its public key id and the input key derived from it.
+
+Envelope keys (recipients and identities) are in ``_envelope``; both end in ``input_key``.
+"""
 
 from __future__ import annotations
 
-from . import _backend, _container
+from . import _backend, _container, _stanzas
 from ._container import Stanza
-from .errors import KeyNotFoundError
 
 KEY_SIZE = 32
 KEY_ID_SIZE = _container.DIRECT_KEY_ID_SIZE
@@ -49,24 +51,6 @@ def input_key(key: bytes, suite: int) -> bytes:
     return _backend.impl.hkdf_expand_sha512(key, _COBBLESTONE_128_KEY_INFO, 16)
 
 
-def unwrap_direct(header: _container.Header, key: bytes) -> bytes:
-    """Finds the stanza the key opens and returns the Cobblestone input key.
-
-    Raises:
-        KeyNotFoundError: no stanza names this key.
-    """
-    wanted = key_id(key)
-    for stanza in header.stanzas:
-        if stanza.type == _container.STANZA_DIRECT and stanza.body == wanted:
-            return input_key(key, header.suite)
-    ids = tuple(i for i in (stanza_key_id(s) for s in header.stanzas) if i)
-    if not ids:
-        raise KeyNotFoundError("this container has no key stanza that a direct key can open")
-    raise KeyNotFoundError(
-        "the key does not open this container; it needs key id " + " or ".join(ids), ids
-    )
-
-
 def stanza_key_id(stanza: Stanza) -> str:
-    """The hex key id a stanza names, or "" for a type that names none."""
-    return stanza.body.hex() if stanza.type == _container.STANZA_DIRECT else ""
+    """The public key id a stanza names, or "" for a type that names none."""
+    return _stanzas.key_id(stanza)

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional
 
-from . import _backend, _buffers, _container, _keys, _layout
+from . import _backend, _buffers, _container, _envelope, _layout, audit
 from ._layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SALT_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
 from .errors import AuthenticationError, ShardsealError, TruncatedError
 
@@ -102,32 +102,36 @@ class DecryptingReader(io.BufferedIOBase):
     threads at once; on a pipe it reads sequentially. Created by ``shardseal.open(f, "rb")``.
     """
 
-    def __init__(self, raw, key, *, threads: Optional[int] = None,
+    def __init__(self, raw, key=None, *, identities=None, threads: Optional[int] = None,
                  cache_chunks: int = DEFAULT_CACHE_CHUNKS, close_raw: bool = False) -> None:
         super().__init__()
         self._raw = raw
         self._close_raw = close_raw
+        name = getattr(raw, "name", None)
+        self._audit_name = name if isinstance(name, (str, bytes)) else None
         self._pos = 0
         self._error: Optional[ShardsealError] = None  # a failed pipe stays failed
         try:
             self._threads = _buffers.thread_count(threads)
-            self._open(key, cache_chunks)
+            with audit.target(self._audit_name):
+                self._open(key, identities, cache_chunks)
         except BaseException:
             if close_raw:
                 raw.close()
             raise
 
-    def _open(self, key, cache_chunks: int) -> None:
+    def _open(self, key, identities, cache_chunks: int) -> None:
         raw = self._raw
         seekable = _is_seekable(raw)
         start = raw.tell() if seekable else 0
         header = _container.read_header(lambda n: read_exact(raw, n))
-        input_key = _keys.unwrap_direct(header, _keys.check_key(key))
+        input_key = _envelope.unwrap_input_key(header, key, identities)
         head = read_exact(raw, MESSAGE_HEADER_SIZE)
         if len(head) < MESSAGE_HEADER_SIZE:
             raise TruncatedError("message truncated: shorter than its salt and commitment")
         self._keys = _backend.impl.MessageKeys(header.suite, input_key, head[:SALT_SIZE], header.fixed)
         if not self._keys.commitment_matches(head[SALT_SIZE:]):
+            audit.record("authentication_failed", error="commitment mismatch")
             raise AuthenticationError()
         self.header = header
         self._data_start = start + header.size + MESSAGE_HEADER_SIZE
@@ -293,7 +297,7 @@ class DecryptingReader(io.BufferedIOBase):
         if len(sealed) != plain_len + TAG_SIZE:
             raise TruncatedError("the file was truncated while being read")
         plain = bytearray(plain_len)
-        self._keys.open_chunks_into(index, sealed, plain, final, 1)
+        self._open_chunks(index, sealed, plain, final, 1)
         with self._cache_lock:
             self._cache[index] = plain
             if len(self._cache) > self._cache_chunks:
@@ -301,6 +305,10 @@ class DecryptingReader(io.BufferedIOBase):
             if final:
                 self._final_verified = True
         return plain
+
+    def _open_chunks(self, index: int, sealed, plain, final: bool, threads: int) -> None:
+        with audit.target(self._audit_name), audit.authentication_failures():
+            self._keys.open_chunks_into(index, sealed, plain, final, threads)
 
     def _bulk_scratch(self, size: int) -> memoryview:
         scratch = getattr(self._scratch, "buffer", None)
@@ -323,7 +331,7 @@ class DecryptingReader(io.BufferedIOBase):
                 if self._source.readinto_at(self._data_start + index * SEALED_CHUNK_SIZE, sealed) != sealed.nbytes:
                     raise TruncatedError("the file was truncated while being read")
                 target = out[pos - offset : pos - offset + count * CHUNK_SIZE]
-                self._keys.open_chunks_into(index, sealed, target, False, self._threads)
+                self._open_chunks(index, sealed, target, False, self._threads)
                 pos += count * CHUNK_SIZE
             else:
                 plain = memoryview(self._chunk(index))
@@ -362,7 +370,7 @@ class DecryptingReader(io.BufferedIOBase):
             sealed, final = self._pending[:batch], False
             del self._pending[:batch]
         plain = bytearray(_layout.opened_size(len(sealed), final))
-        self._keys.open_chunks_into(self._next_chunk, sealed, plain, final, self._threads)
+        self._open_chunks(self._next_chunk, sealed, plain, final, self._threads)
         self._next_chunk += len(sealed) // SEALED_CHUNK_SIZE
         self._decrypted += len(plain)
         self._plain, self._plain_pos = bytes(plain), 0
@@ -413,12 +421,12 @@ class EncryptingWriter(io.BufferedIOBase):
     is incomplete and fails to decrypt. Created by ``shardseal.open(f, "wb")``.
     """
 
-    def __init__(self, raw, key, *, metadata: Optional[Mapping[str, Any]] = None,
+    def __init__(self, raw, key=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
                  threads: Optional[int] = None, suite: int = 256,
                  on_close: Optional[Callable[[], None]] = None,
                  on_abort: Optional[Callable[[], None]] = None) -> None:
         super().__init__()
-        from ._api import _check_suite, _header_for, _header_metadata, _random_salt
+        from ._api import _header_metadata, _random_salt, plan_header
 
         self._raw = raw
         self._on_close = on_close
@@ -431,12 +439,10 @@ class EncryptingWriter(io.BufferedIOBase):
         self._io = ThreadPoolExecutor(1, thread_name_prefix="shardseal-writer")
         try:
             self._threads = _buffers.thread_count(threads)
-            key = _keys.check_key(key)
-            suite = _check_suite(suite)
-            fixed, header = _header_for(key, suite, _header_metadata(metadata))
+            plan = plan_header(key, recipients, suite, _header_metadata(metadata))
             salt = _random_salt()
-            self._keys = _backend.impl.MessageKeys(suite, _keys.input_key(key, suite), salt, fixed)
-            write_all(raw, header + salt + self._keys.commitment)
+            self._keys = _backend.impl.MessageKeys(suite, plan.input_key, salt, plan.fixed)
+            write_all(raw, plan.header + salt + self._keys.commitment)
         except BaseException:
             self._abort()
             raise

@@ -23,7 +23,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("shardseal.torch needs PyTorch: pip install 'shardseal[torch]'") from exc
 
-from . import _api, _backend, _buffers, _files, _keys, _layout
+from . import _api, _backend, _buffers, _files, _layout
 from .errors import FormatError
 
 __all__ = ["TENSOR_CONTENT_TYPE", "decrypt_tensor", "encrypt_tensor", "load", "save"]
@@ -121,7 +121,7 @@ def _to_device(tensor: torch.Tensor, device) -> torch.Tensor:
     return tensor if device.type == "cpu" else tensor.to(device)
 
 
-def encrypt_tensor(tensor, key, *, metadata: Optional[Mapping[str, Any]] = None,
+def encrypt_tensor(tensor, key=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
                    threads: Optional[int] = None, suite: int = 256) -> bytes:
     """Encrypts a tensor; its dtype and shape go into the header (authenticated).
 
@@ -135,6 +135,7 @@ def encrypt_tensor(tensor, key, *, metadata: Optional[Mapping[str, Any]] = None,
     Args:
         tensor: a dense ``torch.Tensor``.
         key: the 32-byte key.
+        recipients: instead of key, envelope encryption (see ``shardseal.encrypt``).
         metadata: a JSON-serialisable mapping for the header: authenticated, not secret.
         threads: worker threads; None uses every available CPU, 1 runs inline.
         suite: 256 (the default) or 128.
@@ -151,11 +152,9 @@ def encrypt_tensor(tensor, key, *, metadata: Optional[Mapping[str, Any]] = None,
     t = cpu_contiguous(tensor)
     info = {"content_type": TENSOR_CONTENT_TYPE,
             "tensor": {"dtype": dtype_name(t.dtype), "shape": list(t.shape)}}
-    key = _keys.check_key(key)
-    suite = _api._check_suite(suite)
-    fixed, header = _api._header_for(key, suite, _api._header_metadata(metadata, info))
-    return _backend.impl.seal(suite, _keys.input_key(key, suite), _api._random_salt(), fixed,
-                              byte_view(t), _buffers.thread_count(threads), header)
+    plan = _api.plan_header(key, recipients, suite, _api._header_metadata(metadata, info))
+    return _backend.impl.seal(suite, plan.input_key, _api._random_salt(), plan.fixed,
+                              byte_view(t), _buffers.thread_count(threads), plan.header)
 
 
 def _tensor_spec(spec) -> tuple[torch.dtype, list]:
@@ -171,7 +170,7 @@ def _tensor_spec(spec) -> tuple[torch.dtype, list]:
     return dtype, shape
 
 
-def decrypt_tensor(blob, key, *, device="cpu", threads: Optional[int] = None) -> torch.Tensor:
+def decrypt_tensor(blob, key=None, *, identities=None, device="cpu", threads: Optional[int] = None) -> torch.Tensor:
     """Decrypts a container made by ``encrypt_tensor`` into a new tensor.
 
     The bytes are decrypted straight into the new tensor's memory. For a CUDA ``device`` they
@@ -181,6 +180,7 @@ def decrypt_tensor(blob, key, *, device="cpu", threads: Optional[int] = None) ->
     Args:
         blob: the container, any bytes-like object.
         key: the 32-byte key.
+        identities: identities to try after key (see ``shardseal.decrypt``).
         device: where the tensor goes ("cpu", "cuda", "cuda:1", a ``torch.device``).
         threads: worker threads; None uses every available CPU.
 
@@ -196,14 +196,14 @@ def decrypt_tensor(blob, key, *, device="cpu", threads: Optional[int] = None) ->
     count = element_count(shape, plaintext_size)
     if count is None or count * dtype.itemsize != plaintext_size:
         # Either tampering (decryption then fails authentication) or a writer bug.
-        _api.decrypt(view, key, threads=threads)
+        _api.decrypt(view, key, identities=identities, threads=threads)
         raise FormatError("the header's tensor shape and dtype do not match the payload size")
     result = _empty(shape, dtype, device)
-    _api.decrypt_into(view, key, byte_view(result), threads=threads)
+    _api.decrypt_into(view, key, byte_view(result), identities=identities, threads=threads)
     return _to_device(result, device)
 
 
-def save(obj, f, key, *, metadata: Optional[Mapping[str, Any]] = None,
+def save(obj, f, key=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
          threads: Optional[int] = None, suite: int = 256) -> None:
     """``torch.save(obj, f)`` into an encrypted container, with no plaintext file anywhere.
 
@@ -217,6 +217,7 @@ def save(obj, f, key, *, metadata: Optional[Mapping[str, Any]] = None,
             (which is left open; on an error it holds an incomplete container that fails to
             decrypt).
         key: the 32-byte key.
+        recipients: instead of key, envelope encryption (see ``shardseal.encrypt``).
         metadata: JSON metadata for the container header: authenticated, not secret.
         threads: worker threads; None uses every available CPU.
         suite: 256 (the default) or 128.
@@ -224,11 +225,12 @@ def save(obj, f, key, *, metadata: Optional[Mapping[str, Any]] = None,
     Raises:
         As ``torch.save``, and TypeError / ValueError for bad keys or metadata.
     """
-    with _files.open(f, "wb", key=key, metadata=metadata, threads=threads, suite=suite) as out:
+    with _files.open(f, "wb", key=key, recipients=recipients, metadata=metadata, threads=threads,
+                     suite=suite) as out:
         torch.save(obj, out)
 
 
-def load(f, key, map_location=None, weights_only: bool = True, *, threads: Optional[int] = None):
+def load(f, key=None, map_location=None, weights_only: bool = True, *, identities=None, threads: Optional[int] = None):
     """``torch.load`` from a container written by ``save``; nothing is written anywhere.
 
     ``torch.load`` reads the archive through a random-access decrypting reader, so only the
@@ -238,6 +240,7 @@ def load(f, key, map_location=None, weights_only: bool = True, *, threads: Optio
     Args:
         f: a path or a binary file object opened for reading.
         key: the 32-byte key.
+        identities: identities to try after key (see ``shardseal.decrypt``).
         map_location, weights_only: as for ``torch.load``. ``weights_only=True`` (the default)
             unpickles only tensors, primitive types and containers of them; keep it unless you
             trust whoever could write with this key with running code on your machine.
@@ -247,6 +250,6 @@ def load(f, key, map_location=None, weights_only: bool = True, *, threads: Optio
         FormatError, KeyNotFoundError, AuthenticationError, TruncatedError: as
             ``shardseal.decrypt``; and whatever ``torch.load`` raises.
     """
-    with _files.open(f, "rb", key=key, threads=threads) as reader:
+    with _files.open(f, "rb", key=key, identities=identities, threads=threads) as reader:
         source = reader if reader.seekable() else io.BytesIO(reader.read())
         return torch.load(source, map_location=map_location, weights_only=weights_only)

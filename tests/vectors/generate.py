@@ -196,16 +196,16 @@ def main() -> int:
     fixed, _, payload = split(base)
     other_id = shardseal._keys.key_id(key("B"))
     own_id = shardseal._keys.key_id(key("A"))
-    rewrapped = fixed + key_block([(0x0002, b"ignored by v1 readers"), (0x0001, other_id),
+    rewrapped = fixed + key_block([(0x0042, b"ignored by v1 readers"), (0x0001, other_id),
                                    (0x0001, own_id)]) + payload
     vector = dict(valid[2])
     vector.update(name="rewrapped-three-stanzas",
                   comment="small-256-user-metadata with a new key block: an unknown non-critical "
-                          "stanza 0x0002, key B's direct stanza, then key A's; decrypts with key A",
+                          "stanza 0x0042, key B's direct stanza, then key A's; decrypts with key A",
                   header=split(rewrapped)[0].hex() + split(rewrapped)[1].hex(),
                   header_size=len(rewrapped) - len(payload), container=rewrapped.hex(),
                   container_length=len(rewrapped), container_sha256=sha256(rewrapped),
-                  decrypt_only=True, stanzas=[{"type": "unknown-0x0002", "key_id": ""},
+                  decrypt_only=True, stanzas=[{"type": "unknown-0x0042", "key_id": ""},
                                               {"type": "direct", "key_id": other_id.hex()},
                                               {"type": "direct", "key_id": own_id.hex()}])
     assert shardseal.decrypt(rewrapped, key("A")) == pattern(100)
@@ -290,7 +290,7 @@ def main() -> int:
     bad("content-type-not-string", "the reserved key 'content_type' holds a number",
         fixed_part(b'{"content_type":5}') + rest, "FormatError", "FormatError")
     bad("no-direct-stanza", "only an unknown non-critical stanza: nothing a direct key opens",
-        small_fixed + key_block([(0x0002, own_id)]) + small_payload, "KeyNotFoundError", None)
+        small_fixed + key_block([(0x0042, own_id)]) + small_payload, "KeyNotFoundError", None)
     bad("wrong-key", "decrypting with key B; the container names key A only",
         small, "KeyNotFoundError", None, key_bytes=key("B"))
     # Truncation.

@@ -1,0 +1,279 @@
+"""Envelope encryption: wrapping a file's key for recipients and unwrapping it with identities.
+
+A container made with a direct key uses that key as its *file key*. A container made for
+recipients gets a fresh random 32-byte file key, wrapped once per recipient into a key stanza;
+any one identity that opens a stanza recovers it. Either way the Cobblestone input key is
+derived from the file key as for a direct key (``_keys.input_key``).
+
+Recipient and Identity are the extension points: a new key store (a KMS, an HSM) needs one
+class of each, or a ``kms.KeyProvider``.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import ClassVar, Iterable, Optional, Sequence
+
+from . import _container, _keys, _stanzas, audit
+from ._container import Stanza
+from .errors import FormatError, KeyNotFoundError, ShardsealError
+
+FILE_KEY_SIZE = _stanzas.FILE_KEY_SIZE
+
+
+@dataclass(frozen=True)
+class WrapContext:
+    """What a recipient or identity may bind a wrapped key to: the container's fixed part.
+
+    The fixed part (suite and metadata) never changes when keys are re-wrapped, so a KMS
+    encryption context or an AAD built from it stays valid through rotation.
+    """
+
+    suite: int
+    fixed: bytes
+
+    @property
+    def header_digest(self) -> str:
+        """SHA-256 of the fixed part, hex: a short public name for the file's header."""
+        return hashlib.sha256(self.fixed).hexdigest()
+
+
+class Recipient(abc.ABC):
+    """Someone a file key is wrapped for. Subclasses set ``stanza_type`` and implement wrap."""
+
+    stanza_type: ClassVar[int]
+
+    @property
+    @abc.abstractmethod
+    def key_id(self) -> str:
+        """The public id of the key this recipient wraps with (shown by inspect and errors)."""
+
+    @abc.abstractmethod
+    def wrap(self, file_key: bytes, context: WrapContext) -> bytes:
+        """Returns the stanza body that carries file_key for this recipient."""
+
+    def stanza_size(self) -> Optional[int]:
+        """The body size ``wrap`` returns, if known without wrapping (for encrypted_size)."""
+        return None
+
+    def __reduce__(self):
+        raise TypeError(f"{type(self).__name__} objects are not picklable")
+
+
+class Identity(abc.ABC):
+    """Something that can open stanzas of one type. Subclasses set ``stanza_type``."""
+
+    stanza_type: ClassVar[int]
+
+    @property
+    @abc.abstractmethod
+    def key_ids(self) -> tuple[str, ...]:
+        """The public ids of the keys this identity holds."""
+
+    @abc.abstractmethod
+    def unwrap(self, body: bytes, context: WrapContext) -> Optional[bytes]:
+        """Returns the 32-byte file key, or None when the stanza is not addressed to this
+        identity (another key id).
+
+        Raises:
+            ShardsealError: the stanza is addressed to this identity but does not open
+                (a wrong passphrase, a damaged stanza, a refusal by an HSM or KMS).
+        """
+
+    def __reduce__(self):
+        raise TypeError(f"{type(self).__name__} objects hold secret keys and are not picklable")
+
+
+class DirectKey(Identity):
+    """The caller's own 32-byte key as an identity: it opens the direct stanza naming it."""
+
+    stanza_type = _stanzas.DIRECT
+
+    def __init__(self, key) -> None:
+        self._key = _keys.check_key(key)
+        self._id = _keys.key_id(self._key)
+
+    @property
+    def key_ids(self) -> tuple[str, ...]:
+        return (self._id.hex(),)
+
+    def unwrap(self, body: bytes, context: WrapContext) -> Optional[bytes]:
+        return self._key if body == self._id else None
+
+    def __repr__(self) -> str:
+        return f"DirectKey(key_id={self._id.hex()})"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything needed to write a container: the fixed part, the whole header, the input key."""
+
+    fixed: bytes
+    header: bytes
+    input_key: bytes
+
+
+def check_recipients(recipients) -> tuple[Recipient, ...]:
+    """Validates a recipients argument: a non-empty sequence of Recipient objects (or
+    recipient strings, see ``parse_recipient``).
+
+    Raises:
+        TypeError: not a sequence of recipients.
+        ValueError: empty, too many, or a passphrase beside other recipients.
+    """
+    if isinstance(recipients, (str, bytes, Recipient)):
+        recipients = [recipients]
+    try:
+        items = tuple(recipients)
+    except TypeError:
+        raise TypeError(f"recipients must be a list of recipients, not {type(recipients).__name__}") from None
+    result = tuple(parse_recipient(r) if isinstance(r, str) else r for r in items)
+    for recipient in result:
+        if not isinstance(recipient, Recipient):
+            raise TypeError(f"recipients must be Recipient objects or recipient strings, "
+                            f"not {type(recipient).__name__}")
+    if not 1 <= len(result) <= _container.MAX_STANZAS:
+        raise ValueError(f"give 1 to {_container.MAX_STANZAS} recipients, got {len(result)}")
+    if len(result) > 1 and any(r.stanza_type == _stanzas.PASSPHRASE for r in result):
+        raise ValueError("a passphrase must be the only recipient of a file")
+    return result
+
+
+def parse_recipient(text: str) -> Recipient:
+    """A recipient from its string form: an X25519 recipient (``shardseal1x...``).
+
+    Raises:
+        ValueError: not a recipient string this library knows.
+    """
+    from . import x25519
+
+    return x25519.X25519Recipient.from_string(text)
+
+
+def check_identities(key=None, identities=None) -> tuple[Identity, ...]:
+    """The identities to try, in order: the direct key first, then the given identities.
+
+    Raises:
+        TypeError: neither given, or an identity that is not an Identity.
+    """
+    result: list[Identity] = []
+    if key is not None:
+        result.append(key if isinstance(key, DirectKey) else DirectKey(key))
+    if identities is not None:
+        if isinstance(identities, Identity):
+            identities = [identities]
+        for identity in identities:
+            if not isinstance(identity, Identity):
+                raise TypeError(f"identities must be Identity objects, not {type(identity).__name__}")
+            result.append(identity)
+    if not result:
+        raise TypeError("give key= or identities=")
+    return tuple(result)
+
+
+def plan(key, recipients, suite: int, header_metadata: dict) -> Plan:
+    """The header and input key of a new container, for a direct key or for recipients.
+
+    Raises:
+        TypeError: both or neither of key and recipients, or bad values (see check_*).
+        ValueError: bad key length, empty recipients, metadata or key block too large.
+    """
+    fixed = _container.encode_fixed(suite, header_metadata)
+    if (key is None) == (recipients is None):
+        raise TypeError("give exactly one of key= and recipients=")
+    if key is not None:
+        key = _keys.check_key(key)
+        stanzas = [_keys.direct_stanza(key)]
+        file_key = key
+    else:
+        file_key = os.urandom(FILE_KEY_SIZE)
+        stanzas = wrap_for(check_recipients(recipients), file_key, WrapContext(suite, fixed))
+    header = fixed + _container.encode_key_block(stanzas)
+    return Plan(fixed, header, _keys.input_key(file_key, suite))
+
+
+def wrap_for(recipients: Sequence[Recipient], file_key: bytes, context: WrapContext) -> list[Stanza]:
+    """One stanza per recipient carrying file_key (audited)."""
+    stanzas = []
+    for recipient in recipients:
+        body = recipient.wrap(file_key, context)
+        stanza = Stanza(recipient.stanza_type, bytes(body))
+        _stanzas.TYPES[stanza.type].check(stanza.body)
+        audit.record("wrap", stanza=stanza.type_name, key_id=recipient.key_id)
+        stanzas.append(stanza)
+    return stanzas
+
+
+def stanza_size(recipient: Recipient, suite: int, fixed: bytes) -> int:
+    """The encoded size of the stanza a recipient makes (its head included)."""
+    size = recipient.stanza_size()
+    if size is None:
+        size = len(recipient.wrap(bytes(FILE_KEY_SIZE), WrapContext(suite, fixed)))
+    return 6 + size
+
+
+def unwrap_file_key(header: _container.Header, identities: Iterable[Identity]) -> bytes:
+    """The file key, from the first identity (in the caller's order) that opens a stanza.
+
+    Raises:
+        KeyNotFoundError: no identity matches any stanza; it names the key ids needed.
+        ShardsealError: a stanza addressed to an identity failed to open and nothing else
+            matched (e.g. WrongPassphraseError, AuthenticationError).
+    """
+    context = WrapContext(header.suite, header.fixed)
+    failure: Optional[ShardsealError] = None
+    identities = tuple(identities)
+    for identity in identities:
+        for stanza in header.stanzas:
+            if stanza.type != identity.stanza_type:
+                continue
+            key_id = _stanzas.key_id(stanza)
+            try:
+                file_key = identity.unwrap(stanza.body, context)
+            except ShardsealError as exc:
+                audit.record("unwrap_failed", stanza=stanza.type_name, key_id=key_id,
+                             error=type(exc).__name__)
+                failure = failure or exc
+                continue
+            if file_key is not None:
+                if len(file_key) != FILE_KEY_SIZE:
+                    raise FormatError(f"the {stanza.type_name} stanza holds a {len(file_key)}-byte "
+                                      f"file key, not {FILE_KEY_SIZE}")
+                audit.record("unwrap", stanza=stanza.type_name, key_id=key_id)
+                return bytes(file_key)
+    if failure is not None:
+        raise failure
+    raise _key_not_found(header, identities)
+
+
+def unwrap_input_key(header: _container.Header, key=None, identities=None) -> bytes:
+    """The Cobblestone input key of a parsed header (see unwrap_file_key)."""
+    file_key = unwrap_file_key(header, check_identities(key, identities))
+    return _keys.input_key(file_key, header.suite)
+
+
+_NEEDS = {
+    _stanzas.DIRECT: "key id {}",
+    _stanzas.KEYRING: "keyring key {}",
+    _stanzas.PASSPHRASE: "the passphrase",
+    _stanzas.X25519: "X25519 identity {}",
+    _stanzas.PKCS11: "PKCS#11 key {}",
+    _stanzas.KMS: "KMS key {}",
+}
+
+
+def _key_not_found(header: _container.Header, identities: Sequence[Identity]) -> KeyNotFoundError:
+    stanzas = [s for s in header.stanzas if s.type in _NEEDS]
+    needed = tuple(_stanzas.key_id(s) for s in stanzas)
+    audit.record("key_not_found", needed=list(needed))
+    if not stanzas:
+        return KeyNotFoundError("this container has no key stanza this library can open")
+    if len(identities) == 1 and isinstance(identities[0], DirectKey):
+        subject = "the key does not open this container"
+    else:
+        subject = "none of the given keys and identities opens this container"
+    wants = " or ".join(_NEEDS[s.type].format(_stanzas.key_id(s)) for s in stanzas)
+    return KeyNotFoundError(f"{subject}; it needs {wants}", needed)
