@@ -12,6 +12,7 @@ __all__ = [
     "KeyNotFoundError",
     "ShardsealError",
     "TruncatedError",
+    "WrongPassphraseError",
 ]
 
 
@@ -51,3 +52,14 @@ class KeyNotFoundError(ShardsealError):
     def __init__(self, message: str, key_ids: tuple[str, ...] = ()) -> None:
         super().__init__(message)
         self.key_ids = tuple(key_ids)
+
+
+class WrongPassphraseError(KeyNotFoundError):
+    """The passphrase does not open the container's passphrase stanza.
+
+    A corrupted passphrase stanza is a ``FormatError`` instead (the stanza has a checksum), and
+    a corrupted payload an ``AuthenticationError``, so the three can be told apart.
+    """
+
+    def __init__(self, message: str = "wrong passphrase") -> None:
+        super().__init__(message, ("passphrase",))
