@@ -1,4 +1,4 @@
-"""The ``shardseal`` command: keygen, encrypt, decrypt, inspect and demo.
+"""The ``shardseal`` command: keygen, encrypt, decrypt, inspect, keyring, rotate, verify, demo.
 
 Layers, top to bottom:
 
@@ -9,8 +9,9 @@ Layers, top to bottom:
 * ``main``: the only place that turns exceptions into one-line messages and exit statuses
   (``exit_status`` and ``describe``).
 
-Keys are only ever read from key files (``-k KEYFILE`` or ``SHARDSEAL_KEY_FILE``), never taken
-from the command line, and never printed.
+Keys are only ever read from key files (``-k KEYFILE`` or ``SHARDSEAL_KEY_FILE``), identity
+files (``-i``) or key stores (PKCS#11, KMS), never taken from the command line, and never
+printed; passphrases are read without echo or from a file descriptor (``_cli_keys``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from typing import BinaryIO, Callable, Optional
 
 import shardseal
 
-from . import _container, _keys, keyfile
+from . import _cli_keys, _container, _keys, audit, keyfile
+from ._cli_keys import KeySpecError
+from ._envelope import DirectKey
 from ._api import container_info
 from ._files import TEMP_SUFFIX, AtomicFile
 from ._stream import read_exact
@@ -50,6 +53,7 @@ EXIT_TERMINATED = 143
 SUFFIX = ".sseal"
 STDIO = "-"
 KEY_FILE_ENV = "SHARDSEAL_KEY_FILE"
+AUDIT_LOG_ENV = "SHARDSEAL_AUDIT_LOG"
 DEBUG_ENV = "SHARDSEAL_DEBUG"
 # Streams (pipes) move data in blocks of this size.
 BLOCK_SIZE = 8 * 2**20
@@ -61,13 +65,18 @@ exit status:
        a bad key file
   2    bad command-line usage
   3    authentication failed: the data was modified, corrupted or truncated
-  4    wrong key: the container was not encrypted to the key file's key
+       (verify: a shard is missing, modified or unlisted)
+  4    wrong key: the container was not encrypted to the given key, identities or
+       passphrase
   5    not a shardseal container, or a format this version cannot read
   130  interrupted (Ctrl-C); no partial output file is left behind
   143  terminated (SIGTERM); likewise
 
 environment:
-  SHARDSEAL_KEY_FILE  key file used when -k is not given
+  SHARDSEAL_KEY_FILE  key file used when no -k, -r, -i or -p is given
+  SHARDSEAL_AUDIT_LOG append the audit log (JSON lines) to this file (or --audit-log)
+  SHARDSEAL_PKCS11_MODULE, SHARDSEAL_PKCS11_PIN  the PKCS#11 library and PIN for pkcs11: keys
+  AWS_*               AWS KMS settings (region, credentials, AWS_ENDPOINT_URL_KMS)
   SHARDSEAL_DEBUG=1   print a traceback with every error
   SHARDSEAL_BACKEND   auto (default), native or python
 """
@@ -127,6 +136,8 @@ def describe(exc: BaseException) -> str:
         return f"{exc} (the data was modified or corrupted)"
     if isinstance(exc, (ShardsealError, CliError, ValueError, TypeError)):
         return str(exc)
+    if isinstance(exc, PermissionError):
+        return str(exc)
     return f"unexpected {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for a traceback)"
 
 
@@ -181,12 +192,18 @@ def _on_sigterm(signum, frame):
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Runs the command line; returns the exit status (argparse exits 2 on bad usage)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    audit_log = args.audit_log or os.environ.get(AUDIT_LOG_ENV)
+    if audit_log:
+        audit.enable(audit_log)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         previous = _install_sigterm_handler()
         try:
             return args.handler(args)
+        except KeySpecError as exc:
+            getattr(args, "subparser", parser).error(str(exc))
         except (Exception, KeyboardInterrupt, Terminated) as exc:
             if os.environ.get(DEBUG_ENV) == "1":
                 traceback.print_exc()
@@ -250,11 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version",
                         version=f"shardseal {shardseal.__version__}")
+    parser.add_argument("--audit-log", metavar="PATH",
+                        help=f"append audit events (key use, failures) as JSON lines to PATH "
+                             f"(default: ${AUDIT_LOG_ENV})")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_keygen(commands)
     _add_encrypt(commands)
     _add_decrypt(commands)
     _add_inspect(commands)
+    _add_keyring(commands)
+    _add_rotate(commands)
+    _add_verify(commands)
     _add_demo(commands)
     return parser
 
@@ -267,11 +290,22 @@ def _subcommand(commands, name: str, help: str, description: str) -> argparse.Ar
 def _add_keygen(commands) -> None:
     sub = _subcommand(commands, "keygen", "create a new random key file",
                       "Creates a random 32-byte key and writes it as a key file with mode 0600. "
+                      "With --x25519, creates an X25519 identity instead and prints its public "
+                      "recipient string (give it to whoever encrypts for you: -r ssealx1...). "
                       "Without -o the key file is written to standard output.")
     sub.add_argument("-o", "--output", metavar="KEYFILE", help="the key file to create")
+    sub.add_argument("--x25519", action="store_true",
+                     help="an X25519 identity (public-key encryption) instead of a symmetric key")
     sub.add_argument("--force", action="store_true", help="replace an existing key file")
     sub.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     sub.set_defaults(handler=cmd_keygen)
+
+
+def _add_passphrase_options(sub: argparse.ArgumentParser, help: str) -> None:
+    sub.add_argument("-p", "--passphrase", action="store_true", help=help)
+    sub.add_argument("--passphrase-fd", type=int, metavar="FD",
+                     help="read the passphrase from the first line of file descriptor FD "
+                          "(for scripts; implies -p)")
 
 
 def _add_transfer_options(sub: argparse.ArgumentParser) -> None:
@@ -297,6 +331,14 @@ def _add_encrypt(commands) -> None:
         "Encrypts each INPUT to INPUT.sseal (or to -o). A folder is encrypted recursively into "
         "the folder -o names, mirroring its tree and skipping files that already end in .sseal.")
     _add_transfer_options(sub)
+    sub.add_argument("-r", "--recipient", action="append", metavar="RECIPIENT", default=[],
+                     help="encrypt for RECIPIENT instead of a key file (repeatable; any one of "
+                          "them decrypts): ssealx1... (X25519), keyring:PATH[#NAME], "
+                          "pkcs11:token=...;object=..., aws-kms:KEY")
+    _add_passphrase_options(sub, "encrypt with a passphrase (asked twice, without echo); the "
+                                 "passphrase must be the only recipient")
+    sub.add_argument("--work-factor", type=int, default=18, metavar="LOG2N",
+                     help="scrypt cost for -p: log2 of N (default 18, about a second)")
     sub.add_argument("--metadata", type=_json_object, metavar="JSON",
                      help="a JSON object stored in the header: authenticated, NOT secret")
     sub.add_argument("--suite", type=int, choices=(256, 128), default=256,
@@ -312,7 +354,15 @@ def _add_decrypt(commands) -> None:
         "all of its data has authenticated; on standard output, data written before a failure "
         "cannot be taken back, so check the exit status.")
     _add_transfer_options(sub)
+    _add_identity_options(sub)
     sub.set_defaults(handler=cmd_decrypt)
+
+
+def _add_identity_options(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("-i", "--identity", action="append", metavar="IDENTITY", default=[],
+                     help="decrypt with IDENTITY (repeatable, tried in order): the path of a "
+                          "key file, keyring file or X25519 identity file; pkcs11:...; aws-kms")
+    _add_passphrase_options(sub, "decrypt with a passphrase (asked without echo)")
 
 
 def _add_inspect(commands) -> None:
@@ -324,6 +374,63 @@ def _add_inspect(commands) -> None:
     sub.add_argument("input", metavar="INPUT", help="a container file, or - for standard input")
     sub.add_argument("--json", action="store_true", help="print one JSON object")
     sub.set_defaults(handler=cmd_inspect)
+
+
+def _add_keyring(commands) -> None:
+    sub = _subcommand(
+        commands, "keyring", "create and manage a keyring of key-encryption keys",
+        "A keyring file holds named 256-bit key-encryption keys (KEKs) with ids, creation times "
+        "and states: active (wraps and unwraps), decrypt-only (a retiring key: unwraps only), "
+        "destroyed (its key bytes are erased for good). Encrypt with -r keyring:PATH (the newest "
+        "active key) and decrypt with -i PATH.")
+    sub.add_argument("action", choices=("create", "add", "list", "retire", "destroy"),
+                     help="create PATH; add PATH NAME (a new active key); list PATH; "
+                          "retire PATH NAME (decrypt-only); destroy PATH NAME")
+    sub.add_argument("path", metavar="PATH", help="the keyring file")
+    sub.add_argument("name", nargs="?", metavar="NAME", help="a key's name or id")
+    sub.add_argument("--force", action="store_true", help="create: replace an existing file")
+    sub.set_defaults(handler=cmd_keyring, subparser=sub)
+
+
+def _add_rotate(commands) -> None:
+    sub = _subcommand(
+        commands, "rotate", "re-wrap file keys: add or remove recipients, move to a new KEK",
+        "Rewrites only the key block of each container (the payload bytes stay unchanged), in "
+        "place when its size allows and otherwise through a temporary file, crash-safe either "
+        "way. --reencrypt instead decrypts and encrypts again with a new file key (for a key "
+        "that leaked); it needs the complete new set of recipients (-r).")
+    sub.add_argument("inputs", nargs="+", metavar="INPUT", help="container files or folders")
+    _add_identity_options(sub)
+    sub.add_argument("--add", action="append", metavar="RECIPIENT", default=[],
+                     help="wrap the file key for RECIPIENT too (as encrypt -r)")
+    sub.add_argument("--remove", action="append", metavar="KEY_ID", default=[],
+                     help="remove the stanza of KEY_ID (as inspect shows it), or of a recipient")
+    sub.add_argument("-r", "--recipient", action="append", metavar="RECIPIENT", default=[],
+                     help="the complete new set of recipients (instead of --add/--remove)")
+    sub.add_argument("--reencrypt", action="store_true",
+                     help="re-encrypt with a new file key (reads and writes every byte)")
+    sub.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")
+    sub.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
+    sub.add_argument("--threads", type=_positive_int, metavar="N", help="worker threads for --reencrypt")
+    sub.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    sub.set_defaults(handler=cmd_rotate, subparser=sub)
+
+
+def _add_verify(commands) -> None:
+    sub = _subcommand(
+        commands, "verify", "check a dataset against its manifest",
+        "Opens the dataset manifest (manifest.sseal) with the given identities and checks that "
+        "every shard it lists exists with its recorded size and SHA-256, and that no unlisted "
+        "shard is present: a missing, swapped, rolled-back or modified shard is reported and the "
+        "exit status is 3. --deep also decrypts every shard.")
+    sub.add_argument("folder", metavar="FOLDER", help="the dataset folder")
+    _add_identity_options(sub)
+    sub.add_argument("-k", "--key-file", metavar="KEYFILE", help="a key file that opens the manifest")
+    sub.add_argument("--manifest", default="manifest.sseal", metavar="NAME",
+                     help="the manifest's file name in FOLDER (default manifest.sseal)")
+    sub.add_argument("--deep", action="store_true", help="also decrypt every shard")
+    sub.add_argument("--json", action="store_true", help="print the report as JSON")
+    sub.set_defaults(handler=cmd_verify, subparser=sub)
 
 
 def _add_demo(commands) -> None:
@@ -338,9 +445,11 @@ def _add_demo(commands) -> None:
 
 def load_key(args: argparse.Namespace) -> bytes:
     """The key from -k or $SHARDSEAL_KEY_FILE (a usage error, status 2, when neither is set)."""
-    path = args.key_file or os.environ.get(KEY_FILE_ENV)
+    path = getattr(args, "key_file", None) or os.environ.get(KEY_FILE_ENV)
     if not path:
-        args.subparser.error(f"a key file is required: -k KEYFILE, or set {KEY_FILE_ENV}")
+        options = "-r RECIPIENT, -p or -k KEYFILE" if args.command == "encrypt" else \
+            "-i IDENTITY, -p or -k KEYFILE" if hasattr(args, "key_file") else "-i IDENTITY or -p"
+        args.subparser.error(f"a key is required: {options} (or set {KEY_FILE_ENV})")
     if path.strip().startswith(keyfile.KEY_LINE_PREFIX):
         # Never echo it: this is a key, pasted where a path belongs.
         raise CliError("-k takes the path of a key file, not a key: "
@@ -351,10 +460,49 @@ def load_key(args: argparse.Namespace) -> bytes:
         raise CliError(f"cannot read key file {path}: {exc.strerror or exc}") from None
 
 
+def encryption_keys(args: argparse.Namespace) -> dict:
+    """``key=`` or ``recipients=`` for encrypt, from -k, -r and -p."""
+    recipients = [_cli_keys.parse_recipient(text) for text in args.recipient]
+    if args.passphrase or args.passphrase_fd is not None:
+        if recipients or args.key_file:
+            raise KeySpecError("a passphrase must be the only recipient: drop -r and -k")
+        from . import passphrase
+        secret = _cli_keys.read_passphrase(args.passphrase_fd, confirm=True)
+        recipients.append(passphrase.Passphrase(secret, work_factor=args.work_factor))
+    if not recipients:
+        return {"key": load_key(args)}
+    if args.key_file:
+        raise KeySpecError("give either -k or -r, not both")
+    return {"recipients": recipients}
+
+
+def decryption_keys(args: argparse.Namespace) -> dict:
+    """``key=`` and/or ``identities=`` for decrypt, rotate and verify, from -k, -i and -p."""
+    identities = [_cli_keys.load_identity(spec) for spec in args.identity]
+    if args.passphrase or args.passphrase_fd is not None:
+        from . import passphrase
+        secret = _cli_keys.read_passphrase(args.passphrase_fd, confirm=False)
+        identities.append(passphrase.Passphrase(secret))
+    keys: dict = {}
+    if getattr(args, "key_file", None) or not identities:
+        keys["key"] = load_key(args)
+    if identities:
+        keys["identities"] = identities
+    return keys
+
+
+def identity_list(keys: dict) -> list:
+    """decryption_keys' result as one list of identities (the key file's key first)."""
+    direct = [DirectKey(keys["key"])] if "key" in keys else []
+    return direct + keys.get("identities", [])
+
+
 # ---- commands -------------------------------------------------------------------------------
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.x25519:
+        return keygen_x25519(args)
     key = shardseal.generate_key()
     key_id = _keys.key_id(key).hex()
     if args.output in (None, STDIO):
@@ -376,6 +524,89 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def keygen_x25519(args: argparse.Namespace) -> int:
+    """Writes a new X25519 identity file and prints its recipient string on standard output."""
+    from . import x25519
+
+    identity = x25519.X25519Identity.generate()
+    recipient = str(identity.recipient)
+    if args.output in (None, STDIO):
+        if not args.quiet:
+            _warn("the identity (a secret) is written to standard output: store it with mode "
+                  "0600 (-o FILE does that); its recipient is " + recipient)
+        sys.stdout.write(x25519.format_identity_file(identity))
+        sys.stdout.flush()
+        return EXIT_OK
+    try:
+        x25519.write_identity_file(args.output, identity, overwrite=args.force)
+    except FileExistsError:
+        raise CliError(f"{args.output} already exists (use --force to replace it)") from None
+    print(recipient)
+    if not args.quiet:
+        _note(f"wrote identity file {args.output}; encrypt to it with -r {recipient}")
+    return EXIT_OK
+
+
+def cmd_keyring(args: argparse.Namespace) -> int:
+    from . import keyring
+
+    if args.action != "create" and args.action != "list" and not args.name:
+        args.subparser.error(f"keyring {args.action} needs PATH and NAME")
+    if args.action == "create":
+        try:
+            keyring.Keyring.create(args.path, overwrite=args.force)
+        except FileExistsError:
+            raise CliError(f"{args.path} already exists (use --force to replace it)") from None
+        _note(f"created keyring {args.path}")
+        return EXIT_OK
+    ring = keyring.Keyring.load(args.path)
+    if args.action == "add":
+        info = ring.add(args.name)
+        _note(f"added key {info.name} (id {info.id}, active) to {args.path}")
+    elif args.action in ("retire", "destroy"):
+        state = "decrypt-only" if args.action == "retire" else "destroyed"
+        info = ring.set_state(args.name, state)
+        _note(f"key {info.name} (id {info.id}) is now {info.state}")
+    else:
+        for info in ring.keys:
+            print(f"{info.id}  {info.state:<12}  {_stamp(info.created)}  {info.name}")
+    return EXIT_OK
+
+
+def _stamp(created) -> str:
+    return created if isinstance(created, str) else created.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def cmd_rotate(args: argparse.Namespace) -> int:
+    from . import rotate
+
+    options = dict(
+        identities=identity_list(decryption_keys(args)),
+        add=[_cli_keys.parse_recipient(text) for text in args.add],
+        remove=list(args.remove),
+        recipients=[_cli_keys.parse_recipient(text) for text in args.recipient] or None,
+        reencrypt=args.reencrypt, recursive=not args.no_recursive, threads=args.threads,
+        dry_run=args.dry_run)
+    report = rotate.rotate(args.inputs, **options)
+    if not args.quiet:
+        _note(report.summary())
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from . import manifest
+
+    report = manifest.verify(args.folder, identities=identity_list(decryption_keys(args)), deep=args.deep,
+                             manifest_name=args.manifest)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True, default=str))
+    else:
+        for name, kind, detail in report.problems:
+            print(f"{kind}: {name}: {detail}")
+        _note(report.summary())
+    return EXIT_OK if report.ok else EXIT_AUTHENTICATION
+
+
 @dataclass(frozen=True)
 class Direction:
     """What encrypt or decrypt does to one input; the transfer helpers do the rest."""
@@ -389,22 +620,22 @@ class Direction:
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
-    key = load_key(args)
-    options = dict(metadata=args.metadata, threads=args.threads, suite=args.suite)
+    keys = encryption_keys(args)
+    options = dict(metadata=args.metadata, threads=args.threads, suite=args.suite, **keys)
 
     def encrypt_stream(source: BinaryIO, target: str) -> int:
         if target == STDIO and sys.stdout.isatty() and not args.force:
             raise CliError("refusing to write ciphertext to a terminal: redirect standard output "
                            "or name a file with -o (--force writes it anyway)")
         destination = sys.stdout.buffer if target == STDIO else target
-        with shardseal.open(destination, "wb", key=key, **options) as writer:
+        with shardseal.open(destination, "wb", **options) as writer:
             return _copy(source.readinto, writer.write)
 
     direction = Direction(
         name="encrypt",
         verb="encrypted",
         file=lambda source, target, progress: shardseal.encrypt_file(
-            source, target, key, progress=progress, **options),
+            source, target, progress=progress, **options),
         stream=encrypt_stream,
         output_name=lambda path: path + SUFFIX,
         selects=lambda name: not name.endswith((SUFFIX, TEMP_SUFFIX)),
@@ -413,10 +644,10 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
-    key = load_key(args)
+    keys = decryption_keys(args)
 
     def decrypt_stream(source: BinaryIO, target: str) -> int:
-        with shardseal.open(source, "rb", key=key, threads=args.threads) as reader:
+        with shardseal.open(source, "rb", threads=args.threads, **keys) as reader:
             if target == STDIO:
                 n = _copy(reader.readinto, sys.stdout.buffer.write)
                 sys.stdout.buffer.flush()
@@ -441,7 +672,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
         name="decrypt",
         verb="decrypted",
         file=lambda source, target, progress: shardseal.decrypt_file(
-            source, target, key, threads=args.threads, progress=progress),
+            source, target, threads=args.threads, progress=progress, **keys),
         stream=decrypt_stream,
         output_name=output_name,
         selects=lambda name: name.endswith(SUFFIX),

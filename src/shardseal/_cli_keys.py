@@ -1,0 +1,151 @@
+"""How the ``shardseal`` command names recipients and identities on its command line.
+
+Recipients (``-r``, ``--add``), public by nature:
+
+* ``ssealx1...``: an X25519 recipient string (``shardseal keygen --x25519`` prints it);
+* ``keyring:PATH`` or ``keyring:PATH#NAME``: a keyring's newest active KEK, or the named one;
+* ``pkcs11:token=...;object=...``: an AES key in a PKCS#11 token (RFC 7512 URI; the module
+  and PIN come from ``$SHARDSEAL_PKCS11_MODULE`` and ``$SHARDSEAL_PKCS11_PIN``);
+* ``aws-kms:KEY`` (a key id, ARN or alias): an AWS KMS key (credentials, region and endpoint
+  from the usual AWS settings).
+
+Identities (``-i``): the path of a key file, a keyring file or an X25519 identity file (told
+apart by their contents), or ``pkcs11:...`` / ``aws-kms`` / ``aws-kms:KEY`` as above.
+
+Passphrases are never given on the command line: ``-p`` prompts on the terminal without echo,
+``--passphrase-fd N`` reads the first line of an open file descriptor (for scripts).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from typing import Optional
+
+from . import keyfile
+from ._envelope import DirectKey, Identity, Recipient
+from .errors import ShardsealError
+
+X25519_RECIPIENT_PREFIX = "ssealx1"
+X25519_SECRET_PREFIX = "SSEAL-X25519-SECRET-1"
+KEYRING_FORMAT = "shardseal-keyring-1"
+MAX_IDENTITY_FILE_SIZE = 1 << 20
+
+
+class KeySpecError(ValueError):
+    """A recipient or identity on the command line in no known form (a usage error)."""
+
+
+class KeyLoadError(ValueError):
+    """A recipient or identity that names something unreadable or unusable."""
+
+
+def parse_recipient(text: str) -> Recipient:
+    """The recipient a command-line string names (see the module documentation).
+
+    Raises:
+        KeySpecError: an unknown form, or one that names something unusable.
+    """
+    if text.startswith(X25519_SECRET_PREFIX):
+        raise KeySpecError("-r takes a recipient (public), not an X25519 identity (secret): "
+                           "keep that one private")
+    try:
+        if text.startswith(X25519_RECIPIENT_PREFIX):
+            from . import x25519
+            return x25519.X25519Recipient.from_string(text)
+        if text.startswith("keyring:"):
+            path, _, name = text[len("keyring:"):].partition("#")
+            return _load_keyring(path).recipient(name or None)
+        if text.startswith("pkcs11:"):
+            from . import pkcs11
+            return pkcs11.Pkcs11Key.from_uri(text)
+        if text.startswith("aws-kms:"):
+            from . import kms
+            return kms.parse_recipient(text)
+    except (ValueError, OSError, ShardsealError) as exc:
+        raise KeyLoadError(f"recipient {_shown(text)}: {_reason(exc)}") from None
+    raise KeySpecError(f"unknown recipient {_shown(text)}: expected ssealx1..., keyring:PATH[#NAME], "
+                       "pkcs11:token=...;object=... or aws-kms:KEY")
+
+
+def load_identity(spec: str) -> Identity:
+    """The identity a command-line string names: a file path, or a PKCS#11 / KMS reference.
+
+    Raises:
+        KeySpecError: a file that cannot be read or is no identity file, or a bad reference.
+    """
+    try:
+        if spec.startswith("pkcs11:"):
+            from . import pkcs11
+            return pkcs11.Pkcs11Key.from_uri(spec)
+        if spec == "aws-kms" or spec.startswith("aws-kms:"):
+            from . import kms
+            return kms.parse_identity(spec)
+        return _load_identity_file(spec)
+    except OSError as exc:
+        raise KeyLoadError(f"cannot read identity {spec}: {exc.strerror or exc}") from None
+    except (ValueError, ShardsealError) as exc:
+        if isinstance(exc, (KeySpecError, KeyLoadError)):
+            raise
+        raise KeyLoadError(f"identity {_shown(spec)}: {_reason(exc)}") from None
+
+
+def _load_identity_file(path: str) -> Identity:
+    if _looks_like_secret(path):
+        # A key pasted where a path belongs: never echo it back.
+        raise KeyLoadError("-i takes the path of an identity file, not a key: "
+                           "keys are never given on the command line")
+    with open(path, "rb") as f:
+        head = f.read(MAX_IDENTITY_FILE_SIZE + 1)
+    if head.lstrip().startswith(b"{") and KEYRING_FORMAT.encode() in head:
+        return _load_keyring(path)
+    if X25519_SECRET_PREFIX.encode() in head:
+        from . import x25519
+        return x25519.read_identity_file(path)
+    return DirectKey(keyfile.read_key_file(path))
+
+
+def _load_keyring(path: str):
+    from . import keyring
+    return keyring.Keyring.load(path)
+
+
+def read_passphrase(fd: Optional[int], *, confirm: bool) -> str:
+    """A passphrase from file descriptor fd (its first line) or, without fd, from the terminal.
+
+    Raises:
+        KeySpecError: no terminal to prompt on, an empty passphrase, or a mismatch on confirm.
+    """
+    if fd is not None:
+        with os.fdopen(os.dup(fd), "r", encoding="utf-8", errors="strict") as source:
+            passphrase = source.readline().rstrip("\r\n")
+    else:
+        if not os.isatty(0) and not _has_tty():
+            raise KeyLoadError("no terminal to ask for the passphrase: use --passphrase-fd N")
+        passphrase = getpass.getpass("passphrase: ")
+        if confirm and getpass.getpass("passphrase (again): ") != passphrase:
+            raise KeyLoadError("the passphrases do not match")
+    if not passphrase:
+        raise KeyLoadError("the passphrase is empty")
+    return passphrase
+
+
+def _has_tty() -> bool:
+    try:
+        with open("/dev/tty"):
+            return True
+    except OSError:
+        return False
+
+
+def _looks_like_secret(text: str) -> bool:
+    stripped = text.strip()
+    return stripped.startswith((keyfile.KEY_LINE_PREFIX, X25519_SECRET_PREFIX))
+
+
+def _shown(text: str) -> str:
+    return "(hidden: looks like a secret)" if _looks_like_secret(text) else repr(text)
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
