@@ -143,11 +143,15 @@ def check_recipients(recipients) -> tuple[Recipient, ...]:
 
 
 def parse_recipient(text: str) -> Recipient:
-    """A recipient from its string form: an X25519 recipient (``shardseal1x...``).
+    """A recipient from its string form: an X25519 recipient (``ssealx1...``) or an AWS KMS
+    key (``aws-kms:<key id, ARN or alias>``).
 
     Raises:
         ValueError: not a recipient string this library knows.
     """
+    if text.startswith("aws-kms:"):
+        from . import kms
+        return kms.parse_recipient(text)
     from . import x25519
 
     return x25519.X25519Recipient.from_string(text)

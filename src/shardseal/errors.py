@@ -10,6 +10,7 @@ __all__ = [
     "AuthenticationError",
     "FormatError",
     "KeyNotFoundError",
+    "KmsError",
     "ShardsealError",
     "TruncatedError",
     "WrongPassphraseError",
@@ -63,3 +64,25 @@ class WrongPassphraseError(KeyNotFoundError):
 
     def __init__(self, message: str = "wrong passphrase") -> None:
         super().__init__(message, ("passphrase",))
+
+
+class KmsError(ShardsealError):
+    """A KMS refused to wrap or unwrap a key, or could not be reached.
+
+    Raised for access denied, a disabled, missing or pending-deletion key, throttling, missing
+    credentials and an unreachable endpoint. A wrapped key the KMS rejects as invalid (a
+    tampered stanza, or one copied from another file) is an ``AuthenticationError`` instead.
+
+    Attributes:
+        code: the provider's error code, e.g. ``"AccessDeniedException"``,
+            ``"DisabledException"``, ``"NotFoundException"``, ``"KMSInvalidStateException"``,
+            or the client error's class name, e.g. ``"EndpointConnectionError"``.
+        key_id: the key reference the request was for.
+        provider: the provider's name, e.g. ``"aws-kms"``.
+    """
+
+    def __init__(self, message: str, *, code: str, key_id: str, provider: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.key_id = key_id
+        self.provider = provider
