@@ -21,6 +21,11 @@ the operation is on a named file):
 ``authentication_failed``  the payload or its commitment did not authenticate: ``error``
 ``rotate``             a file's key block was rewritten: ``mode`` (rewrap, reencrypt),
                        ``added``, ``removed`` (key ids)
+``dataset_create``     a dataset manifest was created: ``dataset_key_id``
+``dataset_open``       a dataset manifest was opened: ``dataset_key_id``, ``shards``
+``dataset_save``       a dataset manifest was rewritten: ``dataset_key_id``, ``shards``
+``verify``             a dataset folder was checked against its manifest: ``ok``,
+                       ``problems``, ``shards``, ``deep``
 =====================  ===================================================================
 
 Only public key ids ever appear; never key material, passphrases or plaintext.

@@ -215,8 +215,14 @@ def _open_reader(name: str, key: bytes, threads: Optional[int],
                             cache_chunks=cache_chunks, close_raw=True)
 
 
+# A dataset folder's manifest (shardseal.manifest) is not a shard: it opens with identities,
+# not with the dataset key.
+_MANIFEST_NAME = "manifest.sseal"
+
+
 def _sorted_files(folder: Path, suffix: str) -> list:
-    found = [p for p in folder.rglob(f"*{suffix}") if p.is_file()]
+    found = [p for p in folder.rglob(f"*{suffix}") if p.is_file()
+             and p.relative_to(folder).as_posix() != _MANIFEST_NAME]
     found.sort(key=lambda p: p.relative_to(folder).as_posix())
     return [str(p) for p in found]
 
@@ -224,7 +230,8 @@ def _sorted_files(folder: Path, suffix: str) -> list:
 def expand_urls(urls) -> list:
     """The list of shard paths or URLs that ``urls`` names.
 
-    * a local folder: its ``*.sseal`` files, recursively, sorted by relative path;
+    * a local folder: its ``*.sseal`` files, recursively, sorted by relative path (a dataset
+      manifest, ``manifest.sseal`` at the top, is left out);
     * a string with braces: WebDataset's brace notation, ``shard-{000..099}.tar.sseal`` (a
       zero-padded numeric range) or ``{train,val}`` (alternatives), any number of them;
     * any other string or path: itself; an iterable: its items, as given.

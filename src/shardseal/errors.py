@@ -11,6 +11,8 @@ __all__ = [
     "FormatError",
     "KeyNotFoundError",
     "KmsError",
+    "ManifestChangedError",
+    "ShardMismatchError",
     "ShardsealError",
     "TruncatedError",
     "WrongPassphraseError",
@@ -86,3 +88,23 @@ class KmsError(ShardsealError):
         self.code = code
         self.key_id = key_id
         self.provider = provider
+
+
+class ShardMismatchError(AuthenticationError):
+    """A shard file differs from what the manifest records for it (its size or SHA-256).
+
+    The shard was replaced, swapped with another shard, rolled back to an older version or
+    altered. Unlike a plain AuthenticationError the message names the shard: the manifest's
+    sizes and digests give an attacker nothing to learn from it.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+class ManifestChangedError(ShardsealError):
+    """The manifest file changed on disk since this Dataset read or wrote it.
+
+    Another writer updated it, or its keys were rotated; ``save`` refuses to overwrite that
+    change. Open the dataset again and repeat the update.
+    """
