@@ -143,8 +143,9 @@ def check_recipients(recipients) -> tuple[Recipient, ...]:
 
 
 def parse_recipient(text: str) -> Recipient:
-    """A recipient from its string form: an X25519 recipient (``ssealx1...``) or an AWS KMS
-    key (``aws-kms:<key id, ARN or alias>``).
+    """A recipient from its string form: an X25519 recipient (``ssealx1...``), an AWS KMS
+    key (``aws-kms:<key id, ARN or alias>``) or a PKCS#11 key (``pkcs11:token=...;object=...``,
+    module and PIN from the environment, see ``shardseal.pkcs11``).
 
     Raises:
         ValueError: not a recipient string this library knows.
@@ -152,6 +153,9 @@ def parse_recipient(text: str) -> Recipient:
     if text.startswith("aws-kms:"):
         from . import kms
         return kms.parse_recipient(text)
+    if text.startswith("pkcs11:"):
+        from . import pkcs11
+        return pkcs11.Pkcs11Key.from_uri(text)
     from . import x25519
 
     return x25519.X25519Recipient.from_string(text)

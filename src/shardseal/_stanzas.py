@@ -188,6 +188,10 @@ def _direct_check(body: bytes) -> None:
 def _reference_id(type_name: str) -> Callable[[bytes], str]:
     def key_id(body: bytes) -> str:
         parsed = parse_reference(body, type_name)
+        # A reference that is already a URI of the provider's scheme (RFC 7512 "pkcs11:...")
+        # is its own id; others get the provider as a prefix ("aws-kms:arn:...").
+        if parsed.key_ref.startswith(parsed.provider + ":"):
+            return parsed.key_ref
         return f"{parsed.provider}:{parsed.key_ref}"
     return key_id
 
