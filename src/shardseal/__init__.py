@@ -29,12 +29,17 @@ from ._api import (
 )
 from ._files import decrypt_file, encrypt_file, open
 from ._stream import DecryptingReader, EncryptingWriter
+from ._envelope import Identity, Recipient, WrapContext
 from .errors import (
     AuthenticationError,
     FormatError,
     KeyNotFoundError,
+    KmsError,
+    ManifestChangedError,
+    ShardMismatchError,
     ShardsealError,
     TruncatedError,
+    WrongPassphraseError,
 )
 
 __version__ = "0.1.0"
@@ -45,10 +50,17 @@ __all__ = [
     "DecryptingReader",
     "EncryptingWriter",
     "FormatError",
+    "Identity",
     "KeyNotFoundError",
+    "KmsError",
+    "ManifestChangedError",
+    "Recipient",
+    "ShardMismatchError",
     "ShardsealError",
     "StanzaInfo",
     "TruncatedError",
+    "WrapContext",
+    "WrongPassphraseError",
     "backend",
     "cobblestone",
     "decrypt",

