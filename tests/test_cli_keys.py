@@ -138,3 +138,64 @@ def test_aws_kms_recipient_and_identity(work, kms):
     other = kms.create_key()
     assert_error(run("decrypt", "-i", f"aws-kms:{other['Arn']}", "-o", "out2", "data.bin.sseal",
                      cwd=work, env=env), 4, f"aws-kms:{key['Arn']}")
+
+
+# ---- keyrings -------------------------------------------------------------------------------
+
+def test_keyring_lifecycle(work):
+    assert_ok(run("keyring", "create", "ring.json", cwd=work))
+    assert oct((work / "ring.json").stat().st_mode & 0o777) == "0o600"
+    assert_ok(run("keyring", "add", "ring.json", "kek-2025", cwd=work))
+    assert_ok(run("encrypt", "-r", "keyring:ring.json", "data.bin", cwd=work))
+    assert_ok(run("keyring", "add", "ring.json", "kek-2026", cwd=work))
+    assert_ok(run("keyring", "retire", "ring.json", "kek-2025", cwd=work))
+    listing = run("keyring", "list", "ring.json", cwd=work)
+    assert_ok(listing)
+    lines = listing.stdout.decode().splitlines()
+    assert [line.split()[1] for line in lines] == ["decrypt-only", "active"]
+    old_id = lines[0].split()[0]
+    # A retired key still decrypts, but no longer encrypts.
+    assert_ok(run("decrypt", "-i", "ring.json", "-o", "out", "data.bin.sseal", cwd=work))
+    assert (work / "out").read_bytes() == DATA
+    result = run("encrypt", "-r", "keyring:ring.json#kek-2025", "-o", "x.sseal", "data.bin", cwd=work)
+    assert result.returncode == 1 and b"only active keys wrap" in result.stderr, result.stderr
+    assert_ok(run("keyring", "destroy", "ring.json", "kek-2025", cwd=work))
+    assert_error(run("decrypt", "-i", "ring.json", "-o", "out2", "data.bin.sseal", cwd=work), 4, old_id)
+
+
+# ---- passphrases ----------------------------------------------------------------------------
+
+def run_with_passphrase(passphrase: bytes, *argv, cwd):
+    read, write = os.pipe()
+    os.write(write, passphrase + b"\n")
+    os.close(write)
+    try:
+        return run(*argv, "--passphrase-fd", str(read), cwd=cwd, pass_fds=(read,))
+    finally:
+        os.close(read)
+
+
+def test_passphrase_from_a_file_descriptor(work):
+    assert_ok(run_with_passphrase(b"correct horse", "encrypt", "--work-factor", "10", "data.bin", cwd=work))
+    assert [s.type for s in shardseal.inspect((work / "data.bin.sseal").read_bytes()).stanzas] == ["passphrase"]
+    assert_ok(run_with_passphrase(b"correct horse", "decrypt", "-o", "out", "data.bin.sseal", cwd=work))
+    assert (work / "out").read_bytes() == DATA
+    assert_error(run_with_passphrase(b"wrong horse", "decrypt", "-o", "out2", "data.bin.sseal", cwd=work),
+                 4, "wrong passphrase")
+    corrupted = bytearray((work / "data.bin.sseal").read_bytes())
+    header = shardseal.inspect(bytes(corrupted)).header_size
+    corrupted[header - 3] ^= 1  # inside the stanza's checksum
+    (work / "bad.sseal").write_bytes(bytes(corrupted))
+    assert_error(run_with_passphrase(b"correct horse", "decrypt", "-o", "out3", "bad.sseal", cwd=work),
+                 5, "corrupted")
+
+
+def test_a_passphrase_must_be_alone(work):
+    alice = x25519_identity(work, "alice.id")
+    result = run_with_passphrase(b"pw", "encrypt", "-r", alice, "data.bin", cwd=work)
+    assert result.returncode == 2 and b"only recipient" in result.stderr
+
+
+def test_no_terminal_for_a_passphrase_prompt(work):
+    result = run("encrypt", "-p", "data.bin", cwd=work, stdin=open(os.devnull), start_new_session=True)
+    assert result.returncode == 1 and b"--passphrase-fd" in result.stderr, result.stderr
