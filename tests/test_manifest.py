@@ -43,7 +43,7 @@ from shardseal.manifest import (
 
 CHUNK = 16384
 HAVE_KEYRING = importlib.util.find_spec("shardseal.keyring") is not None
-HAVE_ROTATE = importlib.util.find_spec("shardseal.rotate") is not None
+HAVE_ROTATE = importlib.util.find_spec("shardseal.rotation") is not None
 
 
 # --------------------------------------------------------------------------------------
@@ -410,9 +410,9 @@ def test_save_without_changes_writes_nothing(folder, kek):
     assert manifest_path(folder).read_bytes() == before
 
 
-@pytest.mark.skipif(not HAVE_ROTATE, reason="shardseal.rotate is not available yet")
+@pytest.mark.skipif(not HAVE_ROTATE, reason="shardseal.rotation is not available yet")
 def test_rotating_the_manifest_leaves_every_shard_untouched(folder, kek, make_kek):
-    from shardseal import rotate
+    from shardseal import rotation as rotate
 
     make_dataset(folder, kek, SHARDS)
     shards_before = {name: (folder / name).read_bytes() for name in SHARDS}

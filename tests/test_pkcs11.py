@@ -499,7 +499,7 @@ def test_the_stanza_key_id_is_the_uri():
 
 
 def test_rotation_matches_stanzas_to_hsm_keys(kek, kek_b, tmp_path):
-    from shardseal import rotate
+    from shardseal import rotation as rotate
 
     path = tmp_path / "shard.sseal"
     path.write_bytes(shardseal.encrypt(DATA, recipients=[kek]))

@@ -29,6 +29,7 @@ from ._api import (
 )
 from ._files import decrypt_file, encrypt_file, open
 from ._stream import DecryptingReader, EncryptingWriter
+from .rotation import RotationReport, rotate
 from ._envelope import Identity, Recipient, WrapContext
 from .errors import (
     AuthenticationError,
@@ -55,6 +56,7 @@ __all__ = [
     "KmsError",
     "ManifestChangedError",
     "Recipient",
+    "RotationReport",
     "ShardMismatchError",
     "ShardsealError",
     "StanzaInfo",
@@ -77,6 +79,7 @@ __all__ = [
     "generate_key",
     "inspect",
     "open",
+    "rotate",
 ]
 
 

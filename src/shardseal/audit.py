@@ -20,7 +20,8 @@ the operation is on a named file):
 ``key_not_found``      no given identity matches a stanza: ``needed`` (the key ids)
 ``authentication_failed``  the payload or its commitment did not authenticate: ``error``
 ``rotate``             a file's key block was rewritten: ``mode`` (rewrap, reencrypt),
-                       ``added``, ``removed`` (key ids)
+                       ``added``, ``removed`` (key ids); ``recovered`` (true) when
+                       ``rotation.recover()`` completed an interrupted rotation
 ``dataset_create``     a dataset manifest was created: ``dataset_key_id``
 ``dataset_open``       a dataset manifest was opened: ``dataset_key_id``, ``shards``
 ``dataset_save``       a dataset manifest was rewritten: ``dataset_key_id``, ``shards``

@@ -578,7 +578,7 @@ def _stamp(created) -> str:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    from . import rotate
+    from . import rotation
 
     options = dict(
         identities=identity_list(decryption_keys(args)),
@@ -587,7 +587,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         recipients=[_cli_keys.parse_recipient(text) for text in args.recipient] or None,
         reencrypt=args.reencrypt, recursive=not args.no_recursive, threads=args.threads,
         dry_run=args.dry_run)
-    report = rotate.rotate(args.inputs, **options)
+    report = rotation.rotate(args.inputs, **options)
     if not args.quiet:
         _note(report.summary())
     return EXIT_OK
