@@ -199,3 +199,64 @@ def test_a_passphrase_must_be_alone(work):
 def test_no_terminal_for_a_passphrase_prompt(work):
     result = run("encrypt", "-p", "data.bin", cwd=work, stdin=open(os.devnull), start_new_session=True)
     assert result.returncode == 1 and b"--passphrase-fd" in result.stderr, result.stderr
+
+
+# ---- rotate and verify ------------------------------------------------------------------------
+
+def payload_after_header(path) -> bytes:
+    blob = path.read_bytes()
+    return blob[shardseal.inspect(blob).header_size:]
+
+
+def test_rotate_moves_a_folder_to_a_new_kek_without_touching_payloads(work):
+    (work / "data").mkdir()
+    for i in range(3):
+        (work / "data" / f"s{i}.bin").write_bytes(os.urandom(50_000))
+    assert_ok(run("keyring", "create", "ring.json", cwd=work))
+    assert_ok(run("keyring", "add", "ring.json", "old", cwd=work))
+    assert_ok(run("encrypt", "-r", "keyring:ring.json", "-o", "enc", "data", cwd=work))
+    files = sorted((work / "enc").glob("*.sseal"))
+    before = {f.name: payload_after_header(f) for f in files}
+    old_id = shardseal.inspect(files[0].read_bytes()).stanzas[0].key_id
+    assert_ok(run("keyring", "add", "ring.json", "new", cwd=work))
+    result = run("rotate", "-i", "ring.json", "--remove", old_id, "--add", "keyring:ring.json#new", "enc",
+                 cwd=work)
+    assert_ok(result)
+    assert b"3" in result.stderr  # the summary counts the files
+    for f in files:
+        assert payload_after_header(f) == before[f.name]
+        assert old_id not in [s.key_id for s in shardseal.inspect(f.read_bytes()).stanzas]
+    assert_ok(run("keyring", "destroy", "ring.json", "old", cwd=work))
+    assert_ok(run("decrypt", "-i", "ring.json", "-o", "dec", "enc", cwd=work))
+    for i in range(3):
+        assert (work / "dec" / f"s{i}.bin").read_bytes() == (work / "data" / f"s{i}.bin").read_bytes()
+
+
+def test_rotate_without_the_right_identity_is_exit_4(work):
+    alice, bob = x25519_identity(work, "alice.id"), x25519_identity(work, "bob.id")
+    assert_ok(run("encrypt", "-r", alice, "data.bin", cwd=work))
+    before = (work / "data.bin.sseal").read_bytes()
+    assert_error(run("rotate", "-i", "bob.id", "--add", bob, "data.bin.sseal", cwd=work), 4)
+    assert (work / "data.bin.sseal").read_bytes() == before
+    assert_ok(run("rotate", "-i", "alice.id", "--add", bob, "data.bin.sseal", cwd=work))
+    assert_ok(run("decrypt", "-i", "bob.id", "-o", "out", "data.bin.sseal", cwd=work))
+
+
+def test_verify_finds_a_swapped_shard(work):
+    from shardseal.manifest import Dataset
+
+    recipient = x25519_identity(work, "owner.id")
+    with Dataset.create(work / "ds", recipients=[recipient]) as ds:
+        for i in range(3):
+            with ds.open_shard(f"shard-{i}.sseal", "wb") as shard:
+                shard.write(os.urandom(20_000))
+    ok = run("verify", "-i", "owner.id", "ds", cwd=work)
+    assert_ok(ok)
+    a, b = work / "ds" / "shard-0.sseal", work / "ds" / "shard-1.sseal"
+    data_a, data_b = a.read_bytes(), b.read_bytes()
+    a.write_bytes(data_b)
+    b.write_bytes(data_a)
+    bad = run("verify", "-i", "owner.id", "--json", "ds", cwd=work)
+    assert bad.returncode == 3, bad.stderr
+    report = json.loads(bad.stdout)
+    assert sorted(p[0] for p in report["problems"]) == ["shard-0.sseal", "shard-1.sseal"]
