@@ -307,3 +307,20 @@ def test_audit_enable_to_a_file_and_silence_by_default(tmp_path, capsys):
         audit.logger.setLevel(logging.NOTSET)
     (line,) = (tmp_path / "audit.jsonl").read_text().splitlines()
     assert json.loads(line)["event"] == "wrap"
+
+
+def test_torch_and_safetensors_take_recipients_and_identities(backend, tmp_path):
+    torch = pytest.importorskip("torch")
+    from shardseal import safetensors as sst
+    from shardseal import torch as sstorch
+
+    kek = WrapKey()
+    tensor = torch.arange(5000, dtype=torch.float32).reshape(50, 100)
+    blob = sstorch.encrypt_tensor(tensor, recipients=[kek])
+    assert torch.equal(sstorch.decrypt_tensor(blob, identities=[kek]), tensor)
+    sstorch.save({"w": tensor}, tmp_path / "model.pt.sseal", recipients=[kek])
+    assert torch.equal(sstorch.load(tmp_path / "model.pt.sseal", identities=[kek])["w"], tensor)
+    sst.save_file({"w": tensor}, tmp_path / "model.safetensors.sseal", recipients=[kek])
+    assert torch.equal(sst.load_file(tmp_path / "model.safetensors.sseal", identities=[kek])["w"], tensor)
+    with sst.safe_open(tmp_path / "model.safetensors.sseal", identities=[kek]) as f:
+        assert torch.equal(f.get_tensor("w"), tensor)

@@ -139,8 +139,8 @@ def _build_header(entries, metadata: Optional[dict[str, str]]) -> bytes:
     return struct.pack("<Q", len(text)) + text
 
 
-def save_file(tensors: Mapping[str, Any], path, key, metadata: Optional[Mapping[str, str]] = None,
-              *, threads: Optional[int] = None) -> None:
+def save_file(tensors: Mapping[str, Any], path, key=None, metadata: Optional[Mapping[str, str]] = None,
+              *, recipients=None, threads: Optional[int] = None) -> None:
     """Writes tensors as an encrypted safetensors file.
 
     The plaintext is exactly the bytes ``safetensors.torch.save(tensors, metadata)`` makes
@@ -157,6 +157,7 @@ def save_file(tensors: Mapping[str, Any], path, key, metadata: Optional[Mapping[
         path: a path, written atomically (nothing is left under it on an error), or a binary
             file object opened for writing.
         key: the 32-byte key.
+        recipients: instead of key, envelope encryption (see ``shardseal.encrypt``).
         metadata: safetensors' ``__metadata__``: a mapping of str to str, stored **inside** the
             encrypted plaintext (so it is secret, unlike shardseal's header metadata).
         threads: worker threads; None uses every available CPU.
@@ -195,7 +196,7 @@ def save_file(tensors: Mapping[str, Any], path, key, metadata: Optional[Mapping[
     entries.sort(key=lambda entry: (-_RANK[entry[1]], entry[0]))
     header = _build_header(
         [(name, code, list(t.shape), t.numel() * _DTYPES[code][0]) for name, code, t in entries], metadata)
-    with _files.open(path, "wb", key=key, threads=threads) as out:
+    with _files.open(path, "wb", key=key, recipients=recipients, threads=threads) as out:
         out.write(header)
         for name, _, tensor in entries:
             data = sstorch.cpu_contiguous(tensor, repr(name))
@@ -300,7 +301,7 @@ def _read_exact(reader, offset: int, out) -> None:
         raise TruncatedError("the file was truncated while being read")
 
 
-def load_file(path, key, device="cpu", *, threads: Optional[int] = None) -> dict[str, Any]:
+def load_file(path, key=None, device="cpu", *, identities=None, threads: Optional[int] = None) -> dict[str, Any]:
     """Loads every tensor of an encrypted safetensors file, like ``safetensors.torch.load_file``.
 
     The whole file is decrypted with one bulk read on the thread pool into one buffer, and
@@ -314,6 +315,7 @@ def load_file(path, key, device="cpu", *, threads: Optional[int] = None) -> dict
         path: a path, or a binary file object (a non-seekable one is read into memory first).
         key: the 32-byte key.
         device: where the tensors go ("cpu", "cuda", ...).
+        identities: identities to try after key (see ``shardseal.decrypt``).
         threads: worker threads; None uses every available CPU.
 
     Returns:
@@ -326,7 +328,7 @@ def load_file(path, key, device="cpu", *, threads: Optional[int] = None) -> dict
     sstorch = _torch()
     torch = sstorch.torch
     sstorch._check_byte_order()
-    with _files.open(path, "rb", key=key, threads=threads) as reader:
+    with _files.open(path, "rb", key=key, identities=identities, threads=threads) as reader:
         if reader.seekable():
             header = _parse_header(reader.pread, reader.size)
             data = sstorch._empty((reader.size - header.data_start,), torch.uint8, device)
@@ -360,6 +362,7 @@ class safe_open:
     Args:
         path: a path, or a seekable binary file object.
         key: the 32-byte key.
+        identities: identities to try after key (see ``shardseal.decrypt``).
         framework: ``"pt"`` (torch tensors) or ``"numpy"`` (arrays; bfloat16 and float8 tensors
             have no numpy dtype and raise ValueError).
         device: ``"pt"`` only: where the tensors go (CUDA: read into pinned memory, then copied).
@@ -371,7 +374,7 @@ class safe_open:
         ValueError: an unknown framework, a non-CPU device for numpy, a non-seekable file.
     """
 
-    def __init__(self, path, key, framework: str = "pt", device="cpu", *,
+    def __init__(self, path, key=None, framework: str = "pt", device="cpu", *, identities=None,
                  threads: Optional[int] = None) -> None:
         if framework in ("pt", "torch"):
             self._sstorch = _torch()
@@ -382,7 +385,7 @@ class safe_open:
         else:
             raise ValueError(f"framework must be 'pt' or 'numpy', not {framework!r}")
         self._device = device
-        self._reader = _files.open(path, "rb", key=key, threads=threads)
+        self._reader = _files.open(path, "rb", key=key, identities=identities, threads=threads)
         try:
             if not self._reader.seekable():
                 raise ValueError("safe_open needs a seekable file (random access)")
