@@ -260,3 +260,25 @@ def test_verify_finds_a_swapped_shard(work):
     assert bad.returncode == 3, bad.stderr
     report = json.loads(bad.stdout)
     assert sorted(p[0] for p in report["problems"]) == ["shard-0.sseal", "shard-1.sseal"]
+
+
+def test_rotate_changes_a_passphrase(work):
+    assert_ok(run_with_passphrase(b"old secret", "encrypt", "--work-factor", "10", "data.bin", cwd=work))
+    payload = payload_after_header(work / "data.bin.sseal")
+    old_fd, new_fd = os.pipe(), os.pipe()
+    os.write(old_fd[1], b"old secret\n")
+    os.write(new_fd[1], b"new secret\n")
+    for fd in (old_fd[1], new_fd[1]):
+        os.close(fd)
+    try:
+        result = run("rotate", "--passphrase-fd", str(old_fd[0]), "--new-passphrase-fd", str(new_fd[0]),
+                     "data.bin.sseal", cwd=work, pass_fds=(old_fd[0], new_fd[0]))
+    finally:
+        os.close(old_fd[0])
+        os.close(new_fd[0])
+    assert_ok(result)
+    assert payload_after_header(work / "data.bin.sseal") == payload
+    assert_error(run_with_passphrase(b"old secret", "decrypt", "-o", "out", "data.bin.sseal", cwd=work),
+                 4, "wrong passphrase")
+    assert_ok(run_with_passphrase(b"new secret", "decrypt", "-o", "out", "data.bin.sseal", cwd=work))
+    assert (work / "out").read_bytes() == DATA

@@ -110,7 +110,7 @@ def _load_keyring(path: str):
     return keyring.Keyring.load(path)
 
 
-def read_passphrase(fd: Optional[int], *, confirm: bool) -> str:
+def read_passphrase(fd: Optional[int], *, confirm: bool, prompt: str = "passphrase") -> str:
     """A passphrase from file descriptor fd (its first line) or, without fd, from the terminal.
 
     Raises:
@@ -122,8 +122,8 @@ def read_passphrase(fd: Optional[int], *, confirm: bool) -> str:
     else:
         if not os.isatty(0) and not _has_tty():
             raise KeyLoadError("no terminal to ask for the passphrase: use --passphrase-fd N")
-        passphrase = getpass.getpass("passphrase: ")
-        if confirm and getpass.getpass("passphrase (again): ") != passphrase:
+        passphrase = getpass.getpass(f"{prompt}: ")
+        if confirm and getpass.getpass(f"{prompt} (again): ") != passphrase:
             raise KeyLoadError("the passphrases do not match")
     if not passphrase:
         raise KeyLoadError("the passphrase is empty")

@@ -407,6 +407,10 @@ def _add_rotate(commands) -> None:
                      help="remove the stanza of KEY_ID (as inspect shows it), or of a recipient")
     sub.add_argument("-r", "--recipient", action="append", metavar="RECIPIENT", default=[],
                      help="the complete new set of recipients (instead of --add/--remove)")
+    sub.add_argument("--new-passphrase", action="store_true",
+                     help="change the passphrase: the new one (asked twice) becomes the only recipient")
+    sub.add_argument("--new-passphrase-fd", type=int, metavar="FD",
+                     help="read the new passphrase from file descriptor FD (implies --new-passphrase)")
     sub.add_argument("--reencrypt", action="store_true",
                      help="re-encrypt with a new file key (reads and writes every byte)")
     sub.add_argument("--dry-run", action="store_true", help="report what would change, change nothing")
@@ -580,11 +584,18 @@ def _stamp(created) -> str:
 def cmd_rotate(args: argparse.Namespace) -> int:
     from . import rotation
 
+    recipients = [_cli_keys.parse_recipient(text) for text in args.recipient]
+    if args.new_passphrase or args.new_passphrase_fd is not None:
+        if recipients or args.add or args.remove:
+            raise KeySpecError("a new passphrase must be the only recipient: drop -r, --add and --remove")
+        from . import passphrase
+        secret = _cli_keys.read_passphrase(args.new_passphrase_fd, confirm=True, prompt="new passphrase")
+        recipients = [passphrase.Passphrase(secret)]
     options = dict(
         identities=identity_list(decryption_keys(args)),
         add=[_cli_keys.parse_recipient(text) for text in args.add],
         remove=list(args.remove),
-        recipients=[_cli_keys.parse_recipient(text) for text in args.recipient] or None,
+        recipients=recipients or None,
         reencrypt=args.reencrypt, recursive=not args.no_recursive, threads=args.threads,
         dry_run=args.dry_run)
     report = rotation.rotate(args.inputs, **options)
