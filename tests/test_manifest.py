@@ -16,15 +16,9 @@ import pickle
 import shutil
 
 import pytest
-from cryptography.hazmat.primitives.keywrap import (
-    InvalidUnwrap,
-    aes_key_unwrap,
-    aes_key_wrap,
-)
 
 import shardseal
-from shardseal import _api, _backend, _container, _envelope, _keys, _stanzas, manifest
-from shardseal._envelope import Identity, Recipient
+from shardseal import _api, _backend, _container, _envelope, _keys, manifest
 from shardseal.errors import (
     AuthenticationError,
     FormatError,
@@ -41,6 +35,8 @@ from shardseal.manifest import (
     ShardMismatchError,
 )
 
+from .kek_helpers import KekIdentity, KekRecipient
+
 CHUNK = 16384
 HAVE_KEYRING = importlib.util.find_spec("shardseal.keyring") is not None
 HAVE_ROTATE = importlib.util.find_spec("shardseal.rotation") is not None
@@ -48,44 +44,6 @@ HAVE_ROTATE = importlib.util.find_spec("shardseal.rotation") is not None
 
 # --------------------------------------------------------------------------------------
 # A key-encryption key for the manifest
-
-
-class LocalKekRecipient(Recipient):
-    """Wraps a file key under a local KEK with AES key wrap (RFC 3394), as a keyring stanza."""
-
-    stanza_type = _stanzas.KEYRING
-
-    def __init__(self, kek: bytes, kek_id: bytes) -> None:
-        self._kek, self._kek_id = kek, kek_id
-
-    @property
-    def key_id(self) -> str:
-        return self._kek_id.hex()
-
-    def wrap(self, file_key, context) -> bytes:
-        return _stanzas.keyring_body(self._kek_id, aes_key_wrap(self._kek, bytes(file_key)))
-
-
-class LocalKekIdentity(Identity):
-    """Unwraps keyring stanzas addressed to its KEK id."""
-
-    stanza_type = _stanzas.KEYRING
-
-    def __init__(self, kek: bytes, kek_id: bytes) -> None:
-        self._kek, self._kek_id = kek, kek_id
-
-    @property
-    def key_ids(self) -> tuple:
-        return (self._kek_id.hex(),)
-
-    def unwrap(self, body, context):
-        kek_id, wrapped = _stanzas.parse_keyring(body)
-        if kek_id != self._kek_id:
-            return None
-        try:
-            return aes_key_unwrap(self._kek, wrapped)
-        except InvalidUnwrap:
-            raise AuthenticationError("the keyring stanza does not unwrap under this KEK") from None
 
 
 @pytest.fixture
@@ -99,7 +57,7 @@ def make_kek(tmp_path):
             kr.add(name)
             return kr.recipient(), kr
         kek, kek_id = os.urandom(32), os.urandom(16)
-        return LocalKekRecipient(kek, kek_id), LocalKekIdentity(kek, kek_id)
+        return KekRecipient(kek, kek_id), KekIdentity(kek, kek_id)
     return make
 
 
@@ -182,7 +140,7 @@ def test_manifest_plaintext_schema(folder, kek):
 def test_any_recipient_type_opens_the_manifest(folder):
     # The manifest only uses the Recipient / Identity interface: a local AES-KW pair works.
     kek, kek_id = os.urandom(32), os.urandom(16)
-    pair = (LocalKekRecipient(kek, kek_id), LocalKekIdentity(kek, kek_id))
+    pair = (KekRecipient(kek, kek_id), KekIdentity(kek, kek_id))
     make_dataset(folder, pair, SHARDS)
     with reopen(folder, pair) as ds:
         write_shard(ds, "d.sseal", b"d")

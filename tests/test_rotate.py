@@ -21,11 +21,6 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from cryptography.hazmat.primitives.keywrap import (
-    InvalidUnwrap,
-    aes_key_unwrap,
-    aes_key_wrap,
-)
 
 import shardseal
 from shardseal import _container, _envelope, _files, _stanzas, audit
@@ -45,53 +40,14 @@ from shardseal.rotation import (
     rotate,
 )
 
+from .kek_helpers import KekIdentity, KekRecipient
+
 HAS_KEYRING = importlib.util.find_spec("shardseal.keyring") is not None
 HAS_PASSPHRASE = importlib.util.find_spec("shardseal.passphrase") is not None
 HAS_X25519 = importlib.util.find_spec("shardseal.x25519") is not None
 
 
 # ---- test recipients ----------------------------------------------------------------------
-
-
-class KekRecipient(_envelope.Recipient):
-    """Wraps the file key with AES key wrap under a KEK, in a keyring stanza."""
-
-    stanza_type = _stanzas.KEYRING
-
-    def __init__(self, kek: bytes, kek_id: bytes) -> None:
-        self._kek, self._id = kek, kek_id
-
-    @property
-    def key_id(self) -> str:
-        return self._id.hex()
-
-    def wrap(self, file_key: bytes, context: _envelope.WrapContext) -> bytes:
-        return _stanzas.keyring_body(self._id, aes_key_wrap(self._kek, file_key))
-
-    def stanza_size(self) -> int:
-        return _stanzas.KEY_ID_SIZE + _stanzas.AES_KW_SIZE
-
-
-class KekIdentity(_envelope.Identity):
-    """Opens the keyring stanzas of one KEK."""
-
-    stanza_type = _stanzas.KEYRING
-
-    def __init__(self, kek: bytes, kek_id: bytes) -> None:
-        self._kek, self._id = kek, kek_id
-
-    @property
-    def key_ids(self) -> tuple:
-        return (self._id.hex(),)
-
-    def unwrap(self, body: bytes, context: _envelope.WrapContext):
-        kek_id, wrapped = _stanzas.parse_keyring(body)
-        if kek_id != self._id:
-            return None
-        try:
-            return aes_key_unwrap(self._kek, wrapped)
-        except InvalidUnwrap:
-            raise AuthenticationError() from None
 
 
 class Kek:

@@ -28,16 +28,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import os
-import stat
-import tempfile
-import warnings
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Optional, Union
 
 from . import _keys
+from ._secretfile import KeyFilePermissionWarning, read_secret_file, write_secret_file
 
 __all__ = [
     "KEY_LINE_PREFIX",
@@ -60,10 +56,6 @@ _PRINTABLE = frozenset(range(0x20, 0x7F)) | frozenset(b"\t\r\n")
 
 class KeyFileError(ValueError):
     """The file is not a shardseal key file (or a raw 32-byte key)."""
-
-
-class KeyFilePermissionWarning(UserWarning):
-    """A key file may be read or written by users other than its owner."""
 
 
 def format_key_file(key: bytes, created: Optional[datetime] = None) -> str:
@@ -143,21 +135,11 @@ def read_key_file(path: PathLike) -> bytes:
         KeyFileError: it is not a key file.
     """
     name = os.fspath(path)
-    fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    with open(fd, "rb", closefd=True) as file:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise IsADirectoryError(21, "Is a directory", name)
-        if stat.S_ISREG(info.st_mode) and os.name == "posix" and info.st_mode & 0o077:
-            warnings.warn(
-                f"key file {name} is accessible by group or others (mode "
-                f"{stat.S_IMODE(info.st_mode):04o}); restrict it with: chmod 600 {name}",
-                KeyFilePermissionWarning,
-                stacklevel=2,
-            )
-        data = file.read(MAX_KEY_FILE_SIZE + 1)
-    if len(data) > MAX_KEY_FILE_SIZE:
-        raise KeyFileError(f"{name}: not a shardseal key file (larger than {MAX_KEY_FILE_SIZE} bytes)")
+    data = read_secret_file(
+        name, what="key file", limit=MAX_KEY_FILE_SIZE, stacklevel=2,
+        too_large=lambda: KeyFileError(f"{name}: not a shardseal key file (larger than "
+                                       f"{MAX_KEY_FILE_SIZE} bytes)"),
+    )
     return parse_key_file(data, name)
 
 
@@ -174,47 +156,4 @@ def write_key_file(path: PathLike, key: bytes, *, force: bool = False) -> None:
         OSError: the file cannot be written.
         TypeError, ValueError: key is not 32 bytes.
     """
-    text = format_key_file(key).encode("ascii")
-    path = Path(path)
-    if not force:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            _write_all(fd, text)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise
-        os.close(fd)
-        _fsync_folder(path.parent)
-        return
-    # mkstemp creates the file with O_EXCL and mode 0600.
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        _write_all(fd, text)
-        os.close(fd)
-        fd = -1
-        os.replace(temp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.fsync(fd)
-
-
-def _fsync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform can open a folder
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    write_secret_file(path, format_key_file(key).encode("ascii"), overwrite=force)

@@ -49,13 +49,9 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import os
 import re
-import stat
-import tempfile
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -65,8 +61,10 @@ from cryptography.hazmat.primitives import keywrap
 
 from . import _backend, _stanzas
 from ._envelope import Identity, Recipient, WrapContext
+from ._secretfile import read_secret_file
+# Saves go through this module-level name: tests patch it to make a save fail.
+from ._secretfile import write_secret_file as _write_file
 from .errors import AuthenticationError
-from .keyfile import KeyFilePermissionWarning, _fsync_folder, _write_all
 
 __all__ = [
     "ACTIVE",
@@ -357,7 +355,7 @@ class Keyring(Identity):
             OSError: the file cannot be written.
         """
         ring = cls(path, [])
-        _write_file(ring._path, _encode([]), exclusive=not overwrite)
+        _write_file(ring._path, _encode([]), overwrite=overwrite)
         return ring
 
     @classmethod
@@ -372,7 +370,12 @@ class Keyring(Identity):
             KeyringFileError: it is not a valid keyring file.
         """
         name = os.fspath(path)
-        return cls(name, _decode(_read_file(name), name))
+        data = read_secret_file(
+            name, what="keyring file", limit=MAX_KEYRING_FILE_SIZE, stacklevel=2,
+            too_large=lambda: KeyringFileError(f"{name}: not a shardseal keyring (larger than "
+                                               f"{MAX_KEYRING_FILE_SIZE} bytes)"),
+        )
+        return cls(name, _decode(data, name))
 
     # -- public facts ---------------------------------------------------------------------
 
@@ -459,7 +462,7 @@ class Keyring(Identity):
             OSError: the file cannot be written.
         """
         self._check_not_wiped()
-        _write_file(self._path, _encode(self._entries), exclusive=False)
+        _write_file(self._path, _encode(self._entries), overwrite=True)
 
     def wipe(self) -> None:
         """Zeroes every key in memory. The keyring (and its recipients) can no longer wrap,
@@ -659,54 +662,3 @@ def _check_unique(entries: list[_Kek], name: str) -> None:
         seen_names.add(entry.name)
         seen_ids.add(entry.id)
 
-
-# -- reading and writing the file ---------------------------------------------------------
-
-def _read_file(name: str) -> bytes:
-    fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    with open(fd, "rb", closefd=True) as file:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise IsADirectoryError(21, "Is a directory", name)
-        if stat.S_ISREG(info.st_mode) and os.name == "posix" and info.st_mode & 0o077:
-            warnings.warn(
-                f"keyring file {name} is accessible by group or others (mode "
-                f"{stat.S_IMODE(info.st_mode):04o}); restrict it with: chmod 600 {name}",
-                KeyFilePermissionWarning,
-                stacklevel=3,  # the caller of Keyring.load
-            )
-        data = file.read(MAX_KEYRING_FILE_SIZE + 1)
-    if len(data) > MAX_KEYRING_FILE_SIZE:
-        raise KeyringFileError(f"{name}: not a shardseal keyring (larger than {MAX_KEYRING_FILE_SIZE} bytes)")
-    return data
-
-
-def _write_file(path: Path, data: bytes, *, exclusive: bool) -> None:
-    """Writes data to path with mode 0600 from creation: in place with O_EXCL when exclusive,
-    else through a temporary file renamed over path (readers see the old file or the new)."""
-    if exclusive:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            _write_all(fd, data)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise
-        os.close(fd)
-        _fsync_folder(path.parent)
-        return
-    # mkstemp creates the file with O_EXCL and mode 0600.
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        _write_all(fd, data)
-        os.close(fd)
-        fd = -1
-        os.replace(temp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
-    _fsync_folder(path.parent)

@@ -34,15 +34,10 @@ recipient id); ``to_string`` is the one explicit way out.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import os
-import stat
-import tempfile
-import warnings
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Optional, Union
 
 from cryptography.exceptions import InvalidTag
@@ -53,8 +48,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from . import _stanzas
 from ._envelope import Identity, Recipient, WrapContext
+from ._secretfile import read_secret_file, write_secret_file
 from .errors import AuthenticationError
-from .keyfile import KeyFileError, KeyFilePermissionWarning
+from .keyfile import KeyFileError
 
 __all__ = [
     "IDENTITY_PREFIX",
@@ -478,22 +474,11 @@ def read_identity_file(path: PathLike) -> X25519Identity:
         IdentityFileError: it is not an identity file.
     """
     name = os.fspath(path)
-    fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    with open(fd, "rb", closefd=True) as file:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise IsADirectoryError(21, "Is a directory", name)
-        if stat.S_ISREG(info.st_mode) and os.name == "posix" and info.st_mode & 0o077:
-            warnings.warn(
-                f"identity file {name} is accessible by group or others (mode "
-                f"{stat.S_IMODE(info.st_mode):04o}); restrict it with: chmod 600 {name}",
-                KeyFilePermissionWarning,
-                stacklevel=2,
-            )
-        data = file.read(MAX_IDENTITY_FILE_SIZE + 1)
-    if len(data) > MAX_IDENTITY_FILE_SIZE:
-        raise IdentityFileError(f"{name}: not an X25519 identity file (larger than "
-                                f"{MAX_IDENTITY_FILE_SIZE} bytes)")
+    data = read_secret_file(
+        name, what="identity file", limit=MAX_IDENTITY_FILE_SIZE, stacklevel=2,
+        too_large=lambda: IdentityFileError(f"{name}: not an X25519 identity file (larger than "
+                                            f"{MAX_IDENTITY_FILE_SIZE} bytes)"),
+    )
     return parse_identity_file(data, name)
 
 
@@ -511,54 +496,6 @@ def write_identity_file(path: PathLike, identity: X25519Identity, *, overwrite: 
         TypeError: identity is not an X25519Identity.
         ValueError: the identity was wiped.
     """
-    text = format_identity_file(identity).encode("ascii")
-    path = Path(path)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        try:
-            _write_all(fd, text)
-        finally:
-            os.close(fd)
-        if overwrite:
-            os.replace(temp, path)
-        else:
-            _link_new(temp, path, text)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-    _fsync_folder(path.parent)
-
-
-def _link_new(temp: str, path: Path, text: bytes) -> None:
-    """Makes temp appear under path, failing if path exists (a hard link never replaces)."""
-    try:
-        os.link(temp, path)
-    except FileExistsError:
-        raise
-    except OSError:
-        # Some file systems have no hard links: create the file in place instead (O_EXCL).
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_CLOEXEC", 0), 0o600)
-        try:
-            _write_all(fd, text)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            raise
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-    os.fsync(fd)
-
-
-def _fsync_folder(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # not every platform can open a folder
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    # atomic_create: the file appears whole under path or not at all (see the docstring).
+    write_secret_file(path, format_identity_file(identity).encode("ascii"), overwrite=overwrite,
+                      atomic_create=True)
