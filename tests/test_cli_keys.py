@@ -282,3 +282,8 @@ def test_rotate_changes_a_passphrase(work):
                  4, "wrong passphrase")
     assert_ok(run_with_passphrase(b"new secret", "decrypt", "-o", "out", "data.bin.sseal", cwd=work))
     assert (work / "out").read_bytes() == DATA
+
+
+def test_an_unwritable_audit_log_is_one_error_line(work):
+    assert_error(run("--audit-log", str(work / "missing" / "audit.jsonl"), "keygen", "-o", "k.key", cwd=work),
+                 1, "audit.jsonl")

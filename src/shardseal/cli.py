@@ -195,12 +195,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     audit_log = args.audit_log or os.environ.get(AUDIT_LOG_ENV)
-    if audit_log:
-        audit.enable(audit_log)
+    audit_handler = None
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         previous = _install_sigterm_handler()
         try:
+            if audit_log:
+                audit_handler = audit.enable(audit_log)
             return args.handler(args)
         except KeySpecError as exc:
             getattr(args, "subparser", parser).error(str(exc))
@@ -215,6 +216,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            if audit_handler is not None:
+                audit.logger.removeHandler(audit_handler)
+                audit_handler.close()
 
 
 def _install_sigterm_handler():
