@@ -9,9 +9,11 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "FormatError",
+    "HsmError",
     "KeyNotFoundError",
     "KmsError",
     "ManifestChangedError",
+    "Pkcs11LoginError",
     "ShardMismatchError",
     "ShardsealError",
     "TruncatedError",
@@ -107,4 +109,15 @@ class ManifestChangedError(ShardsealError):
 
     Another writer updated it, or its keys were rotated; ``save`` refuses to overwrite that
     change. Open the dataset again and repeat the update.
+    """
+
+
+class HsmError(ShardsealError):
+    """The PKCS#11 module failed or refused an operation (other than a login or an unwrap)."""
+
+
+class Pkcs11LoginError(HsmError, PermissionError):
+    """The token refused the login: a wrong, locked or expired PIN, or a PIN was needed.
+
+    The message names the token and never contains the PIN.
     """

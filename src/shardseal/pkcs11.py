@@ -71,7 +71,7 @@ import weakref
 from typing import Any, Callable, Optional, Union
 
 from . import _envelope, _stanzas
-from .errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError
+from .errors import AuthenticationError, FormatError, HsmError, KeyNotFoundError, Pkcs11LoginError
 
 __all__ = [
     "MODULE_ENV",
@@ -93,17 +93,6 @@ MAX_TOKEN_LABEL_SIZE = 32  # CK_TOKEN_INFO.label is 32 bytes, blank padded
 KEK_BITS = 256
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-class HsmError(ShardsealError):
-    """The PKCS#11 module failed or refused an operation (other than a login or an unwrap)."""
-
-
-class Pkcs11LoginError(HsmError, PermissionError):
-    """The token refused the login: a wrong, locked or expired PIN, or a PIN was needed.
-
-    The message names the token and never contains the PIN.
-    """
 
 
 # -- RFC 7512 URIs ------------------------------------------------------------------------------
