@@ -13,7 +13,7 @@ import pytest
 
 from shardseal import keyfile
 from shardseal.keyfile import KeyFileError
-from shardseal.keyref import EnvKey, KeyFile, KeyRef, RawKey, as_key_ref, resolve_key
+from shardseal.keyref import DatasetKey, EnvKey, KeyFile, KeyRef, RawKey, as_key_ref, resolve_key
 
 KEY = bytes(range(100, 132))
 
@@ -195,3 +195,57 @@ def test_references_resolve_in_a_spawned_process(key_path, monkeypatch):
     with pytest.raises(TypeError, match="allow_pickle=True"):
         context.Process(target=_resolve_in_child, args=(RawKey(KEY), queue)).start()
 
+
+
+# ---- DatasetKey: a dataset folder's key, unwrapped from its manifest in each process ------------
+
+@pytest.fixture
+def x25519_dataset(tmp_path):
+    """A dataset encrypted for an X25519 recipient, its identity file, and the shard plaintexts."""
+    from shardseal import x25519
+    from shardseal.manifest import Dataset
+
+    identity = x25519.X25519Identity.generate()
+    x25519.write_identity_file(tmp_path / "reader.id", identity)
+    plaintexts = {f"s{i:02d}.bin.sseal": bytes([i]) * (1000 + i) for i in range(6)}
+    with Dataset.create(tmp_path / "ds", recipients=[identity.recipient]) as ds:
+        for name, data in plaintexts.items():
+            with ds.open_shard(name, "wb") as shard:
+                shard.write(data)
+        key = ds.key
+    return tmp_path / "ds", tmp_path / "reader.id", plaintexts, key
+
+
+def test_dataset_key_resolves_pickles_without_the_key_and_never_shows_it(x25519_dataset, monkeypatch):
+    folder, identity_path, _, key = x25519_dataset
+    monkeypatch.chdir(identity_path.parent)
+    ref = DatasetKey("ds", "reader.id")
+    assert ref.folder == str(folder) and ref.identity == str(identity_path)  # made absolute
+    assert resolve_key(ref) == key
+    copy_ = pickle.loads(pickle.dumps(ref))
+    assert copy_ == ref and hash(copy_) == hash(ref) and copy_.resolve() == key
+    for text in (repr(ref), pickle.dumps(ref)):
+        _assert_no_key(text, key)
+    assert DatasetKey(folder, "aws-kms").identity == "aws-kms"  # a KMS name is not a path
+    with pytest.raises(TypeError):
+        DatasetKey(folder, 5)
+
+
+def test_dataset_key_with_the_wrong_identity(x25519_dataset, tmp_path):
+    from shardseal import KeyNotFoundError, x25519
+
+    folder, _, _, _ = x25519_dataset
+    x25519.write_identity_file(tmp_path / "stranger.id", x25519.X25519Identity.generate())
+    with pytest.raises(KeyNotFoundError):
+        DatasetKey(folder, tmp_path / "stranger.id").resolve()
+
+
+def test_dataset_key_in_spawned_dataloader_workers(x25519_dataset):
+    torch_data = pytest.importorskip("torch.utils.data")
+    from shardseal.data import EncryptedFileDataset
+
+    folder, identity_path, plaintexts, _ = x25519_dataset
+    dataset = EncryptedFileDataset(str(folder), DatasetKey(folder, identity_path))
+    loader = torch_data.DataLoader(dataset, batch_size=None, num_workers=2,
+                                   multiprocessing_context="spawn")
+    assert [bytes(sample) for sample in loader] == [plaintexts[name] for name in sorted(plaintexts)]

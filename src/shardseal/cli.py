@@ -11,7 +11,7 @@ Layers, top to bottom:
 
 Keys are only ever read from key files (``-k KEYFILE`` or ``SHARDSEAL_KEY_FILE``), identity
 files (``-i``) or key stores (PKCS#11, KMS), never taken from the command line, and never
-printed; passphrases are read without echo or from a file descriptor (``_cli_keys``).
+printed; passphrases are read without echo or from a file descriptor (``_keyspec``).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from typing import BinaryIO, Callable, Optional
 
 import shardseal
 
-from . import _cli_keys, _container, _keys, audit, keyfile
-from ._cli_keys import KeySpecError
+from . import _container, _keys, _keyspec, audit, keyfile
+from ._keyspec import KeySpecError
 from ._envelope import DirectKey
 from ._api import container_info
 from ._files import TEMP_SUFFIX, AtomicFile
@@ -470,12 +470,12 @@ def load_key(args: argparse.Namespace) -> bytes:
 
 def encryption_keys(args: argparse.Namespace) -> dict:
     """``key=`` or ``recipients=`` for encrypt, from -k, -r and -p."""
-    recipients = [_cli_keys.parse_recipient(text) for text in args.recipient]
+    recipients = [_keyspec.parse_recipient(text) for text in args.recipient]
     if args.passphrase or args.passphrase_fd is not None:
         if recipients or args.key_file:
             raise KeySpecError("a passphrase must be the only recipient: drop -r and -k")
         from . import passphrase
-        secret = _cli_keys.read_passphrase(args.passphrase_fd, confirm=True)
+        secret = _keyspec.read_passphrase(args.passphrase_fd, confirm=True)
         recipients.append(passphrase.Passphrase(secret, work_factor=args.work_factor))
     if not recipients:
         return {"key": load_key(args)}
@@ -486,10 +486,10 @@ def encryption_keys(args: argparse.Namespace) -> dict:
 
 def decryption_keys(args: argparse.Namespace) -> dict:
     """``key=`` and/or ``identities=`` for decrypt, rotate and verify, from -k, -i and -p."""
-    identities = [_cli_keys.load_identity(spec) for spec in args.identity]
+    identities = [_keyspec.load_identity(spec) for spec in args.identity]
     if args.passphrase or args.passphrase_fd is not None:
         from . import passphrase
-        secret = _cli_keys.read_passphrase(args.passphrase_fd, confirm=False)
+        secret = _keyspec.read_passphrase(args.passphrase_fd, confirm=False)
         identities.append(passphrase.Passphrase(secret))
     keys: dict = {}
     if getattr(args, "key_file", None) or not identities:
@@ -588,16 +588,16 @@ def _stamp(created) -> str:
 def cmd_rotate(args: argparse.Namespace) -> int:
     from . import rotation
 
-    recipients = [_cli_keys.parse_recipient(text) for text in args.recipient]
+    recipients = [_keyspec.parse_recipient(text) for text in args.recipient]
     if args.new_passphrase or args.new_passphrase_fd is not None:
         if recipients or args.add or args.remove:
             raise KeySpecError("a new passphrase must be the only recipient: drop -r, --add and --remove")
         from . import passphrase
-        secret = _cli_keys.read_passphrase(args.new_passphrase_fd, confirm=True, prompt="new passphrase")
+        secret = _keyspec.read_passphrase(args.new_passphrase_fd, confirm=True, prompt="new passphrase")
         recipients = [passphrase.Passphrase(secret)]
     options = dict(
         identities=identity_list(decryption_keys(args)),
-        add=[_cli_keys.parse_recipient(text) for text in args.add],
+        add=[_keyspec.parse_recipient(text) for text in args.add],
         remove=list(args.remove),
         recipients=recipients or None,
         reencrypt=args.reencrypt, recursive=not args.no_recursive, threads=args.threads,

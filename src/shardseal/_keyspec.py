@@ -1,4 +1,4 @@
-"""How the ``shardseal`` command names recipients and identities on its command line.
+"""How recipients and identities are named by strings: the command line, key references.
 
 Recipients (``-r``, ``--add``), public by nature:
 
