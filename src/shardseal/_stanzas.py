@@ -97,7 +97,7 @@ def _check_fixed_parts(name: str, *parts: tuple[bytes, int]) -> bytes:
 # -- passphrase: scrypt parameters and a checksum against accidental corruption -----------
 
 def passphrase_body(salt: bytes, log2_n: int, r: int, p: int, sealed_key: bytes) -> bytes:
-    _check_scrypt_parameters(log2_n, r, p, ValueError)
+    check_scrypt_parameters(log2_n, r, p, ValueError)
     head = _PASSPHRASE_HEAD.pack(salt, log2_n, r, p) + _check_fixed_parts(
         "passphrase", (sealed_key, SEALED_KEY_SIZE))
     return head + _passphrase_checksum(head)
@@ -111,7 +111,7 @@ def parse_passphrase(body: bytes) -> PassphraseBody:
     if _passphrase_checksum(head) != checksum:
         raise FormatError("the passphrase key stanza is corrupted (its checksum does not match)")
     salt, log2_n, r, p = _PASSPHRASE_HEAD.unpack(head[:_PASSPHRASE_HEAD.size])
-    _check_scrypt_parameters(log2_n, r, p, FormatError)
+    check_scrypt_parameters(log2_n, r, p, FormatError)
     return PassphraseBody(salt, log2_n, r, p, head[_PASSPHRASE_HEAD.size:])
 
 
@@ -119,7 +119,7 @@ def _passphrase_checksum(head: bytes) -> bytes:
     return hashlib.sha256(_PASSPHRASE_CHECKSUM_INFO + head).digest()[:PASSPHRASE_CHECKSUM_SIZE]
 
 
-def _check_scrypt_parameters(log2_n: int, r: int, p: int, error: type) -> None:
+def check_scrypt_parameters(log2_n: int, r: int, p: int, error: type) -> None:
     if not SCRYPT_MIN_LOG2_N <= log2_n <= SCRYPT_MAX_LOG2_N:
         raise error(f"scrypt work factor log2(N) must be {SCRYPT_MIN_LOG2_N}..{SCRYPT_MAX_LOG2_N}, got {log2_n}")
     if not 1 <= r <= SCRYPT_MAX_R or not 1 <= p <= SCRYPT_MAX_P:

@@ -134,7 +134,7 @@ def _seal(passphrase, file_key: bytes, salt: bytes, log2_n: int, r: int, p: int)
     if len(salt) != _stanzas.PASSPHRASE_SALT_SIZE:
         raise ValueError(f"the salt must be {_stanzas.PASSPHRASE_SALT_SIZE} bytes, got {len(salt)}")
     # The bounds are checked before the (possibly long) scrypt run.
-    _stanzas._check_scrypt_parameters(log2_n, r, p, ValueError)
+    _stanzas.check_scrypt_parameters(log2_n, r, p, ValueError)
     key = _wrap_key(passphrase, salt, log2_n, r, p)
     try:
         sealed = AESGCM(key).encrypt(_ZERO_NONCE, bytes(file_key), b"")
