@@ -120,6 +120,8 @@ def _passphrase_checksum(head: bytes) -> bytes:
 
 
 def check_scrypt_parameters(log2_n: int, r: int, p: int, error: type) -> None:
+    """Raises error (ValueError for a writer, FormatError for a reader) for scrypt parameters
+    outside the format's bounds."""
     if not SCRYPT_MIN_LOG2_N <= log2_n <= SCRYPT_MAX_LOG2_N:
         raise error(f"scrypt work factor log2(N) must be {SCRYPT_MIN_LOG2_N}..{SCRYPT_MAX_LOG2_N}, got {log2_n}")
     if not 1 <= r <= SCRYPT_MAX_R or not 1 <= p <= SCRYPT_MAX_P:
