@@ -548,3 +548,43 @@ def test_rfc5649_section_6_vectors():
 def test_key_wrap_helper_errors(call, error):
     with pytest.raises(error):
         call()
+
+
+# ---- several processes changing one keyring ---------------------------------------------------
+
+def test_two_keyring_objects_keep_each_others_changes(tmp_path):
+    path = tmp_path / "shared.json"
+    keyring.Keyring.create(path)
+    first, second = keyring.Keyring.load(path), keyring.Keyring.load(path)
+    first.add("from-first")
+    second.add("from-second")  # loaded before first's add: must not drop it
+    assert [k.name for k in keyring.Keyring.load(path).keys] == ["from-first", "from-second"]
+    recipient = first.recipient("from-first")
+    second.set_state("from-first", keyring.DESTROYED)
+    first.add("later")  # first learns that from-first was destroyed elsewhere
+    states = {k.name: k.state for k in first.keys}
+    assert states == {"from-first": "destroyed", "from-second": "active", "later": "active"}
+    with pytest.raises(ValueError):
+        recipient.wrap(bytes(32), None)
+
+
+def _add_keys(path: str, prefix: str, count: int) -> None:
+    ring = keyring.Keyring.load(path)
+    for i in range(count):
+        ring.add(f"{prefix}-{i}")
+
+
+def test_concurrent_processes_lose_no_key(tmp_path):
+    import multiprocessing
+
+    path = tmp_path / "busy.json"
+    keyring.Keyring.create(path)
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_add_keys, args=(str(path), f"p{n}", 10)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    names = sorted(k.name for k in keyring.Keyring.load(path).keys)
+    assert names == sorted(f"p{n}-{i}" for n in range(4) for i in range(10))

@@ -37,8 +37,10 @@ temporary file in the same folder, fsynced, renamed over the old one, the folder
 mode 0600 from their creation; reading one that group or others may access warns with
 :class:`~shardseal.keyfile.KeyFilePermissionWarning`.
 
-A keyring object saves after every change and does not lock the file: two processes changing
-the same keyring at once can lose one's change (the last save wins).
+A keyring object saves after every change. ``add`` and ``set_state`` hold an exclusive lock
+(``flock`` on the keyring's folder) and first bring the object up to date
+with the file, so that processes changing one keyring at once never lose each other's keys:
+a key added elsewhere appears, and a key destroyed elsewhere is wiped here too.
 
 No message, ``repr`` or log here ever contains key material: only paths, names, ids and states.
 Key bytes are held in bytearrays that :meth:`Keyring.wipe` zeroes (Python itself may still hold
@@ -49,6 +51,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import re
@@ -65,6 +68,11 @@ from ._secretfile import read_secret_file
 # Saves go through this module-level name: tests patch it to make a save fail.
 from ._secretfile import write_secret_file as _write_file
 from .errors import AuthenticationError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; concurrent changes are then not serialised
+    fcntl = None
 
 __all__ = [
     "ACTIVE",
@@ -407,18 +415,19 @@ class Keyring(Identity):
         """
         self._check_not_wiped()
         name = _check_name(name)
-        if any(entry.name == name for entry in self._entries):
-            raise ValueError(f"keyring {self._path} already has a key named {name!r}")
-        key = bytearray(os.urandom(KEK_SIZE))
-        created = datetime.now(timezone.utc).replace(microsecond=0)
-        entry = _Kek(kek_id(key), name, created, ACTIVE, key)
-        self._entries.append(entry)
-        try:
-            self.save()
-        except BaseException:
-            self._entries.pop()
-            entry.wipe()
-            raise
+        with self._locked():
+            if any(entry.name == name for entry in self._entries):
+                raise ValueError(f"keyring {self._path} already has a key named {name!r}")
+            key = bytearray(os.urandom(KEK_SIZE))
+            created = datetime.now(timezone.utc).replace(microsecond=0)
+            entry = _Kek(kek_id(key), name, created, ACTIVE, key)
+            self._entries.append(entry)
+            try:
+                self._write()
+            except BaseException:
+                self._entries.pop()
+                entry.wipe()
+                raise
         return entry.info()
 
     def set_state(self, name_or_id: str, state: str) -> KekInfo:
@@ -436,20 +445,21 @@ class Keyring(Identity):
         self._check_not_wiped()
         if state not in STATES:
             raise ValueError(f"state must be one of {', '.join(STATES)}, got {state!r}")
-        entry = self._find(name_or_id)
-        if entry.state == state:
-            return entry.info()
-        if entry.state == DESTROYED:
-            raise ValueError(f"{entry.describe()} was destroyed: it cannot become {state}")
-        old_state, old_key = entry.state, entry.key
-        entry.state = state
-        if state == DESTROYED:
-            entry.key = None  # saved without its bytes; zeroed only once that file is in place
-        try:
-            self.save()
-        except BaseException:
-            entry.state, entry.key = old_state, old_key
-            raise
+        with self._locked():
+            entry = self._find(name_or_id)
+            if entry.state == state:
+                return entry.info()
+            if entry.state == DESTROYED:
+                raise ValueError(f"{entry.describe()} was destroyed: it cannot become {state}")
+            old_state, old_key = entry.state, entry.key
+            entry.state = state
+            if state == DESTROYED:
+                entry.key = None  # saved without its bytes; zeroed only once that file is in place
+            try:
+                self._write()
+            except BaseException:
+                entry.state, entry.key = old_state, old_key
+                raise
         if state == DESTROYED and old_key is not None:
             old_key[:] = bytes(len(old_key))
         return entry.info()
@@ -462,7 +472,61 @@ class Keyring(Identity):
             OSError: the file cannot be written.
         """
         self._check_not_wiped()
+        with self._lock():
+            self._write()
+
+    def _write(self) -> None:
         _write_file(self._path, _encode(self._entries), overwrite=True)
+
+    @contextlib.contextmanager
+    def _lock(self):
+        """Holds an exclusive lock on the keyring's folder. The file itself cannot carry the
+        lock (every save renames a new file over it), and locking the folder leaves no lock
+        file behind; changes to keyrings are rare, so serialising a whole folder costs nothing."""
+        if fcntl is None:
+            yield
+            return
+        fd = os.open(self._path.parent, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """Holds the lock with this object brought up to date with the file (see _reload)."""
+        with self._lock():
+            self._reload()
+            yield
+
+    def _reload(self) -> None:
+        """Takes in what other processes saved since this object read the file: new keys are
+        added, state changes applied (a key destroyed there is wiped here), and keys no longer
+        in the file dropped. Entries are updated in place, so recipients made from this
+        keyring see the changes."""
+        try:
+            with open(self._path, "rb") as file:
+                data = file.read(MAX_KEYRING_FILE_SIZE + 1)
+        except FileNotFoundError:
+            return  # not saved yet (or removed): this object's state is all there is
+        if len(data) > MAX_KEYRING_FILE_SIZE:
+            raise KeyringFileError(f"{self._path}: not a shardseal keyring (larger than "
+                                   f"{MAX_KEYRING_FILE_SIZE} bytes)")
+        on_disk = _decode(data, os.fspath(self._path))
+        mine = {entry.id: entry for entry in self._entries}
+        merged = []
+        for fresh in on_disk:
+            entry = mine.get(fresh.id)
+            if entry is None:
+                merged.append(fresh)
+                continue
+            entry.state = fresh.state
+            if fresh.key is None:
+                entry.wipe()
+            fresh.wipe()
+            merged.append(entry)
+        self._entries = merged
 
     def wipe(self) -> None:
         """Zeroes every key in memory. The keyring (and its recipients) can no longer wrap,
