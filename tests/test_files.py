@@ -1460,3 +1460,29 @@ def test_multi_gib_sparse_round_trip(tmp_path):
     finally:
         for path in (src, enc, dec):
             path.unlink(missing_ok=True)
+
+
+def test_folder_lock_serialises_processes(tmp_path):
+    """Keyrings, dataset manifests and rotation take this lock around read-modify-replace."""
+    import multiprocessing
+
+    from shardseal._files import folder_lock
+
+    context = multiprocessing.get_context("fork")
+    held, release = context.Event(), context.Event()
+
+    def holder():
+        with folder_lock(tmp_path):
+            held.set()
+            release.wait(30)
+
+    child = context.Process(target=holder)
+    child.start()
+    assert held.wait(30)
+    start = time.monotonic()
+    threading.Timer(0.3, release.set).start()
+    with folder_lock(tmp_path):
+        waited = time.monotonic() - start
+    child.join(30)
+    assert waited >= 0.25 and child.exitcode == 0
+    assert sorted(tmp_path.iterdir()) == []  # no lock file left behind

@@ -13,6 +13,11 @@ from typing import Any, Callable, Mapping, Optional, Union
 from . import audit
 from ._stream import DecryptingReader, EncryptingWriter
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; concurrent writers are then not serialised
+    fcntl = None
+
 PathLike = Union[str, "os.PathLike[str]"]
 # progress=True shows a tqdm bar; a callable is called with each block's byte count.
 Progress = Union[bool, Callable[[int], object]]
@@ -63,6 +68,26 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def folder_lock(folder):
+    """Holds an exclusive ``flock`` on a folder while files in it are read, changed and replaced.
+
+    Files that are replaced by renaming a new file over them cannot carry the lock themselves,
+    and a lock on the folder leaves no lock file behind. Key rings, dataset manifests and key
+    rotation take it around each read-modify-replace, so two processes never overwrite each
+    other's change. Held per open descriptor: do not nest it for one folder in one process.
+    """
+    if fcntl is None:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _is_path(obj) -> bool:

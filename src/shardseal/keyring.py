@@ -64,15 +64,12 @@ from cryptography.hazmat.primitives import keywrap
 
 from . import _backend, _stanzas
 from ._envelope import Identity, Recipient, WrapContext
+from ._files import folder_lock
 from ._secretfile import read_secret_file
 # Saves go through this module-level name: tests patch it to make a save fail.
 from ._secretfile import write_secret_file as _write_file
 from .errors import AuthenticationError
 
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; concurrent changes are then not serialised
-    fcntl = None
 
 __all__ = [
     "ACTIVE",
@@ -478,20 +475,9 @@ class Keyring(Identity):
     def _write(self) -> None:
         _write_file(self._path, _encode(self._entries), overwrite=True)
 
-    @contextlib.contextmanager
     def _lock(self):
-        """Holds an exclusive lock on the keyring's folder. The file itself cannot carry the
-        lock (every save renames a new file over it), and locking the folder leaves no lock
-        file behind; changes to keyrings are rare, so serialising a whole folder costs nothing."""
-        if fcntl is None:
-            yield
-            return
-        fd = os.open(self._path.parent, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock
+        """The keyring's folder lock (a save renames a new file over the keyring)."""
+        return folder_lock(self._path.parent)
 
     @contextlib.contextmanager
     def _locked(self):

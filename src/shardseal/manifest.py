@@ -750,7 +750,9 @@ class Dataset:
                 return
             updated = _now()
             plaintext = _encode_document(bytes(self._key), self._shards, self._created, updated)
-            with audit.target(self._manifest_path):
+            # The folder lock makes the check and the replace one step for other writers and
+            # for key rotation, which takes the same lock.
+            with audit.target(self._manifest_path), _files.folder_lock(self._manifest_path.parent):
                 self._check_unchanged_on_disk()
                 blob = _backend.impl.seal(self._suite, bytes(self._input_key), _api._random_salt(),
                                           self._fixed, plaintext, _buffers.thread_count(self._threads),

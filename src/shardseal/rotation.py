@@ -79,7 +79,7 @@ from . import (
 )
 from ._container import Header, Stanza
 from ._envelope import Recipient, WrapContext
-from ._files import TEMP_STEM_BYTES, _copy_blocks, _fsync_folder
+from ._files import TEMP_STEM_BYTES, _copy_blocks, _fsync_folder, folder_lock
 from ._files import TEMP_SUFFIX as _ATOMIC_TEMP_SUFFIX
 from ._stream import DecryptingReader
 from .errors import AuthenticationError, ShardsealError, TruncatedError
@@ -578,7 +578,9 @@ class _Tally:
 
 def _rotate_counted(path: Path, request: _Request, tally: _Tally, keep_going: bool) -> None:
     try:
-        with audit.target(path):
+        # The folder lock keeps a dataset manifest's save (which takes it too) from writing
+        # an old key block back over a rotated one.
+        with audit.target(path), folder_lock(path.parent):
             _rotate_file(path, request, tally)
     except (ShardsealError, ValueError, OSError) as exc:
         if not keep_going:
