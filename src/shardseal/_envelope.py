@@ -17,9 +17,9 @@ import os
 from dataclasses import dataclass
 from typing import ClassVar, Iterable, Optional, Sequence
 
-from . import _container, _keys, _stanzas, audit
+from . import _backend, _container, _keys, _layout, _stanzas, audit
 from ._container import Stanza
-from .errors import FormatError, KeyNotFoundError, ShardsealError
+from .errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError
 
 FILE_KEY_SIZE = _stanzas.FILE_KEY_SIZE
 
@@ -271,6 +271,23 @@ _NEEDS = {
     _stanzas.PKCS11: "PKCS#11 key {}",
     _stanzas.KMS: "KMS key {}",
 }
+
+
+def proven_message_keys(header: _container.Header, file_key: bytes, message_head):
+    """The message's keys (``MessageKeys``) for a file key, once the message's commitment
+    (``message_head`` = salt || commitment) proves the key right.
+
+    Raises:
+        AuthenticationError: the commitment does not match: a wrong key, or a tampered header
+            or commitment (audited as ``authentication_failed``).
+    """
+    salt, commitment = message_head[:_layout.SALT_SIZE], message_head[_layout.SALT_SIZE:]
+    keys = _backend.impl.MessageKeys(header.suite, _keys.input_key(file_key, header.suite), salt,
+                                     header.fixed)
+    if not keys.commitment_matches(commitment):
+        audit.record("authentication_failed", error="commitment mismatch")
+        raise AuthenticationError()
+    return keys
 
 
 def _key_not_found(header: _container.Header, identities: Sequence[Identity]) -> KeyNotFoundError:

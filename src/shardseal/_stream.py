@@ -16,8 +16,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional
 
 from . import _backend, _buffers, _container, _envelope, _layout, audit
-from ._layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SALT_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
-from .errors import AuthenticationError, ShardsealError, TruncatedError
+from ._layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
+from .errors import ShardsealError, TruncatedError
 
 # Reads of at least this many whole chunks skip the cache and decrypt straight into the
 # caller's buffer, in batches of at most BULK_BATCH_CHUNKS (4 MiB) to bound memory.
@@ -125,14 +125,11 @@ class DecryptingReader(io.BufferedIOBase):
         seekable = _is_seekable(raw)
         start = raw.tell() if seekable else 0
         header = _container.read_header(lambda n: read_exact(raw, n))
-        input_key = _envelope.unwrap_input_key(header, key, identities)
+        file_key = _envelope.unwrap_file_key(header, _envelope.check_identities(key, identities))
         head = read_exact(raw, MESSAGE_HEADER_SIZE)
         if len(head) < MESSAGE_HEADER_SIZE:
             raise TruncatedError("message truncated: shorter than its salt and commitment")
-        self._keys = _backend.impl.MessageKeys(header.suite, input_key, head[:SALT_SIZE], header.fixed)
-        if not self._keys.commitment_matches(head[SALT_SIZE:]):
-            audit.record("authentication_failed", error="commitment mismatch")
-            raise AuthenticationError()
+        self._keys = _envelope.proven_message_keys(header, file_key, head)
         self.header = header
         self._data_start = start + header.size + MESSAGE_HEADER_SIZE
         self._cache: OrderedDict[int, bytearray] = OrderedDict()

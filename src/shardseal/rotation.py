@@ -82,7 +82,7 @@ from ._envelope import Recipient, WrapContext
 from ._files import TEMP_STEM_BYTES, _copy_blocks, _fsync_folder, folder_lock
 from ._files import TEMP_SUFFIX as _ATOMIC_TEMP_SUFFIX
 from ._stream import DecryptingReader
-from .errors import AuthenticationError, ShardsealError, TruncatedError
+from .errors import ShardsealError, TruncatedError
 
 try:
     import fcntl
@@ -643,12 +643,7 @@ def _verified_file_key(header: Header, message_head: bytes, identities: tuple) -
         AuthenticationError: the unwrapped key does not match the commitment.
     """
     file_key = _envelope.unwrap_file_key(header, identities)
-    input_key = _keys.input_key(file_key, header.suite)
-    salt, commitment = message_head[:_layout.SALT_SIZE], message_head[_layout.SALT_SIZE:]
-    keys = _backend.impl.MessageKeys(header.suite, input_key, salt, header.fixed)
-    if not keys.commitment_matches(commitment):
-        audit.record("authentication_failed", error="commitment mismatch")
-        raise AuthenticationError()
+    _envelope.proven_message_keys(header, file_key, message_head)
     return file_key
 
 
