@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from . import _backend, _buffers, _container, _envelope, _keys, _layout, audit
+from . import _backend, _buffers, _container, _envelope, _keys, _layout, _stanzas, audit
 from .errors import FormatError
 
 _ARRAY_CONTENT_TYPE = "numpy.ndarray"
@@ -308,7 +308,7 @@ def container_info(header: _container.Header, message_size: int) -> ContainerInf
     Raises:
         TruncatedError: message_size is not that of a complete message.
     """
-    stanzas = tuple(StanzaInfo(s.type_name, _keys.stanza_key_id(s)) for s in header.stanzas)
+    stanzas = tuple(StanzaInfo(s.type_name, _stanzas.key_id(s)) for s in header.stanzas)
     return ContainerInfo(
         version=header.version,
         suite=_container.SUITE_NAMES[header.suite],

@@ -5,7 +5,7 @@ Envelope keys (recipients and identities) are in ``_envelope``; both end in ``in
 
 from __future__ import annotations
 
-from . import _backend, _container, _stanzas
+from . import _backend, _container
 from ._container import Stanza
 
 KEY_SIZE = 32
@@ -50,7 +50,3 @@ def input_key(key: bytes, suite: int) -> bytes:
         return key
     return _backend.impl.hkdf_expand_sha512(key, _COBBLESTONE_128_KEY_INFO, 16)
 
-
-def stanza_key_id(stanza: Stanza) -> str:
-    """The public key id a stanza names, or "" for a type that names none."""
-    return _stanzas.key_id(stanza)
