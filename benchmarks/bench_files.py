@@ -68,6 +68,7 @@ if __package__:  # imported as part of the benchmarks package (python -m benchma
         VerificationError,
         command_version,
         cpu_model,
+        drop_caches,
         load_average,
         native_openssl,
         openssl_cli_version,
@@ -84,6 +85,7 @@ else:  # run as a script: python benchmarks/bench_files.py
         VerificationError,
         command_version,
         cpu_model,
+        drop_caches,
         load_average,
         native_openssl,
         openssl_cli_version,
@@ -220,16 +222,6 @@ def fsync_path(path: str) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-
-
-def drop_caches() -> bool:
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w", encoding="ascii") as f:
-            f.write("3\n")
-        return True
-    except OSError:
-        return False
 
 
 def run_command(cmd: list, env: Optional[dict] = None) -> None:

@@ -41,12 +41,13 @@ from typing import Callable, Optional
 
 import shardseal
 from shardseal import _envelope, _layout, _stanzas
+from shardseal.rotation import _human_bytes as fmt_bytes  # the report's own byte counts
 from shardseal.rotation import rotate
 
 if __package__:  # python -m benchmarks.bench_rotate
-    from ._common import NCORES, CpuMonitor, cpu_model, load_average
+    from ._common import NCORES, CpuMonitor, cpu_model, drop_caches, load_average
 else:  # python benchmarks/bench_rotate.py
-    from _common import NCORES, CpuMonitor, cpu_model, load_average
+    from _common import NCORES, CpuMonitor, cpu_model, drop_caches, load_average
 
 MiB = 1 << 20
 SPACE_MARGIN = 256 * MiB
@@ -154,16 +155,6 @@ class Row:
         return statistics.median(self.seconds)
 
 
-def drop_caches() -> bool:
-    os.sync()
-    try:
-        with open("/proc/sys/vm/drop_caches", "w", encoding="ascii") as f:
-            f.write("3\n")
-        return True
-    except OSError:
-        return False
-
-
 def timed(row: Row, run: Callable[[], object], check: Callable[[object], None], cold: bool) -> None:
     if cold:
         drop_caches()
@@ -220,14 +211,6 @@ def verify(folder: Path, identity, plaintext: bytes, key_ids: list) -> int:
 
 
 # ---- output -------------------------------------------------------------------------------
-
-
-def fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n}"
 
 
 def table(rows: list, files: int, payload: int) -> str:
