@@ -22,7 +22,7 @@ import getpass
 import os
 from typing import Optional
 
-from . import keyfile
+from . import _envelope, keyfile
 from ._envelope import DirectKey, Identity, Recipient
 from .errors import ShardsealError
 
@@ -49,23 +49,17 @@ def parse_recipient(text: str) -> Recipient:
     if text.startswith(X25519_SECRET_PREFIX):
         raise KeySpecError("-r takes a recipient (public), not an X25519 identity (secret): "
                            "keep that one private")
+    if not text.startswith((X25519_RECIPIENT_PREFIX, "keyring:", "pkcs11:", "aws-kms:")):
+        raise KeySpecError(f"unknown recipient {_shown(text)}: expected ssealx1..., "
+                           "keyring:PATH[#NAME], pkcs11:token=...;object=... or aws-kms:KEY")
     try:
-        if text.startswith(X25519_RECIPIENT_PREFIX):
-            from . import x25519
-            return x25519.X25519Recipient.from_string(text)
         if text.startswith("keyring:"):
             path, _, name = text[len("keyring:"):].partition("#")
             return _load_keyring(path).recipient(name or None)
-        if text.startswith("pkcs11:"):
-            from . import pkcs11
-            return pkcs11.Pkcs11Key.from_uri(text)
-        if text.startswith("aws-kms:"):
-            from . import kms
-            return kms.parse_recipient(text)
+        # The forms the library itself takes as recipient strings.
+        return _envelope.parse_recipient(text)
     except (ValueError, OSError, ShardsealError) as exc:
         raise KeyLoadError(f"recipient {_shown(text)}: {_reason(exc)}") from None
-    raise KeySpecError(f"unknown recipient {_shown(text)}: expected ssealx1..., keyring:PATH[#NAME], "
-                       "pkcs11:token=...;object=... or aws-kms:KEY")
 
 
 def load_identity(spec: str) -> Identity:
