@@ -238,11 +238,10 @@ def unwrap_file_key(header: _container.Header, identities: Iterable[Identity]) -
         for stanza in header.stanzas:
             if stanza.type != identity.stanza_type:
                 continue
-            key_id = _stanzas.key_id(stanza)
             try:
                 file_key = identity.unwrap(stanza.body, context)
             except ShardsealError as exc:
-                audit.record("unwrap_failed", stanza=stanza.type_name, key_id=key_id,
+                audit.record("unwrap_failed", stanza=stanza.type_name, key_id=_stanzas.key_id(stanza),
                              error=type(exc).__name__)
                 failure = failure or exc
                 continue
@@ -250,7 +249,7 @@ def unwrap_file_key(header: _container.Header, identities: Iterable[Identity]) -
                 if len(file_key) != FILE_KEY_SIZE:
                     raise FormatError(f"the {stanza.type_name} stanza holds a {len(file_key)}-byte "
                                       f"file key, not {FILE_KEY_SIZE}")
-                audit.record("unwrap", stanza=stanza.type_name, key_id=key_id)
+                audit.record("unwrap", stanza=stanza.type_name, key_id=_stanzas.key_id(stanza))
                 return bytes(file_key)
     if failure is not None:
         raise failure

@@ -304,7 +304,7 @@ class DecryptingReader(io.BufferedIOBase):
         return plain
 
     def _open_chunks(self, index: int, sealed, plain, final: bool, threads: int) -> None:
-        with audit.target(self._audit_name), audit.authentication_failures():
+        with audit.authentication_failures(self._audit_name):
             self._keys.open_chunks_into(index, sealed, plain, final, threads)
 
     def _bulk_scratch(self, size: int) -> memoryview:

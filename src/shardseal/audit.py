@@ -42,6 +42,8 @@ import os
 import time
 from typing import Iterator, Optional, Union
 
+from .errors import AuthenticationError
+
 __all__ = ["LOGGER_NAME", "JsonFormatter", "enable", "logger", "record", "target"]
 
 LOGGER_NAME = "shardseal.audit"
@@ -69,16 +71,27 @@ def record(event: str, **fields) -> None:
     logger.log(level, "shardseal %s %s", event, summary, extra={"shardseal": data})
 
 
-@contextlib.contextmanager
-def authentication_failures() -> Iterator[None]:
-    """Records an ``authentication_failed`` event for an AuthenticationError raised inside."""
-    from .errors import AuthenticationError
+class authentication_failures:  # noqa: N801 - used like a function: `with ...():`
+    """Records an ``authentication_failed`` event for an AuthenticationError raised inside,
+    naming the file ``path`` when given.
 
-    try:
-        yield
-    except AuthenticationError as exc:
-        record("authentication_failed", error=str(exc))
-        raise
+    A class rather than a generator-based context manager: it wraps every chunk read of a
+    decrypting stream, where a generator's setup would cost more than the bookkeeping.
+    """
+
+    __slots__ = ("_path",)
+
+    def __init__(self, path=None) -> None:
+        self._path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        if exc_type is not None and issubclass(exc_type, AuthenticationError):
+            with target(self._path):
+                record("authentication_failed", error=str(exc))
+        return False
 
 
 @contextlib.contextmanager
