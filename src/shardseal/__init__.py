@@ -29,7 +29,6 @@ from ._api import (
 )
 from ._files import decrypt_file, encrypt_file, open
 from ._stream import DecryptingReader, EncryptingWriter
-from .rotation import RotationReport, rotate
 from ._envelope import Identity, Recipient, WrapContext
 from .errors import (
     AuthenticationError,
@@ -87,4 +86,9 @@ def __getattr__(name: str):
     # `backend` is looked up on each access: "native" or "python".
     if name == "backend":
         return _backend.name
+    # Rotation is imported on first use: a large module that readers and DataLoader workers,
+    # which import shardseal in every process, never need.
+    if name in ("rotate", "RotationReport"):
+        from . import rotation
+        return getattr(rotation, name)
     raise AttributeError(f"module 'shardseal' has no attribute {name!r}")
