@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import stat
+import sys
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -403,6 +404,12 @@ class DecryptingReader(io.BufferedIOBase):
         return data
 
 
+def _handled_exception() -> tuple:
+    """The exception being handled or propagating here, and its traceback ((None, None) if none)."""
+    _, exception, traceback = sys.exc_info()
+    return exception, traceback
+
+
 def _is_seekable(raw) -> bool:
     try:
         return bool(raw.seekable())
@@ -414,8 +421,29 @@ class EncryptingWriter(io.BufferedIOBase):
     """A write-only binary stream that encrypts into a shardseal container.
 
     Plaintext is buffered and sealed in batches on the thread pool while the previous batch is
-    written on a background thread. ``close`` writes the final chunk; without it the container
-    is incomplete and fails to decrypt. Created by ``shardseal.open(f, "wb")``.
+    written on a background thread. Created by ``shardseal.open(f, "wb")`` and by the fsspec
+    ``sseal`` filesystem.
+
+    Only a completed container authenticates: completing writes the short final chunk, and a
+    container without it fails to decrypt with ``TruncatedError``. The writer completes only a
+    write that ended cleanly, and aborts (never completes) an interrupted one:
+
+    * ``with`` block: a clean exit completes; an exception aborts.
+    * ``close()``: completes, unless an exception is propagating that was not already being
+      handled when the writer was created; then it aborts. Wrappers that close their file
+      without saying why (``fsspec.open``'s ``with`` block, ``contextlib.closing``, a
+      ``finally:`` clause) therefore abort on an exception too.
+    * ``finish()``: completes whatever exception is being handled. Use it to complete a
+      container from inside an ``except`` block for an unrelated, handled exception, where
+      ``close()`` would abort.
+    * ``abort()``; garbage collection of an unclosed writer, or of a text or buffered wrapper
+      around it (``io.TextIOWrapper``); a write error: abort.
+    * A process that dies never completes: it leaves the temporary file of a path target, or
+      an incomplete container that fails to decrypt.
+
+    Aborting discards what was written where the writer owns the destination (a path given to
+    ``shardseal.open``; an fsspec target file, which is removed); on a caller's file object it
+    leaves an incomplete container that fails to decrypt.
     """
 
     def __init__(self, raw, key=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
@@ -432,6 +460,10 @@ class EncryptingWriter(io.BufferedIOBase):
         self._next_chunk = 0
         self._written = 0
         self._finished = False  # completed or aborted: nothing more reaches raw
+        self._completed = False
+        # What was being handled here: close() aborts while any other exception propagates.
+        self._exception_at_creation = _handled_exception()
+        self._wrapper_dropped = False  # a wrapper is being garbage collected unclosed
         self._pending_write: Optional[Future] = None
         self._io = ThreadPoolExecutor(1, thread_name_prefix="shardseal-writer")
         try:
@@ -497,21 +529,69 @@ class EncryptingWriter(io.BufferedIOBase):
             self._raw.flush()
 
     def close(self) -> None:
-        """Writes the final chunk, flushes and completes the container."""
+        """Completes the container, or aborts it when the write was interrupted.
+
+        Interrupted means: an exception is propagating that was not already being handled
+        when the writer was created (a failure inside a ``with`` block that closes this
+        file, such as ``fsspec.open``'s), or a wrapper around the writer is being garbage
+        collected without being closed. An aborted write raises nothing here: the exception
+        that interrupted it goes on. Closing a closed writer does nothing.
+
+        Raises:
+            OSError: the final write or flush failed (the container is then aborted).
+        """
         if self.closed:
             return
+        if self._interrupted():
+            self._abort()
+            return
+        self._complete()
+
+    def finish(self) -> None:
+        """Completes the container and closes the writer, whatever exception is being handled.
+
+        Raises:
+            ValueError: the writer was aborted (nothing can complete it any more).
+            OSError: the final write or flush failed (the container is then aborted).
+        """
+        if self.closed:
+            if not self._completed:
+                raise ValueError("this shardseal writer was aborted: its container cannot be completed")
+            return
+        self._complete()
+
+    def _interrupted(self) -> bool:
+        if self._wrapper_dropped:
+            return True
+        exception, traceback = _handled_exception()
+        if exception is None:
+            return False
+        # The same exception re-raised has a new traceback: that is an interruption too.
+        created_exception, created_traceback = self._exception_at_creation
+        return exception is not created_exception or traceback is not created_traceback
+
+    def _complete(self) -> None:
+        """Writes the final chunk, flushes, and runs on_close (commit into place)."""
         try:
             self._seal(memoryview(self._buffer), final=True)
             self._wait_for_write()
             self._raw.flush()
             self._io.shutdown()
             self._finished = True
+            self._completed = True
             if self._on_close is not None:
                 self._on_close()
         except BaseException:
+            self._completed = False
             self._abort()
             raise
+        self._exception_at_creation = (None, None)
         super().close()
+
+    def _dealloc_warn(self, source) -> None:
+        # CPython's io wrappers (TextIOWrapper, BufferedWriter) call this on their buffer when
+        # they are garbage collected unclosed, just before closing it: abort, not complete.
+        self._wrapper_dropped = True
 
     def abort(self) -> None:
         """Discards the container: with a path destination nothing is left under its name."""
@@ -522,6 +602,7 @@ class EncryptingWriter(io.BufferedIOBase):
             return
         self._finished = True
         self._buffer = bytearray()
+        self._exception_at_creation = (None, None)  # drops the frames it holds
         try:
             if self._pending_write is not None:
                 self._pending_write.exception()
@@ -532,10 +613,11 @@ class EncryptingWriter(io.BufferedIOBase):
                 self._on_abort()
 
     def __exit__(self, exc_type, exc, tb):
+        # The with statement says whether its block failed: no need to infer it as close() does.
         if exc_type is not None:
             self._abort()
-        else:
-            self.close()
+        elif not self.closed:
+            self._complete()
 
     def __del__(self) -> None:
         # An unclosed writer is an interrupted one: never complete a container by accident.

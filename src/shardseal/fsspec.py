@@ -364,11 +364,14 @@ class _Sequential:
 class _TargetWriter(EncryptingWriter):
     """An EncryptingWriter over a file it opened on the target filesystem.
 
-    ``close`` completes the container and closes the target file. An aborted writer (an
-    exception in its ``with`` block, ``abort()``, garbage collection before ``close``)
-    removes its incomplete container when it was auto-committed, or discards the target's
-    temporary file inside a transaction (best effort: errors there are not raised over the
-    original one). ``commit``/``discard`` make it usable in an fsspec transaction.
+    Completing the container (``close`` after a clean write, ``finish``) closes the target
+    file. An aborted writer (an exception in its ``with`` block or in ``fsspec.open``'s,
+    ``abort()``, garbage collection before ``close``: see ``EncryptingWriter``) removes its
+    incomplete container when it was auto-committed, or discards the target's temporary file
+    inside a transaction (best effort: errors there are not raised over the original one). A
+    target that keeps what it was given (``memory://`` inside a transaction) is left holding
+    an incomplete container that fails to decrypt with ``TruncatedError``.
+    ``commit``/``discard`` make it usable in an fsspec transaction.
     """
 
     def __init__(self, raw, key, *, fs, path, autocommit, **kwargs) -> None:
@@ -392,9 +395,16 @@ class _TargetWriter(EncryptingWriter):
 
     def commit(self) -> None:
         """Transaction end: completes the container if still open, commits the target file
-        (an aborted writer has nothing to commit)."""
+        (an aborted writer has nothing to commit).
+
+        fsspec commits only a transaction whose block ended without an exception, so a writer
+        still open here is completed as ``finish`` would.
+
+        Raises:
+            OSError: the final write, or the target's commit, failed.
+        """
         if not self.closed:
-            self.close()
+            self.finish()
         if not self._aborted:
             self._raw.commit()
 
