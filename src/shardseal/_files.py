@@ -114,9 +114,11 @@ def open(file, mode: str = "rb", key=None, *, recipients=None, identities=None,
 
     Returns:
         A ``DecryptingReader`` or an ``EncryptingWriter`` (both ``io.BufferedIOBase``). A writer
-        given a path writes a temporary file and renames it into place on ``close``; if it is
-        not closed cleanly (an exception in its ``with`` block, the process dying) nothing is
-        left under the path.
+        given a path writes a temporary file and renames it into place when it completes. An
+        interrupted write never completes (see ``EncryptingWriter``: an exception in its
+        ``with`` block, ``close()`` while an exception propagates, garbage collection, the
+        process dying): nothing is left under the path, and a file object is left holding an
+        incomplete container that fails with ``TruncatedError``.
 
     Raises:
         ValueError: an unsupported mode.

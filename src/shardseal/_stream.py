@@ -535,7 +535,9 @@ class EncryptingWriter(io.BufferedIOBase):
         when the writer was created (a failure inside a ``with`` block that closes this
         file, such as ``fsspec.open``'s), or a wrapper around the writer is being garbage
         collected without being closed. An aborted write raises nothing here: the exception
-        that interrupted it goes on. Closing a closed writer does nothing.
+        that interrupted it goes on. Closing a closed writer does nothing. One case looks
+        clean: a bare ``raise`` of the very exception that was being handled when the writer
+        was created (same object, same traceback); ``abort()`` before it.
 
         Raises:
             OSError: the final write or flush failed (the container is then aborted).

@@ -12,6 +12,10 @@ on write, everything else (listing, ``info``, deleting, copying) goes straight t
     ...     f.read()
     b'weights'
 
+A write interrupted by an exception (in ``fsspec.open``'s ``with`` block too, which closes the
+file without passing the exception on) or by garbage collection never completes its container:
+the incomplete one is removed from the target (see ``shardseal.EncryptingWriter``).
+
 Reads are random access on any seekable target: only the 16 KiB chunks a read touches are
 fetched (over HTTP or object storage, as range requests) and authenticated. Sizes reported by
 ``ls``/``info``/``size`` are those of the stored ciphertext; an opened reader's ``size`` is the
