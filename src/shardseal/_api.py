@@ -241,9 +241,13 @@ def _descr_from_json(descr):
 
 def _descr_to_dtype(descr) -> np.dtype:
     try:
-        return np.lib.format.descr_to_dtype(_descr_from_json(descr))
+        dtype = np.lib.format.descr_to_dtype(_descr_from_json(descr))
     except (TypeError, ValueError) as exc:
         raise FormatError(f"the header's array dtype is not valid: {exc}") from None
+    if dtype.hasobject:
+        # Python object references are not bytes: such a header was never written by encrypt_array.
+        raise FormatError("the header's array dtype holds Python objects, which no container can hold")
+    return dtype
 
 
 def encrypt_array(array, key=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
@@ -279,7 +283,7 @@ def decrypt_array(blob, key=None, *, identities=None, threads: Optional[int] = N
         raise FormatError("this container does not hold a numpy array (use decrypt())")
     dtype = _descr_to_dtype(spec["dtype"])
     shape = spec["shape"]
-    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+    if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):  # no bools
         raise FormatError("the header's array shape is not a list of non-negative ints")
     plaintext_size = _layout.message_plaintext_size(view.nbytes - header.size)
     if int(np.prod(shape, dtype=object)) * dtype.itemsize != plaintext_size:

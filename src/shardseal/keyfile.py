@@ -6,12 +6,14 @@ A key file is UTF-8 text::
     # key id: 5f0c3a...e1
     shardseal-key-1:q2Bv...3Jc=
 
+* lines end with LF or CRLF; spaces and tabs around a line are ignored;
 * lines starting with ``#`` are comments and blank lines are ignored (``keygen`` writes the
   creation time and the key id, the public fingerprint that ``shardseal inspect`` shows for the
   files a key opens; neither is checked when reading);
-* exactly one line is ``shardseal-key-1:`` followed by the 32 key bytes in standard base64
-  (RFC 4648 section 4, with its ``=`` padding: 44 characters). Surrounding whitespace and
-  CRLF line ends are accepted.
+* exactly one line is ``shardseal-key-1:`` followed by the 32 key bytes in canonical standard
+  base64 (RFC 4648 section 4, with its ``=`` padding and zero unused bits: 44 characters).
+
+docs/FORMAT.md section 9 is the full specification.
 
 ``read_key_file`` also accepts a raw binary file of exactly 32 bytes (the key itself), unless
 all 32 bytes are printable text: that is almost certainly a password or a hex string cut
@@ -42,6 +44,7 @@ __all__ = [
     "format_key_file",
     "parse_key_file",
     "read_key_file",
+    "text_lines",
     "write_key_file",
 ]
 
@@ -96,8 +99,7 @@ def parse_key_file(data: bytes, name: str = "key file") -> bytes:
     except UnicodeDecodeError:
         raise KeyFileError(f"{name}: not a shardseal key file (binary, and not 32 bytes long)") from None
     keys = []
-    for line in text.splitlines():
-        line = line.strip()
+    for line in text_lines(text):
         if not line or line.startswith("#"):
             continue
         if not line.startswith(KEY_LINE_PREFIX):
@@ -112,14 +114,26 @@ def parse_key_file(data: bytes, name: str = "key file") -> bytes:
     return keys[0]
 
 
+def text_lines(text: str) -> list[str]:
+    """The lines of a key or identity file: split at LF (a CR before it is part of the line
+    end), spaces and tabs around each line removed. Only these characters count as line
+    ends and blanks, whatever Unicode calls whitespace (docs/FORMAT.md section 8)."""
+    return [line.strip(" \t\r") for line in text.split("\n")]
+
+
 def _decode_key_line(encoded: str, name: str) -> bytes:
+    encoded = encoded.strip(" \t")
     try:
-        key = base64.b64decode(encoded.strip().encode("ascii"), validate=True)
+        key = base64.b64decode(encoded.encode("ascii"), validate=True)
     except (UnicodeEncodeError, binascii.Error):
         raise KeyFileError(f"{name}: not a shardseal key file (the key is not valid base64)") from None
     if len(key) != KEY_SIZE:
         raise KeyFileError(f"{name}: not a shardseal key file (the key is {len(key)} bytes, "
                            f"not {KEY_SIZE})")
+    if base64.b64encode(key).decode("ascii") != encoded:
+        # Nonzero unused bits in the last character: one key would have several spellings.
+        raise KeyFileError(f"{name}: not a shardseal key file (the key is not canonical base64: "
+                           "its last character before '=' is mistyped)")
     return key
 
 

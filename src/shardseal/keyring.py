@@ -29,8 +29,9 @@ The file is UTF-8 JSON::
       ]
     }
 
-``key`` is absent exactly when the state is ``destroyed``. Reading is strict: anything else
-(an unknown format or field, duplicate names or ids, bad base64, a key that is not 32 bytes, an
+``key`` is absent exactly when the state is ``destroyed``. docs/FORMAT.md section 11 is the
+full specification. Reading is strict: anything else
+(an unknown format or field, duplicate names or ids, bad or non-canonical base64, a key that is not 32 bytes, an
 id that does not match its key, an unknown state, a destroyed entry that still holds key bytes,
 a file over 1 MiB) is a :class:`KeyringFileError`. Keyring files are written atomically (a
 temporary file in the same folder, fsynced, renamed over the old one, the folder fsynced) with
@@ -100,7 +101,8 @@ STANZA_SIZE = _stanzas.KEY_ID_SIZE + _stanzas.AES_KW_SIZE
 
 _KEK_ID_INFO = b"shardseal/v1/keyring-kek-id"
 _TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-_TIME_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+# ASCII digits only: Python's \d would also take other scripts' digits.
+_TIME_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 _ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 _AES_KEY_SIZES = (16, 24, 32)
 _ENTRY_FIELDS = frozenset({"id", "name", "created", "state", "key"})
@@ -690,6 +692,10 @@ def _decode_key(item: dict, state: str, where: str) -> Optional[bytearray]:
         size = len(key)
         key[:] = bytes(size)
         raise KeyringFileError(f"{where}: its key is {size} bytes, not {KEK_SIZE}")
+    if base64.b64encode(key).decode("ascii") != encoded:
+        # Nonzero unused bits in the last character: one key would have several spellings.
+        key[:] = bytes(KEK_SIZE)
+        raise KeyringFileError(f"{where}: its key is not canonical base64")
     return key
 
 

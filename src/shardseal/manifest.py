@@ -87,9 +87,11 @@ _MANIFEST_FIELDS = frozenset({"format", "dataset_key", "dataset_key_id", "shards
 _SHARD_FIELDS = frozenset({"name", "size", "sha256"})
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _KEY_ID_HEX = re.compile(r"[0-9a-f]{32}")
-# The time form the writer emits (datetime.isoformat with an offset); checked by pattern so
-# that what a reader accepts does not depend on the Python version's fromisoformat.
-_ISO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?[+-]\d\d:\d\d")
+# The one time form the writer emits and a reader accepts (UTC, whole seconds, "+00:00": what
+# datetime.isoformat gives), checked by pattern so that what a reader accepts does not depend
+# on the Python version's fromisoformat. ASCII digits only (Python's \d takes any script's).
+_ISO_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\+00:00")
+_MAX_SHARD_SIZE = 2**63 - 1  # a file size every platform's signed 64-bit offset can hold
 
 
 @dataclass(frozen=True)
@@ -161,8 +163,9 @@ def _name_problem(name: str) -> Optional[str]:
     """Why name is not a valid shard name, or None."""
     if not name:
         return "it is empty"
-    if "\\" in name or "\x00" in name:
-        return "it holds a backslash or a NUL character"
+    if "\\" in name or any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        # Control characters (newline, escape) would let a name rewrite a report's lines.
+        return "it holds a backslash or a control character"
     if name.startswith("/"):
         return "it is absolute"
     if any(part in ("", ".", "..") for part in name.split("/")):
@@ -325,6 +328,7 @@ def _parse_shards(entries, manifest_name: str) -> dict:
     if not isinstance(entries, list):
         raise FormatError("the manifest's shards must be a JSON list")
     shards: dict = {}
+    previous = None
     for entry in entries:
         if not isinstance(entry, dict):
             raise FormatError("each shard entry in the manifest must be a JSON object")
@@ -335,8 +339,12 @@ def _parse_shards(entries, manifest_name: str) -> dict:
                               "(names are relative, normalised POSIX paths without '..')")
         if name in shards:
             raise FormatError(f"the manifest lists shard {name!r} twice")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise FormatError(f"the manifest's size of shard {name!r} is not a non-negative integer")
+        if previous is not None and name < previous:
+            # One plaintext per shard list: writers sort by code point (= UTF-8 byte order).
+            raise FormatError(f"the manifest's shards are not sorted by name ({name!r} after {previous!r})")
+        previous = name
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= _MAX_SHARD_SIZE:
+            raise FormatError(f"the manifest's size of shard {name!r} is not an integer from 0 to 2^63 - 1")
         if not isinstance(sha256, str) or not _SHA256_HEX.fullmatch(sha256):
             raise FormatError(f"the manifest's sha256 of shard {name!r} is not 64 lowercase hex digits")
         shards[name] = ShardInfo(name, size, sha256)
@@ -350,7 +358,7 @@ def _parse_time(value, field: str) -> str:
     except ValueError:
         valid = False
     if not valid:
-        raise FormatError(f"the manifest's {field} time must be an ISO 8601 time with a UTC offset")
+        raise FormatError(f"the manifest's {field} time must be a UTC time like 2024-05-01T12:00:00+00:00")
     return value
 
 

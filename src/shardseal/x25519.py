@@ -27,6 +27,9 @@ String forms carry a 4-byte SHA-256 checksum, so that a mistyped character is ca
 * identity: ``SSEAL-X25519-SECRET-1`` + uppercase base32, unpadded, of
   ``private || SHA-256("shardseal/v1/x25519-identity" || private)[:4]``.
 
+Readers accept only those cases and the canonical encoding (the two unused bits of the last
+character are zero); docs/FORMAT.md section 10 specifies the strings and identity files.
+
 Identities never pickle and never show their secret in ``repr``, messages or logs (only the
 recipient id); ``to_string`` is the one explicit way out.
 """
@@ -50,7 +53,7 @@ from . import _stanzas
 from ._envelope import Identity, Recipient, WrapContext
 from ._secretfile import read_secret_file, write_secret_file
 from .errors import AuthenticationError
-from .keyfile import KeyFileError
+from .keyfile import KeyFileError, text_lines
 
 __all__ = [
     "IDENTITY_PREFIX",
@@ -81,6 +84,7 @@ _ZERO_NONCE = bytes(12)  # safe: each wrap key seals exactly one file key
 _FIELD_PRIME = 2**255 - 19
 _BASE32_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 _BASE32_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz234567")
+_ASCII_BLANKS = " \t\r\n"
 # An identity file is a few lines; anything larger is not one (and is not read whole).
 MAX_IDENTITY_FILE_SIZE = 64 * 1024
 
@@ -192,7 +196,8 @@ def _decode_key_string(text, prefix: str, lowercase: bool, label: bytes, what: s
     """
     if not isinstance(text, str):
         raise TypeError(f"an X25519 {what} string must be a str, not {type(text).__name__}")
-    text = text.strip()  # copy and paste often brings a newline along
+    # Copy and paste often brings a newline along; only ASCII blanks are ignored (FORMAT.md 10).
+    text = text.strip(_ASCII_BLANKS)
     if not text.startswith(prefix):
         raise ValueError(f"not an X25519 {what} string: it must start with {prefix!r}")
     encoded = text[len(prefix):]
@@ -259,7 +264,7 @@ class X25519Recipient(Recipient):
             TypeError: text is not a str.
             ValueError: not a valid recipient string (the message says why, without quoting it).
         """
-        if isinstance(text, str) and text.strip().upper().startswith(IDENTITY_PREFIX):
+        if isinstance(text, str) and text.strip(_ASCII_BLANKS).upper().startswith(IDENTITY_PREFIX):
             raise ValueError("this is an X25519 identity, a secret key, not a recipient: give its "
                              f"recipient string ({RECIPIENT_PREFIX}...) and keep the identity private")
         public = _decode_key_string(text, RECIPIENT_PREFIX, True, _RECIPIENT_CHECKSUM_LABEL, "recipient")
@@ -431,8 +436,9 @@ def format_identity_file(identity: X25519Identity, created: Optional[datetime] =
 def parse_identity_file(data: bytes, name: str = "identity file") -> X25519Identity:
     """The identity in an identity file's contents.
 
-    Lines starting with ``#`` and blank lines are ignored, as are surrounding whitespace and
-    CRLF line ends; exactly one line must be an identity string.
+    Lines end with LF or CRLF; lines starting with ``#`` and blank lines are ignored, as are
+    spaces and tabs around a line; exactly one line must be an identity string
+    (docs/FORMAT.md section 10).
 
     Args:
         data: the file's bytes.
@@ -445,8 +451,7 @@ def parse_identity_file(data: bytes, name: str = "identity file") -> X25519Ident
         text = bytes(data).decode("utf-8")
     except UnicodeDecodeError:
         raise IdentityFileError(f"{name}: not an X25519 identity file (not UTF-8 text)") from None
-    lines = [line.strip() for line in text.splitlines()]
-    secrets = [line for line in lines if line and not line.startswith("#")]
+    secrets = [line for line in text_lines(text) if line and not line.startswith("#")]
     for line in secrets:
         if not line.startswith(IDENTITY_PREFIX):
             raise IdentityFileError(f"{name}: not an X25519 identity file (a line is neither a "
