@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from . import _backend, _buffers, _container, _envelope, _keys, _layout, _stanzas, audit
+from . import _backend, _buffers, _container, _envelope, _keys, _layout, _redact, _stanzas, audit
 from .errors import FormatError
 
 _ARRAY_CONTENT_TYPE = "numpy.ndarray"
@@ -61,7 +61,7 @@ def _header_metadata(metadata: Optional[Mapping[str, Any]], extra: Optional[dict
 
 def _check_suite(suite) -> int:
     if suite not in _layout.SUITE_KEY_SIZES or isinstance(suite, bool):
-        raise ValueError(f"suite must be 256 or 128, got {suite!r}")
+        raise ValueError(f"suite must be 256 or 128, got {_redact.shown(suite)}")
     return suite
 
 
@@ -83,7 +83,7 @@ def encrypted_size(plaintext_size: int, *, metadata: Optional[Mapping[str, Any]]
         ValueError: a negative size or an unknown suite.
     """
     if isinstance(plaintext_size, bool) or not isinstance(plaintext_size, int) or plaintext_size < 0:
-        raise ValueError(f"plaintext_size must be a non-negative int, got {plaintext_size!r}")
+        raise ValueError(f"plaintext_size must be a non-negative int, got {_redact.shown(plaintext_size)}")
     fixed = _container.encode_fixed(_check_suite(suite), _header_metadata(metadata))
     if recipients is None:
         stanza = _keys.direct_stanza(bytes(_keys.KEY_SIZE))  # the size does not depend on the key

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
-from . import audit
+from . import _redact, audit
 from ._stream import DecryptingReader, EncryptingWriter
 
 try:
@@ -124,7 +124,7 @@ def open(file, mode: str = "rb", key=None, *, recipients=None, identities=None,
             container that cannot be opened (the header and commitment are checked here).
     """
     if mode not in ("rb", "wb"):
-        raise ValueError(f"mode must be 'rb' or 'wb', got {mode!r} (containers are binary)")
+        raise ValueError(f"mode must be 'rb' or 'wb', got {_redact.shown(mode)} (containers are binary)")
     if mode == "rb":
         if recipients is not None:
             raise TypeError("recipients= is for writing; give key= or identities= to read")

@@ -33,7 +33,7 @@ from typing import BinaryIO, Callable, Optional
 
 import shardseal
 
-from . import _container, _keys, _keyspec, audit, keyfile
+from . import _container, _keys, _keyspec, _redact, audit, keyfile
 from ._keyspec import KeySpecError
 from ._envelope import DirectKey
 from ._api import container_info
@@ -148,7 +148,7 @@ def _describe_os_error(exc: OSError, fallback_name: Optional[str] = None) -> str
     name = os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else None
     if name is None or name.endswith(TEMP_SUFFIX):
         name = fallback_name  # a temporary file's name means nothing to the user
-    return f"{name}: {exc.strerror}" if name is not None else exc.strerror
+    return f"{_shown_path(name)}: {exc.strerror}" if name is not None else exc.strerror
 
 
 def _describe_file_failure(failure: FileFailed) -> str:
@@ -166,8 +166,37 @@ def _display(path: Optional[str]) -> Optional[str]:
     return "standard input" if path == STDIO else path
 
 
+def _shown_path(path: str) -> str:
+    """A path argument as messages show it: hidden when it names nothing and might be a key."""
+    if os.path.lexists(path) or not _redact.looks_like_secret(path):
+        return path
+    return _redact.shown_argument(path)
+
+
+# The command-line arguments that might be secrets (a key pasted where a path or an option
+# belongs): no message line ever shows one of them, whatever produced it (argparse included).
+_secret_arguments: list[str] = []
+
+
+def _note_secret_arguments(argv: list[str]) -> None:
+    _secret_arguments.clear()
+    for argument in argv:
+        for candidate in (argument, argument.partition("=")[2], argument.partition(":")[2],
+                          argument.partition("#")[0].partition(":")[2]):
+            if candidate and _redact.looks_like_secret(candidate) and not os.path.lexists(candidate):
+                _secret_arguments.extend({candidate, repr(candidate)[1:-1]})
+    _secret_arguments.sort(key=len, reverse=True)
+
+
+def _scrubbed(message: str) -> str:
+    for secret in _secret_arguments:
+        if secret in message:
+            message = message.replace(secret, _redact.shown_argument(secret))
+    return message
+
+
 def _one_line(message: str) -> str:
-    return " ".join(message.split())
+    return " ".join(_scrubbed(message).split())
 
 
 def _error(message: str) -> None:
@@ -190,8 +219,17 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors scrubbed of arguments that might be keys."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_scrubbed(message)}\n")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Runs the command line; returns the exit status (argparse exits 2 on bad usage)."""
+    _note_secret_arguments(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser()
     args = parser.parse_args(argv)
     audit_log = args.audit_log or os.environ.get(AUDIT_LOG_ENV)
@@ -207,7 +245,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             getattr(args, "subparser", parser).error(str(exc))
         except (Exception, KeyboardInterrupt, Terminated) as exc:
             if os.environ.get(DEBUG_ENV) == "1":
-                traceback.print_exc()
+                print(_scrubbed(traceback.format_exc()), end="", file=sys.stderr)
             if isinstance(exc, BrokenPipeError) or (isinstance(exc, FileFailed)
                                                     and isinstance(exc.cause, BrokenPipeError)):
                 _silence_stdout()
@@ -245,7 +283,7 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not an integer: {_redact.shown_argument(text)}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -262,7 +300,7 @@ def _json_object(text: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="shardseal",
         description="Authenticated encryption (AES-GCM, C2SP chunked encryption) for "
                     "machine-learning data: files, folders and pipes.",
@@ -465,7 +503,9 @@ def load_key(args: argparse.Namespace) -> bytes:
     try:
         return keyfile.read_key_file(path)
     except OSError as exc:
-        raise CliError(f"cannot read key file {path}: {exc.strerror or exc}") from None
+        reason = exc.strerror or type(exc).__name__
+    # Raised here, not in the except block: the OSError (its filename is path) is not kept.
+    raise CliError(f"cannot read key file {_shown_path(path)}: {reason}")
 
 
 def encryption_keys(args: argparse.Namespace) -> dict:
