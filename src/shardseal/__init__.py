@@ -77,6 +77,7 @@ __all__ = [
     "WrapContext",
     "WrongPassphraseError",
     "backend",
+    "clean_temp_files",
     "cobblestone",
     "decrypt",
     "decrypt_array",
@@ -105,4 +106,7 @@ def __getattr__(name: str):
     if name in ("rotate", "RotationReport"):
         from . import rotation
         return getattr(rotation, name)
+    if name == "clean_temp_files":
+        from . import cleanup
+        return cleanup.clean_temp_files
     raise AttributeError(f"module 'shardseal' has no attribute {name!r}")

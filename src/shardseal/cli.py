@@ -320,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keyring(commands)
     _add_rotate(commands)
     _add_verify(commands)
+    _add_clean(commands)
     _add_demo(commands)
     return parser
 
@@ -431,6 +432,8 @@ def _add_keyring(commands) -> None:
     sub.add_argument("path", metavar="PATH", help="the keyring file")
     sub.add_argument("name", nargs="?", metavar="NAME", help="a key's name or id")
     sub.add_argument("--force", action="store_true", help="create: replace an existing file")
+    sub.add_argument("-y", "--yes", action="store_true",
+                     help="destroy: do not ask for confirmation (required without a terminal)")
     sub.set_defaults(handler=cmd_keyring, subparser=sub)
 
 
@@ -477,6 +480,32 @@ def _add_verify(commands) -> None:
     sub.add_argument("--deep", action="store_true", help="also decrypt every shard")
     sub.add_argument("--json", action="store_true", help="print the report as JSON")
     sub.set_defaults(handler=cmd_verify, subparser=sub)
+
+
+def _add_clean(commands) -> None:
+    sub = _subcommand(
+        commands, "clean", "remove temporary files that killed runs left behind",
+        "Removes the .*.sseal-tmp files that a killed writer (SIGKILL, power loss) left in "
+        "FOLDER and its sub-folders; a decrypt's holds plaintext. A file is removed only when "
+        "it is older than --older-than minutes and no live writer holds its lock, so a running "
+        "encrypt or decrypt is never disturbed. Symbolic links are neither followed nor removed.")
+    sub.add_argument("folders", nargs="+", metavar="FOLDER", help="the folders to clean")
+    sub.add_argument("--older-than", type=_minutes, default=10.0, metavar="MINUTES",
+                     help="only remove files last modified at least this long ago (default 10)")
+    sub.add_argument("--dry-run", action="store_true", help="list what would be removed")
+    sub.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
+    sub.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    sub.set_defaults(handler=cmd_clean, subparser=sub)
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {_redact.shown_argument(text)}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be a number of minutes, 0 or more")
+    return value
 
 
 def _add_demo(commands) -> None:
@@ -612,6 +641,8 @@ def cmd_keyring(args: argparse.Namespace) -> int:
         info = ring.add(args.name)
         _note(f"added key {info.name} (id {info.id}, active) to {args.path}")
     elif args.action in ("retire", "destroy"):
+        if args.action == "destroy" and not args.yes:
+            _confirm_destroy(args, ring)
         state = "decrypt-only" if args.action == "retire" else "destroyed"
         info = ring.set_state(args.name, state)
         _note(f"key {info.name} (id {info.id}) is now {info.state}")
@@ -619,6 +650,20 @@ def cmd_keyring(args: argparse.Namespace) -> int:
         for info in ring.keys:
             print(f"{info.id}  {info.state:<12}  {_stamp(info.created)}  {info.name}")
     return EXIT_OK
+
+
+def _confirm_destroy(args: argparse.Namespace, ring) -> None:
+    """Asks on the terminal before key bytes are erased; without a terminal, --yes is needed."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        args.subparser.error("keyring destroy erases the key for good: confirm with --yes "
+                             "(no terminal to ask on)")
+    info = next((k for k in ring.keys if args.name in (k.name, k.id)), None)
+    described = f"key {info.name} (id {info.id})" if info is not None else f"key {args.name}"
+    print(f"Destroy {described} in {args.path}? Files encrypted only to it can never be "
+          "decrypted again. Type 'yes' to confirm: ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    if answer != "yes":
+        raise CliError("not confirmed: nothing was destroyed")
 
 
 def _stamp(created) -> str:
@@ -702,6 +747,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     keys = decryption_keys(args)
 
     def decrypt_stream(source: BinaryIO, target: str) -> int:
+        _refuse_empty(source)
         with shardseal.open(source, "rb", threads=args.threads, **keys) as reader:
             if target == STDIO:
                 n = _copy(reader.readinto, sys.stdout.buffer.write)
@@ -726,7 +772,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     direction = Direction(
         name="decrypt",
         verb="decrypted",
-        file=lambda source, target, progress: shardseal.decrypt_file(
+        file=lambda source, target, progress: _refuse_empty_file(source) or shardseal.decrypt_file(
             source, target, threads=args.threads, progress=progress, **keys),
         stream=decrypt_stream,
         output_name=output_name,
@@ -735,10 +781,26 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     return transfer(direction, args)
 
 
+EMPTY_INPUT = "the input is empty: not a shardseal container"
+
+
+def _refuse_empty(source: BinaryIO) -> None:
+    """An empty input is no container at all (exit status 5), not a cut-short one (3)."""
+    peek = getattr(source, "peek", None)
+    if peek is not None and not peek(1):
+        raise FormatError(EMPTY_INPUT)
+
+
+def _refuse_empty_file(path: str) -> None:
+    if os.stat(path).st_size == 0 and stat.S_ISREG(os.stat(path).st_mode):
+        raise FormatError(EMPTY_INPUT)
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         with _open_input(args.input) as source:
             info, size = inspect_stream(source)
+        _check_displayable(info)
     except Exception as exc:
         raise FileFailed(args.input, None, exc) from exc
     report = {"file": args.input, "container_size": size, **dataclasses.asdict(info)}
@@ -746,6 +808,30 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
         print(_inspect_text(report))
+    return EXIT_OK
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from . import cleanup
+
+    removed = kept = 0
+    for folder in args.folders:
+        if not os.path.isdir(folder):
+            raise CliError(f"{_shown_path(folder)} is not a folder")
+        report = cleanup.clean_temp_files(folder, min_age=args.older_than * 60,
+                                          recursive=not args.no_recursive, dry_run=args.dry_run)
+        for path in report.removed:
+            if not args.quiet:
+                print(f"{'would remove' if args.dry_run else 'removed'} {path}")
+        for path, why in report.kept:
+            if not args.quiet:
+                _note(f"kept {path}: {why}")
+        removed += len(report.removed)
+        kept += len(report.kept)
+    if not args.quiet:
+        verb = "would remove" if args.dry_run else "removed"
+        _note(f"{verb} {removed} leftover temporary file{'' if removed == 1 else 's'}, "
+              f"kept {kept}")
     return EXIT_OK
 
 
@@ -827,8 +913,11 @@ def transfer_folder(direction: Direction, folder: str, output: Optional[str], fo
         raise CliError(f"{folder} is a folder and cannot be written to standard output")
     if os.path.exists(output) and not os.path.isdir(output):
         raise CliError(f"{output} exists and is not a folder")
-    plan = _plan_folder(direction, folder, output)
+    plan, links = _plan_folder(direction, folder, output)
+    for link in links:
+        _warn(f"skipped {link}: a symbolic link (links inside a folder are never followed)")
     for _, target, _ in plan:
+        _refuse_links_below(output, target)
         _check_output(target, force, many=len(plan))
     os.makedirs(output, exist_ok=True)
     totals = Totals()
@@ -836,6 +925,7 @@ def transfer_folder(direction: Direction, folder: str, output: Optional[str], fo
     with _folder_progress(progress, sum(size for _, _, size in plan), description) as bar:
         for index, (source, target, _) in enumerate(plan):
             try:
+                _refuse_links_below(output, target)  # again: one may have appeared since
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 totals.nbytes += direction.file(source, target, bar.update if bar is not None else False)
             except Exception as exc:
@@ -846,23 +936,48 @@ def transfer_folder(direction: Direction, folder: str, output: Optional[str], fo
     return totals
 
 
-def _plan_folder(direction: Direction, folder: str, output: str) -> list[tuple[str, str, int]]:
-    """(source, target, size) for each selected regular file under folder, sorted; the output
-    folder is skipped when it lies inside the input folder."""
+def _plan_folder(direction: Direction, folder: str,
+                 output: str) -> tuple[list[tuple[str, str, int]], list[str]]:
+    """(source, target, size) for each selected regular file under folder, sorted, and the
+    symbolic links found there, which are never followed (as ``rotate`` does: a link could
+    lead out of the folder). The output folder is skipped when it lies inside the input."""
     output_real = os.path.realpath(output)
-    plan = []
-    for root, dirs, files in os.walk(folder, onerror=_raise):
-        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) != output_real)
+    plan, links = [], []
+    for root, dirs, files in os.walk(folder, onerror=_raise):  # never descends into links
+        links += sorted(os.path.join(root, d) for d in dirs if os.path.islink(os.path.join(root, d)))
+        dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(root, d))
+                         and os.path.realpath(os.path.join(root, d)) != output_real)
         for name in sorted(files):
             source = os.path.join(root, name)
-            if not direction.selects(name):
+            info = os.lstat(source)
+            if stat.S_ISLNK(info.st_mode):
+                links.append(source)
                 continue
-            info = os.stat(source)
-            if not stat.S_ISREG(info.st_mode):
+            if not direction.selects(name) or not stat.S_ISREG(info.st_mode):
                 continue  # sockets, FIFOs, devices
             relative = os.path.relpath(source, folder)
             plan.append((source, os.path.join(output, direction.output_name(relative)), info.st_size))
-    return plan
+    return plan, links
+
+
+def _refuse_links_below(root: str, target: str) -> None:
+    """Refuses a target whose folders below root include a symbolic link (or a non-folder):
+    writing through a link planted in the output folder could put files anywhere."""
+    relative = os.path.relpath(os.path.dirname(target), root)
+    if relative == os.curdir:
+        return
+    path = root
+    for part in relative.split(os.sep):
+        path = os.path.join(path, part)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return  # created later by makedirs, as a real folder
+        if stat.S_ISLNK(info.st_mode):
+            raise CliError(f"refusing to write {target}: {path} is a symbolic link "
+                           "(outputs are never written through links)")
+        if not stat.S_ISDIR(info.st_mode):
+            raise CliError(f"{path} exists and is not a folder")
 
 
 def _raise(exc: OSError) -> None:
@@ -942,6 +1057,30 @@ def inspect_stream(source: BinaryIO) -> tuple[shardseal.ContainerInfo, int]:
 
 
 _C1_CONTROLS = re.compile("[\x7f-\x9f]")
+# inspect shows header metadata nested at most this deep; deeper is refused (FormatError, exit
+# status 5): JSON nested hundreds deep is hostile, and printing it would recurse that deep.
+MAX_DISPLAY_DEPTH = 100
+
+
+def _nesting_depth(value) -> int:
+    """How deeply lists and dicts nest in a JSON value (counted without recursion)."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _check_displayable(info: shardseal.ContainerInfo) -> None:
+    """Raises FormatError when the header's JSON is nested too deeply to display."""
+    for value in (info.metadata, info.array, info.tensor):
+        if _nesting_depth(value) > MAX_DISPLAY_DEPTH:
+            raise FormatError(f"the header's metadata is nested more than {MAX_DISPLAY_DEPTH} "
+                              "levels deep: inspect does not display it")
 
 
 def _json_text(value) -> str:
