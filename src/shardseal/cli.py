@@ -1,4 +1,5 @@
-"""The ``shardseal`` command: keygen, encrypt, decrypt, inspect, keyring, rotate, verify, demo.
+"""The ``shardseal`` command: keygen, encrypt, decrypt, inspect, keyring, rotate, verify, clean,
+demo.
 
 Layers, top to bottom:
 
@@ -68,7 +69,8 @@ exit status:
        (verify: a shard is missing, modified or unlisted)
   4    wrong key: the container was not encrypted to the given key, identities or
        passphrase
-  5    not a shardseal container, or a format this version cannot read
+  5    not a shardseal container (an empty input included), a format this version
+       cannot read, or (inspect) metadata nested too deeply to display
   130  interrupted (Ctrl-C); no partial output file is left behind
   143  terminated (SIGTERM); likewise
 
