@@ -311,8 +311,8 @@ def inspect(source, *, partial: bool = False, container_size: Optional[int] = No
         TruncatedError: the container (or the header, with partial) is cut short.
         OSError: a path or file that cannot be read.
     """
-    if isinstance(source, (str, bytes, os.PathLike)) and not _is_buffer(source):
-        with open(source, "rb") as file:
+    if isinstance(source, (str, os.PathLike)):
+        with _open_path(source) as file:
             return _inspect_file(file, container_size)
     if hasattr(source, "read") and not _is_buffer(source):
         return _inspect_file(source, container_size)
@@ -322,6 +322,18 @@ def inspect(source, *, partial: bool = False, container_size: Optional[int] = No
     if partial:
         return container_info(header, None)
     return container_info(header, view.nbytes - header.size)
+
+
+def _open_path(path):
+    """open(path, "rb"), whose error names the path only when it cannot be a key pasted there."""
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        errno, strerror = exc.errno, exc.strerror
+    name = os.fsdecode(path)
+    shown = name if os.path.lexists(name) or not _redact.looks_like_secret(name) else \
+        _redact.shown_argument(name)
+    raise OSError(errno, strerror, shown)  # outside the except block: no __context__
 
 
 def _is_buffer(obj) -> bool:

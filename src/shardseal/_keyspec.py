@@ -72,7 +72,8 @@ def load_identity(spec: str) -> Identity:
             return kms.parse_identity(spec)
         return _load_identity_file(spec)
     except OSError as exc:
-        message = f"cannot read identity {_shown(spec)}: {exc.strerror or type(exc).__name__}"
+        shown = _shown(spec) if _looks_like_secret(spec) or _redact.looks_like_secret(spec) else spec
+        message = f"cannot read identity {shown}: {exc.strerror or type(exc).__name__}"
     except (ValueError, ShardsealError) as exc:
         if isinstance(exc, (KeySpecError, KeyLoadError)):
             raise
