@@ -159,7 +159,7 @@ def test_keyring_lifecycle(work):
     assert (work / "out").read_bytes() == DATA
     result = run("encrypt", "-r", "keyring:ring.json#kek-2025", "-o", "x.sseal", "data.bin", cwd=work)
     assert result.returncode == 1 and b"only active keys wrap" in result.stderr, result.stderr
-    assert_ok(run("keyring", "destroy", "ring.json", "kek-2025", cwd=work))
+    assert_ok(run("keyring", "destroy", "--yes", "ring.json", "kek-2025", cwd=work))
     assert_error(run("decrypt", "-i", "ring.json", "-o", "out2", "data.bin.sseal", cwd=work), 4, old_id)
 
 
@@ -226,7 +226,7 @@ def test_rotate_moves_a_folder_to_a_new_kek_without_touching_payloads(work):
     for f in files:
         assert payload_after_header(f) == before[f.name]
         assert old_id not in [s.key_id for s in shardseal.inspect(f.read_bytes()).stanzas]
-    assert_ok(run("keyring", "destroy", "ring.json", "old", cwd=work))
+    assert_ok(run("keyring", "destroy", "--yes", "ring.json", "old", cwd=work))
     assert_ok(run("decrypt", "-i", "ring.json", "-o", "dec", "enc", cwd=work))
     for i in range(3):
         assert (work / "dec" / f"s{i}.bin").read_bytes() == (work / "data" / f"s{i}.bin").read_bytes()

@@ -33,9 +33,16 @@ from ._envelope import Identity, Recipient, WrapContext
 from .errors import (
     AuthenticationError,
     FormatError,
+    HsmError,
+    IdentityFileError,
+    KeyFileError,
+    KeyLoadError,
     KeyNotFoundError,
+    KeySpecError,
+    KeyringFileError,
     KmsError,
     ManifestChangedError,
+    Pkcs11LoginError,
     ShardMismatchError,
     ShardsealError,
     TruncatedError,
@@ -50,10 +57,17 @@ __all__ = [
     "DecryptingReader",
     "EncryptingWriter",
     "FormatError",
+    "HsmError",
     "Identity",
+    "IdentityFileError",
+    "KeyFileError",
+    "KeyLoadError",
     "KeyNotFoundError",
+    "KeySpecError",
+    "KeyringFileError",
     "KmsError",
     "ManifestChangedError",
+    "Pkcs11LoginError",
     "Recipient",
     "RotationReport",
     "ShardMismatchError",
@@ -63,6 +77,7 @@ __all__ = [
     "WrapContext",
     "WrongPassphraseError",
     "backend",
+    "clean_temp_files",
     "cobblestone",
     "decrypt",
     "decrypt_array",
@@ -91,4 +106,7 @@ def __getattr__(name: str):
     if name in ("rotate", "RotationReport"):
         from . import rotation
         return getattr(rotation, name)
+    if name == "clean_temp_files":
+        from . import cleanup
+        return cleanup.clean_temp_files
     raise AttributeError(f"module 'shardseal' has no attribute {name!r}")

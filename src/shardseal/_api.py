@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from . import _backend, _buffers, _container, _envelope, _keys, _layout, _stanzas, audit
+from . import _backend, _buffers, _container, _envelope, _keys, _layout, _redact, _stanzas, audit
 from .errors import FormatError
 
 _ARRAY_CONTENT_TYPE = "numpy.ndarray"
@@ -46,7 +46,7 @@ class ContainerInfo:
     array: Optional[dict]
     content_type: Optional[str]
     header_size: int
-    plaintext_size: int
+    plaintext_size: Optional[int]  # None: unknown (inspect of a prefix, or of a pipe)
     tensor: Optional[dict] = None
 
 
@@ -61,7 +61,7 @@ def _header_metadata(metadata: Optional[Mapping[str, Any]], extra: Optional[dict
 
 def _check_suite(suite) -> int:
     if suite not in _layout.SUITE_KEY_SIZES or isinstance(suite, bool):
-        raise ValueError(f"suite must be 256 or 128, got {suite!r}")
+        raise ValueError(f"suite must be 256 or 128, got {_redact.shown(suite)}")
     return suite
 
 
@@ -83,7 +83,7 @@ def encrypted_size(plaintext_size: int, *, metadata: Optional[Mapping[str, Any]]
         ValueError: a negative size or an unknown suite.
     """
     if isinstance(plaintext_size, bool) or not isinstance(plaintext_size, int) or plaintext_size < 0:
-        raise ValueError(f"plaintext_size must be a non-negative int, got {plaintext_size!r}")
+        raise ValueError(f"plaintext_size must be a non-negative int, got {_redact.shown(plaintext_size)}")
     fixed = _container.encode_fixed(_check_suite(suite), _header_metadata(metadata))
     if recipients is None:
         stanza = _keys.direct_stanza(bytes(_keys.KEY_SIZE))  # the size does not depend on the key
@@ -295,19 +295,93 @@ def decrypt_array(blob, key=None, *, identities=None, threads: Optional[int] = N
     return result
 
 
-def inspect(blob) -> ContainerInfo:
-    """Reads a container's header without a key: suite, key stanzas and metadata.
+def inspect(source, *, partial: bool = False, container_size: Optional[int] = None) -> ContainerInfo:
+    """Reads a container's header without a key: suite, key stanzas, metadata and sizes.
+
+    Args:
+        source: the container as bytes-like data, a path, or a binary file object. From a
+            path or a file only the header is read; the container's size is the file's
+            size (from the file object's current position to its end).
+        partial: source (bytes-like) holds only the start of the container, such as its
+            first few KiB read from storage: plaintext_size is then None (unknown) unless
+            container_size gives the whole container's size. Without partial, bytes-like
+            data is taken to be the whole container: a prefix whose length happens to be
+            that of a complete container cannot be told apart from one, so pass the path,
+            the file, or partial=True.
+        container_size: the whole container's size in bytes, when source is a prefix.
 
     Raises:
         FormatError: not a shardseal container this version reads.
-        TruncatedError: the container is cut short.
+        TruncatedError: the container (or the header, with partial) is cut short.
+        OSError: a path or file that cannot be read.
     """
-    view, header = _open_header(blob)
+    if isinstance(source, (str, os.PathLike)):
+        with _open_path(source) as file:
+            return _inspect_file(file, container_size)
+    if hasattr(source, "read") and not _is_buffer(source):
+        return _inspect_file(source, container_size)
+    view, header = _open_header(source)
+    if container_size is not None:
+        return container_info(header, _check_container_size(container_size, header) - header.size)
+    if partial:
+        return container_info(header, None)
     return container_info(header, view.nbytes - header.size)
 
 
-def container_info(header: _container.Header, message_size: int) -> ContainerInfo:
-    """The ContainerInfo of a parsed header followed by a message of message_size bytes.
+def _open_path(path):
+    """open(path, "rb"), whose error names the path only when it cannot be a key pasted there."""
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        errno, strerror = exc.errno, exc.strerror
+    name = os.fsdecode(path)
+    shown = name if os.path.lexists(name) or not _redact.looks_like_secret(name) else \
+        _redact.shown_argument(name)
+    raise OSError(errno, strerror, shown)  # outside the except block: no __context__
+
+
+def _is_buffer(obj) -> bool:
+    # bytes is both a path (os.fsencode-style) and a buffer: bytes are always data here.
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return True
+    try:
+        memoryview(obj)
+    except TypeError:
+        return False
+    return True
+
+
+def _check_container_size(size, header: _container.Header) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < header.size:
+        raise ValueError(f"container_size must be an int of at least the header's size "
+                         f"({header.size}), got {_redact.shown(size)}")
+    return size
+
+
+def _inspect_file(file, container_size: Optional[int]) -> ContainerInfo:
+    start = file.tell() if file.seekable() else 0
+    header = _container.read_header(lambda n: _read_exact(file, n))
+    if container_size is None:
+        if not file.seekable():
+            return container_info(header, None)  # a pipe: its size is not known
+        container_size = file.seek(0, os.SEEK_END) - start
+    return container_info(header, _check_container_size(container_size, header) - header.size)
+
+
+def _read_exact(file, size: int) -> bytes:
+    parts = []
+    while size > 0:
+        data = file.read(size)
+        if not data:
+            break
+        parts.append(data)
+        size -= len(data)
+    return b"".join(parts)
+
+
+def container_info(header: _container.Header, message_size: Optional[int]) -> ContainerInfo:
+    """The ContainerInfo of a parsed header followed by a message of message_size bytes
+    (None: unknown, and so is the plaintext size).
 
     Raises:
         TruncatedError: message_size is not that of a complete message.
@@ -321,6 +395,6 @@ def container_info(header: _container.Header, message_size: int) -> ContainerInf
         array=header.metadata.get("array"),
         content_type=header.metadata.get("content_type"),
         header_size=header.size,
-        plaintext_size=_layout.message_plaintext_size(message_size),
+        plaintext_size=None if message_size is None else _layout.message_plaintext_size(message_size),
         tensor=header.metadata.get("tensor"),
     )

@@ -89,7 +89,7 @@ def encode_fixed(suite: int, metadata: Mapping[str, Any]) -> bytes:
         ValueError: an unknown suite, or metadata too large for a header.
     """
     if suite not in _SUITE_ID_OF:
-        raise ValueError(f"suite must be 256 or 128, got {suite!r}")
+        raise ValueError(f"suite must be 256 or 128, got {suite if isinstance(suite, int) else type(suite).__name__}")
     body = canonical_json(metadata)
     if _PREFIX.size + len(body) > MAX_HEADER_SIZE // 2:
         raise ValueError(f"metadata too large: {len(body)} bytes of JSON (limit 512 KiB)")

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
-from . import audit
+from . import _redact, audit
 from ._stream import DecryptingReader, EncryptingWriter
 
 try:
@@ -32,7 +32,9 @@ class AtomicFile:
 
     The data is fsynced before the rename and the folder after it, so after a crash the
     destination is either absent (or its old version) or complete. Until then only a
-    ``.<name>.*.sseal-tmp`` file exists, removed on abort.
+    ``.<name>.*.sseal-tmp`` file exists, removed on abort. The writer holds an exclusive
+    ``flock`` on it while it is open, so that ``shardseal clean`` (``cleanup.clean_temp_files``)
+    can tell a live writer's file from one a killed process left behind.
     """
 
     def __init__(self, destination: PathLike, mode: int = 0o600) -> None:
@@ -42,6 +44,8 @@ class AtomicFile:
         stem = os.fsencode(self.destination.name)[:TEMP_STEM_BYTES].decode(errors="ignore")
         fd, temp = tempfile.mkstemp(prefix=f".{stem}.", suffix=TEMP_SUFFIX, dir=folder)
         self.temp = Path(temp)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
         os.fchmod(fd, mode)
         self.file = builtins.open(fd, "wb")
 
@@ -126,7 +130,7 @@ def open(file, mode: str = "rb", key=None, *, recipients=None, identities=None,
             container that cannot be opened (the header and commitment are checked here).
     """
     if mode not in ("rb", "wb"):
-        raise ValueError(f"mode must be 'rb' or 'wb', got {mode!r} (containers are binary)")
+        raise ValueError(f"mode must be 'rb' or 'wb', got {_redact.shown(mode)} (containers are binary)")
     if mode == "rb":
         if recipients is not None:
             raise TypeError("recipients= is for writing; give key= or identities= to read")

@@ -22,22 +22,14 @@ import getpass
 import os
 from typing import Optional
 
-from . import _envelope, keyfile
+from . import _envelope, _redact, keyfile
 from ._envelope import DirectKey, Identity, Recipient
-from .errors import ShardsealError
+from .errors import KeyLoadError, KeySpecError, ShardsealError
 
 X25519_RECIPIENT_PREFIX = "ssealx1"
 X25519_SECRET_PREFIX = "SSEAL-X25519-SECRET-1"
 KEYRING_FORMAT = "shardseal-keyring-1"
 MAX_IDENTITY_FILE_SIZE = 1 << 20
-
-
-class KeySpecError(ValueError):
-    """A recipient or identity on the command line in no known form (a usage error)."""
-
-
-class KeyLoadError(ValueError):
-    """A recipient or identity that names something unreadable or unusable."""
 
 
 def parse_recipient(text: str) -> Recipient:
@@ -59,7 +51,10 @@ def parse_recipient(text: str) -> Recipient:
         # The forms the library itself takes as recipient strings.
         return _envelope.parse_recipient(text)
     except (ValueError, OSError, ShardsealError) as exc:
-        raise KeyLoadError(f"recipient {_shown(text)}: {_reason(exc)}") from None
+        reason = _reason(exc)
+    # Raised here, not in the except block: the failure (an OSError's filename is the text)
+    # must not stay attached as __context__.
+    raise KeyLoadError(f"recipient {_shown(text)}: {reason}")
 
 
 def load_identity(spec: str) -> Identity:
@@ -77,11 +72,15 @@ def load_identity(spec: str) -> Identity:
             return kms.parse_identity(spec)
         return _load_identity_file(spec)
     except OSError as exc:
-        raise KeyLoadError(f"cannot read identity {spec}: {exc.strerror or exc}") from None
+        shown = _shown(spec) if _looks_like_secret(spec) or _redact.looks_like_secret(spec) else spec
+        message = f"cannot read identity {shown}: {exc.strerror or type(exc).__name__}"
     except (ValueError, ShardsealError) as exc:
         if isinstance(exc, (KeySpecError, KeyLoadError)):
             raise
-        raise KeyLoadError(f"identity {_shown(spec)}: {_reason(exc)}") from None
+        message = f"identity {_shown(spec)}: {_reason(exc)}"
+    # Raised outside the except blocks: the failure (an OSError's filename is spec) must not
+    # stay attached as __context__.
+    raise KeyLoadError(message)
 
 
 def _load_identity_file(path: str) -> Identity:
@@ -138,8 +137,15 @@ def _looks_like_secret(text: str) -> bool:
 
 
 def _shown(text: str) -> str:
-    return "(hidden: looks like a secret)" if _looks_like_secret(text) else repr(text)
+    """text for a message: hidden when it might be a secret, unless it names an existing file."""
+    if _looks_like_secret(text):
+        return "(hidden: looks like a secret)"
+    if os.path.lexists(text):
+        return repr(text)
+    return _redact.shown_argument(text)
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror  # str(exc) would repeat the file name, which may be a pasted key
     return str(exc) or type(exc).__name__

@@ -1,4 +1,5 @@
-"""The ``shardseal`` command: keygen, encrypt, decrypt, inspect, keyring, rotate, verify, demo.
+"""The ``shardseal`` command: keygen, encrypt, decrypt, inspect, keyring, rotate, verify, clean,
+demo.
 
 Layers, top to bottom:
 
@@ -33,7 +34,7 @@ from typing import BinaryIO, Callable, Optional
 
 import shardseal
 
-from . import _container, _keys, _keyspec, audit, keyfile
+from . import _container, _keys, _keyspec, _redact, audit, keyfile
 from ._keyspec import KeySpecError
 from ._envelope import DirectKey
 from ._api import container_info
@@ -68,7 +69,8 @@ exit status:
        (verify: a shard is missing, modified or unlisted)
   4    wrong key: the container was not encrypted to the given key, identities or
        passphrase
-  5    not a shardseal container, or a format this version cannot read
+  5    not a shardseal container (an empty input included), a format this version
+       cannot read, or (inspect) metadata nested too deeply to display
   130  interrupted (Ctrl-C); no partial output file is left behind
   143  terminated (SIGTERM); likewise
 
@@ -148,7 +150,7 @@ def _describe_os_error(exc: OSError, fallback_name: Optional[str] = None) -> str
     name = os.fsdecode(name) if isinstance(name, (str, bytes, os.PathLike)) else None
     if name is None or name.endswith(TEMP_SUFFIX):
         name = fallback_name  # a temporary file's name means nothing to the user
-    return f"{name}: {exc.strerror}" if name is not None else exc.strerror
+    return f"{_shown_path(name)}: {exc.strerror}" if name is not None else exc.strerror
 
 
 def _describe_file_failure(failure: FileFailed) -> str:
@@ -166,8 +168,37 @@ def _display(path: Optional[str]) -> Optional[str]:
     return "standard input" if path == STDIO else path
 
 
+def _shown_path(path: str) -> str:
+    """A path argument as messages show it: hidden when it names nothing and might be a key."""
+    if os.path.lexists(path) or not _redact.looks_like_secret(path):
+        return path
+    return _redact.shown_argument(path)
+
+
+# The command-line arguments that might be secrets (a key pasted where a path or an option
+# belongs): no message line ever shows one of them, whatever produced it (argparse included).
+_secret_arguments: list[str] = []
+
+
+def _note_secret_arguments(argv: list[str]) -> None:
+    _secret_arguments.clear()
+    for argument in argv:
+        for candidate in (argument, argument.partition("=")[2], argument.partition(":")[2],
+                          argument.partition("#")[0].partition(":")[2]):
+            if candidate and _redact.looks_like_secret(candidate) and not os.path.lexists(candidate):
+                _secret_arguments.extend({candidate, repr(candidate)[1:-1]})
+    _secret_arguments.sort(key=len, reverse=True)
+
+
+def _scrubbed(message: str) -> str:
+    for secret in _secret_arguments:
+        if secret in message:
+            message = message.replace(secret, _redact.shown_argument(secret))
+    return message
+
+
 def _one_line(message: str) -> str:
-    return " ".join(message.split())
+    return " ".join(_scrubbed(message).split())
 
 
 def _error(message: str) -> None:
@@ -190,8 +221,17 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors scrubbed of arguments that might be keys."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {_scrubbed(message)}\n")
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     """Runs the command line; returns the exit status (argparse exits 2 on bad usage)."""
+    _note_secret_arguments(sys.argv[1:] if argv is None else list(argv))
     parser = build_parser()
     args = parser.parse_args(argv)
     audit_log = args.audit_log or os.environ.get(AUDIT_LOG_ENV)
@@ -207,7 +247,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             getattr(args, "subparser", parser).error(str(exc))
         except (Exception, KeyboardInterrupt, Terminated) as exc:
             if os.environ.get(DEBUG_ENV) == "1":
-                traceback.print_exc()
+                print(_scrubbed(traceback.format_exc()), end="", file=sys.stderr)
             if isinstance(exc, BrokenPipeError) or (isinstance(exc, FileFailed)
                                                     and isinstance(exc.cause, BrokenPipeError)):
                 _silence_stdout()
@@ -245,7 +285,7 @@ def _positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not an integer: {_redact.shown_argument(text)}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
@@ -262,7 +302,7 @@ def _json_object(text: str) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="shardseal",
         description="Authenticated encryption (AES-GCM, C2SP chunked encryption) for "
                     "machine-learning data: files, folders and pipes.",
@@ -282,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_keyring(commands)
     _add_rotate(commands)
     _add_verify(commands)
+    _add_clean(commands)
     _add_demo(commands)
     return parser
 
@@ -393,6 +434,8 @@ def _add_keyring(commands) -> None:
     sub.add_argument("path", metavar="PATH", help="the keyring file")
     sub.add_argument("name", nargs="?", metavar="NAME", help="a key's name or id")
     sub.add_argument("--force", action="store_true", help="create: replace an existing file")
+    sub.add_argument("-y", "--yes", action="store_true",
+                     help="destroy: do not ask for confirmation (required without a terminal)")
     sub.set_defaults(handler=cmd_keyring, subparser=sub)
 
 
@@ -441,6 +484,32 @@ def _add_verify(commands) -> None:
     sub.set_defaults(handler=cmd_verify, subparser=sub)
 
 
+def _add_clean(commands) -> None:
+    sub = _subcommand(
+        commands, "clean", "remove temporary files that killed runs left behind",
+        "Removes the .*.sseal-tmp files that a killed writer (SIGKILL, power loss) left in "
+        "FOLDER and its sub-folders; a decrypt's holds plaintext. A file is removed only when "
+        "it is older than --older-than minutes and no live writer holds its lock, so a running "
+        "encrypt or decrypt is never disturbed. Symbolic links are neither followed nor removed.")
+    sub.add_argument("folders", nargs="+", metavar="FOLDER", help="the folders to clean")
+    sub.add_argument("--older-than", type=_minutes, default=10.0, metavar="MINUTES",
+                     help="only remove files last modified at least this long ago (default 10)")
+    sub.add_argument("--dry-run", action="store_true", help="list what would be removed")
+    sub.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
+    sub.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+    sub.set_defaults(handler=cmd_clean, subparser=sub)
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {_redact.shown_argument(text)}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError("must be a number of minutes, 0 or more")
+    return value
+
+
 def _add_demo(commands) -> None:
     demo = commands.add_parser("demo", help="encrypt, inspect and decrypt a synthetic shard in memory")
     demo.add_argument("--size-mib", type=int, default=256, help="shard size in MiB (default 256)")
@@ -465,7 +534,9 @@ def load_key(args: argparse.Namespace) -> bytes:
     try:
         return keyfile.read_key_file(path)
     except OSError as exc:
-        raise CliError(f"cannot read key file {path}: {exc.strerror or exc}") from None
+        reason = exc.strerror or type(exc).__name__
+    # Raised here, not in the except block: the OSError (its filename is path) is not kept.
+    raise CliError(f"cannot read key file {_shown_path(path)}: {reason}")
 
 
 def encryption_keys(args: argparse.Namespace) -> dict:
@@ -572,6 +643,8 @@ def cmd_keyring(args: argparse.Namespace) -> int:
         info = ring.add(args.name)
         _note(f"added key {info.name} (id {info.id}, active) to {args.path}")
     elif args.action in ("retire", "destroy"):
+        if args.action == "destroy" and not args.yes:
+            _confirm_destroy(args, ring)
         state = "decrypt-only" if args.action == "retire" else "destroyed"
         info = ring.set_state(args.name, state)
         _note(f"key {info.name} (id {info.id}) is now {info.state}")
@@ -579,6 +652,20 @@ def cmd_keyring(args: argparse.Namespace) -> int:
         for info in ring.keys:
             print(f"{info.id}  {info.state:<12}  {_stamp(info.created)}  {info.name}")
     return EXIT_OK
+
+
+def _confirm_destroy(args: argparse.Namespace, ring) -> None:
+    """Asks on the terminal before key bytes are erased; without a terminal, --yes is needed."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        args.subparser.error("keyring destroy erases the key for good: confirm with --yes "
+                             "(no terminal to ask on)")
+    info = next((k for k in ring.keys if args.name in (k.name, k.id)), None)
+    described = f"key {info.name} (id {info.id})" if info is not None else f"key {args.name}"
+    print(f"Destroy {described} in {args.path}? Files encrypted only to it can never be "
+          "decrypted again. Type 'yes' to confirm: ", end="", file=sys.stderr, flush=True)
+    answer = sys.stdin.readline().strip().lower()
+    if answer != "yes":
+        raise CliError("not confirmed: nothing was destroyed")
 
 
 def _stamp(created) -> str:
@@ -662,6 +749,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     keys = decryption_keys(args)
 
     def decrypt_stream(source: BinaryIO, target: str) -> int:
+        _refuse_empty(source)
         with shardseal.open(source, "rb", threads=args.threads, **keys) as reader:
             if target == STDIO:
                 n = _copy(reader.readinto, sys.stdout.buffer.write)
@@ -686,7 +774,7 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     direction = Direction(
         name="decrypt",
         verb="decrypted",
-        file=lambda source, target, progress: shardseal.decrypt_file(
+        file=lambda source, target, progress: _refuse_empty_file(source) or shardseal.decrypt_file(
             source, target, threads=args.threads, progress=progress, **keys),
         stream=decrypt_stream,
         output_name=output_name,
@@ -695,10 +783,26 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     return transfer(direction, args)
 
 
+EMPTY_INPUT = "the input is empty: not a shardseal container"
+
+
+def _refuse_empty(source: BinaryIO) -> None:
+    """An empty input is no container at all (exit status 5), not a cut-short one (3)."""
+    peek = getattr(source, "peek", None)
+    if peek is not None and not peek(1):
+        raise FormatError(EMPTY_INPUT)
+
+
+def _refuse_empty_file(path: str) -> None:
+    if os.stat(path).st_size == 0 and stat.S_ISREG(os.stat(path).st_mode):
+        raise FormatError(EMPTY_INPUT)
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         with _open_input(args.input) as source:
             info, size = inspect_stream(source)
+        _check_displayable(info)
     except Exception as exc:
         raise FileFailed(args.input, None, exc) from exc
     report = {"file": args.input, "container_size": size, **dataclasses.asdict(info)}
@@ -706,6 +810,30 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
         print(_inspect_text(report))
+    return EXIT_OK
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from . import cleanup
+
+    removed = kept = 0
+    for folder in args.folders:
+        if not os.path.isdir(folder):
+            raise CliError(f"{_shown_path(folder)} is not a folder")
+        report = cleanup.clean_temp_files(folder, min_age=args.older_than * 60,
+                                          recursive=not args.no_recursive, dry_run=args.dry_run)
+        for path in report.removed:
+            if not args.quiet:
+                print(f"{'would remove' if args.dry_run else 'removed'} {path}")
+        for path, why in report.kept:
+            if not args.quiet:
+                _note(f"kept {path}: {why}")
+        removed += len(report.removed)
+        kept += len(report.kept)
+    if not args.quiet:
+        verb = "would remove" if args.dry_run else "removed"
+        _note(f"{verb} {removed} leftover temporary file{'' if removed == 1 else 's'}, "
+              f"kept {kept}")
     return EXIT_OK
 
 
@@ -787,8 +915,11 @@ def transfer_folder(direction: Direction, folder: str, output: Optional[str], fo
         raise CliError(f"{folder} is a folder and cannot be written to standard output")
     if os.path.exists(output) and not os.path.isdir(output):
         raise CliError(f"{output} exists and is not a folder")
-    plan = _plan_folder(direction, folder, output)
+    plan, links = _plan_folder(direction, folder, output)
+    for link in links:
+        _warn(f"skipped {link}: a symbolic link (links inside a folder are never followed)")
     for _, target, _ in plan:
+        _refuse_links_below(output, target)
         _check_output(target, force, many=len(plan))
     os.makedirs(output, exist_ok=True)
     totals = Totals()
@@ -796,6 +927,7 @@ def transfer_folder(direction: Direction, folder: str, output: Optional[str], fo
     with _folder_progress(progress, sum(size for _, _, size in plan), description) as bar:
         for index, (source, target, _) in enumerate(plan):
             try:
+                _refuse_links_below(output, target)  # again: one may have appeared since
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 totals.nbytes += direction.file(source, target, bar.update if bar is not None else False)
             except Exception as exc:
@@ -806,23 +938,48 @@ def transfer_folder(direction: Direction, folder: str, output: Optional[str], fo
     return totals
 
 
-def _plan_folder(direction: Direction, folder: str, output: str) -> list[tuple[str, str, int]]:
-    """(source, target, size) for each selected regular file under folder, sorted; the output
-    folder is skipped when it lies inside the input folder."""
+def _plan_folder(direction: Direction, folder: str,
+                 output: str) -> tuple[list[tuple[str, str, int]], list[str]]:
+    """(source, target, size) for each selected regular file under folder, sorted, and the
+    symbolic links found there, which are never followed (as ``rotate`` does: a link could
+    lead out of the folder). The output folder is skipped when it lies inside the input."""
     output_real = os.path.realpath(output)
-    plan = []
-    for root, dirs, files in os.walk(folder, onerror=_raise):
-        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) != output_real)
+    plan, links = [], []
+    for root, dirs, files in os.walk(folder, onerror=_raise):  # never descends into links
+        links += sorted(os.path.join(root, d) for d in dirs if os.path.islink(os.path.join(root, d)))
+        dirs[:] = sorted(d for d in dirs if not os.path.islink(os.path.join(root, d))
+                         and os.path.realpath(os.path.join(root, d)) != output_real)
         for name in sorted(files):
             source = os.path.join(root, name)
-            if not direction.selects(name):
+            info = os.lstat(source)
+            if stat.S_ISLNK(info.st_mode):
+                links.append(source)
                 continue
-            info = os.stat(source)
-            if not stat.S_ISREG(info.st_mode):
+            if not direction.selects(name) or not stat.S_ISREG(info.st_mode):
                 continue  # sockets, FIFOs, devices
             relative = os.path.relpath(source, folder)
             plan.append((source, os.path.join(output, direction.output_name(relative)), info.st_size))
-    return plan
+    return plan, links
+
+
+def _refuse_links_below(root: str, target: str) -> None:
+    """Refuses a target whose folders below root include a symbolic link (or a non-folder):
+    writing through a link planted in the output folder could put files anywhere."""
+    relative = os.path.relpath(os.path.dirname(target), root)
+    if relative == os.curdir:
+        return
+    path = root
+    for part in relative.split(os.sep):
+        path = os.path.join(path, part)
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return  # created later by makedirs, as a real folder
+        if stat.S_ISLNK(info.st_mode):
+            raise CliError(f"refusing to write {target}: {path} is a symbolic link "
+                           "(outputs are never written through links)")
+        if not stat.S_ISDIR(info.st_mode):
+            raise CliError(f"{path} exists and is not a folder")
 
 
 def _raise(exc: OSError) -> None:
@@ -902,6 +1059,30 @@ def inspect_stream(source: BinaryIO) -> tuple[shardseal.ContainerInfo, int]:
 
 
 _C1_CONTROLS = re.compile("[\x7f-\x9f]")
+# inspect shows header metadata nested at most this deep; deeper is refused (FormatError, exit
+# status 5): JSON nested hundreds deep is hostile, and printing it would recurse that deep.
+MAX_DISPLAY_DEPTH = 100
+
+
+def _nesting_depth(value) -> int:
+    """How deeply lists and dicts nest in a JSON value (counted without recursion)."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+            children = item.values() if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _check_displayable(info: shardseal.ContainerInfo) -> None:
+    """Raises FormatError when the header's JSON is nested too deeply to display."""
+    for value in (info.metadata, info.array, info.tensor):
+        if _nesting_depth(value) > MAX_DISPLAY_DEPTH:
+            raise FormatError(f"the header's metadata is nested more than {MAX_DISPLAY_DEPTH} "
+                              "levels deep: inspect does not display it")
 
 
 def _json_text(value) -> str:

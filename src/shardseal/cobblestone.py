@@ -17,7 +17,7 @@ __all__ = ["decrypt", "decrypt_into", "encrypt", "encrypt_into", "encrypted_size
 
 def _check(key, suite) -> bytes:
     if isinstance(suite, bool) or suite not in _layout.SUITE_KEY_SIZES:
-        raise ValueError(f"suite must be 256 or 128, got {suite!r}")
+        raise ValueError(f"suite must be 256 or 128, got {suite if isinstance(suite, int) else type(suite).__name__}")
     view = _buffers.readable(key, "key")
     size = _layout.SUITE_KEY_SIZES[suite]
     if view.nbytes != size:

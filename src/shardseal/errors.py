@@ -2,6 +2,15 @@
 
 Every decryption failure is a :class:`ShardsealError`. Bad arguments (a key of the wrong
 length, a read-only output buffer) raise the built-in ``TypeError`` or ``ValueError``.
+Malformed key, keyring and identity files, and unusable command-line key specifications, raise
+the ``*FileError`` / ``KeySpecError`` / ``KeyLoadError`` classes below: each is a
+``ShardsealError`` and also a ``ValueError`` (what they were before they moved here; the old
+names ``shardseal.keyfile.KeyFileError``, ``shardseal.keyring.KeyringFileError`` and
+``shardseal.x25519.IdentityFileError`` still work).
+
+No message, ``repr``, argument or chained exception (``__cause__``, ``__context__``) of any of
+them holds key material, a passphrase, or a string that might be one: where a bad argument
+could be a secret, messages show its type and length instead.
 """
 
 from __future__ import annotations
@@ -10,7 +19,12 @@ __all__ = [
     "AuthenticationError",
     "FormatError",
     "HsmError",
+    "IdentityFileError",
+    "KeyFileError",
+    "KeyLoadError",
     "KeyNotFoundError",
+    "KeySpecError",
+    "KeyringFileError",
     "KmsError",
     "ManifestChangedError",
     "Pkcs11LoginError",
@@ -121,3 +135,32 @@ class Pkcs11LoginError(HsmError, PermissionError):
 
     The message names the token and never contains the PIN.
     """
+
+
+class KeyFileError(ShardsealError, ValueError):
+    """The file is not a shardseal key file (or a raw 32-byte key).
+
+    Also importable as ``shardseal.keyfile.KeyFileError``. Messages never quote the file's data.
+    """
+
+
+class IdentityFileError(KeyFileError):
+    """The file is not an X25519 identity file (a ``KeyFileError``, so a ``ValueError``).
+
+    Also importable as ``shardseal.x25519.IdentityFileError``.
+    """
+
+
+class KeyringFileError(ShardsealError, ValueError):
+    """The file is not a valid shardseal keyring. Messages never quote key material.
+
+    Also importable as ``shardseal.keyring.KeyringFileError``.
+    """
+
+
+class KeySpecError(ShardsealError, ValueError):
+    """A recipient or identity on the command line in no known form (a usage error)."""
+
+
+class KeyLoadError(ShardsealError, ValueError):
+    """A recipient or identity that names something unreadable or unusable."""

@@ -34,7 +34,7 @@ from typing import Any, Mapping, Optional
 import fsspec
 from fsspec import AbstractFileSystem
 
-from . import _buffers, _keys
+from . import _buffers, _keys, _redact
 from ._api import encrypted_size
 from ._stream import DEFAULT_CACHE_CHUNKS, DecryptingReader, EncryptingWriter
 
@@ -263,7 +263,7 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
             raw = self.fs.open(path, mode, block_size=block_size, autocommit=autocommit, **kwargs)
             return _TargetWriter(raw, key, fs=self.fs, path=path, autocommit=autocommit,
                                  metadata=metadata, threads=threads, suite=suite)
-        raise ValueError(f"sseal files open in 'rb', 'wb' or 'xb' (or text 'r', 'w'), not {mode!r}")
+        raise ValueError(f"sseal files open in 'rb', 'wb' or 'xb' (or text 'r', 'w'), not {_redact.shown(mode)}")
 
     # ---- everything else is the target's (the same paths, sizes of the ciphertext) ---------
 

@@ -34,8 +34,9 @@ import os
 from datetime import datetime, timezone
 from typing import Optional, Union
 
-from . import _keys
+from . import _keys, _redact
 from ._secretfile import KeyFilePermissionWarning, read_secret_file, write_secret_file
+from .errors import KeyFileError  # defined in errors; kept importable from here
 
 __all__ = [
     "KEY_LINE_PREFIX",
@@ -55,10 +56,6 @@ KEY_SIZE = _keys.KEY_SIZE
 # A key file is a few lines; anything larger is not one (and is not read whole).
 MAX_KEY_FILE_SIZE = 64 * 1024
 _PRINTABLE = frozenset(range(0x20, 0x7F)) | frozenset(b"\t\r\n")
-
-
-class KeyFileError(ValueError):
-    """The file is not a shardseal key file (or a raw 32-byte key)."""
 
 
 def format_key_file(key: bytes, created: Optional[datetime] = None) -> str:
@@ -94,10 +91,9 @@ def parse_key_file(data: bytes, name: str = "key file") -> bytes:
             raise KeyFileError(f"{name}: not a shardseal key file (32 bytes of text, not a raw "
                                "32-byte key; create keys with 'shardseal keygen')")
         return data
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise KeyFileError(f"{name}: not a shardseal key file (binary, and not 32 bytes long)") from None
+    text = _redact.utf8_text(data)
+    if text is None:
+        raise KeyFileError(f"{name}: not a shardseal key file (binary, and not 32 bytes long)")
     keys = []
     for line in text_lines(text):
         if not line or line.startswith("#"):
@@ -122,11 +118,12 @@ def text_lines(text: str) -> list[str]:
 
 
 def _decode_key_line(encoded: str, name: str) -> bytes:
+    # No exception of the decoding may become this error's __context__: it would hold the key.
     encoded = encoded.strip(" \t")
-    try:
-        key = base64.b64decode(encoded.encode("ascii"), validate=True)
-    except (UnicodeEncodeError, binascii.Error):
-        raise KeyFileError(f"{name}: not a shardseal key file (the key is not valid base64)") from None
+    ascii_line = _redact.ascii_bytes(encoded)
+    key = _b64decode(ascii_line) if ascii_line is not None else None
+    if key is None:
+        raise KeyFileError(f"{name}: not a shardseal key file (the key is not valid base64)")
     if len(key) != KEY_SIZE:
         raise KeyFileError(f"{name}: not a shardseal key file (the key is {len(key)} bytes, "
                            f"not {KEY_SIZE})")
@@ -135,6 +132,13 @@ def _decode_key_line(encoded: str, name: str) -> bytes:
         raise KeyFileError(f"{name}: not a shardseal key file (the key is not canonical base64: "
                            "its last character before '=' is mistyped)")
     return key
+
+
+def _b64decode(data: bytes) -> Optional[bytes]:
+    try:
+        return base64.b64decode(data, validate=True)
+    except binascii.Error:
+        return None
 
 
 def read_key_file(path: PathLike) -> bytes:

@@ -63,13 +63,13 @@ from typing import Optional, Union
 
 from cryptography.hazmat.primitives import keywrap
 
-from . import _backend, _stanzas
+from . import _backend, _redact, _stanzas
 from ._envelope import Identity, Recipient, WrapContext
 from ._files import folder_lock
 from ._secretfile import read_secret_file
 # Saves go through this module-level name: tests patch it to make a save fail.
 from ._secretfile import write_secret_file as _write_file
-from .errors import AuthenticationError
+from .errors import AuthenticationError, KeyringFileError  # KeyringFileError: kept importable from here
 
 
 __all__ = [
@@ -106,10 +106,6 @@ _TIME_PATTERN = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{
 _ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 _AES_KEY_SIZES = (16, 24, 32)
 _ENTRY_FIELDS = frozenset({"id", "name", "created", "state", "key"})
-
-
-class KeyringFileError(ValueError):
-    """The file is not a valid shardseal keyring. Messages never quote key material."""
 
 
 @dataclass(frozen=True)
@@ -641,15 +637,17 @@ def _parse_json(data: bytes, name: str):
     def no_constants(_):
         raise KeyringFileError(f"{name}: not a valid keyring: NaN or Infinity in the JSON")
 
+    # The errors are raised outside the except blocks: a decoding error kept as __context__
+    # would hold the whole file (UnicodeDecodeError.object, JSONDecodeError.doc), keys included.
+    text = _redact.utf8_text(data)
+    if text is None:
+        raise KeyringFileError(f"{name}: not a shardseal keyring (not UTF-8 text)")
     try:
-        text = data.decode("utf-8")
         return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
-    except UnicodeDecodeError:
-        raise KeyringFileError(f"{name}: not a shardseal keyring (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
         # exc.msg and the position never quote the text itself.
-        raise KeyringFileError(f"{name}: not a shardseal keyring (not JSON: {exc.msg} at line "
-                               f"{exc.lineno} column {exc.colno})") from None
+        where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    raise KeyringFileError(f"{name}: not a shardseal keyring (not JSON: {where})")
 
 
 def _decode_entry(item, where: str) -> _Kek:
@@ -684,10 +682,13 @@ def _decode_key(item: dict, state: str, where: str) -> Optional[bytearray]:
     encoded = item.get("key")
     if not isinstance(encoded, str):
         raise KeyringFileError(f"{where} is {state} but has no key (a base64 string)")
-    try:
-        key = bytearray(base64.b64decode(encoded.encode("ascii"), validate=True))
-    except (UnicodeEncodeError, binascii.Error):
-        raise KeyringFileError(f"{where}: its key is not valid base64") from None
+    key = None
+    ascii_key = _redact.ascii_bytes(encoded)
+    if ascii_key is not None:
+        with contextlib.suppress(binascii.Error):
+            key = bytearray(base64.b64decode(ascii_key, validate=True))
+    if key is None:  # raised here, not in an except block: the key is not kept as __context__
+        raise KeyringFileError(f"{where}: its key is not valid base64")
     if len(key) != KEK_SIZE:
         size = len(key)
         key[:] = bytes(size)

@@ -37,7 +37,7 @@ import os
 import re
 from typing import Iterable, Iterator, Mapping, Optional
 
-from . import _stanzas
+from . import _redact, _stanzas
 from ._envelope import Identity, Recipient, WrapContext
 from .errors import AuthenticationError, KmsError
 
@@ -140,13 +140,13 @@ def _check_provider(provider) -> KeyProvider:
 def _check_key_ref(key_id) -> str:
     if not isinstance(key_id, str):
         raise TypeError(f"a KMS key id must be a str, not {type(key_id).__name__}")
-    try:
-        size = len(key_id.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValueError(f"a KMS key id must be valid text, got {key_id!r}") from None
+    encoded = _redact.utf8_bytes(key_id)  # no UnicodeEncodeError holding key_id as __context__
+    if encoded is None:
+        raise ValueError(f"a KMS key id must be valid text, got {_redact.shown(key_id)}")
+    size = len(encoded)
     if not 1 <= size <= _stanzas.MAX_REFERENCE_SIZE or "\x00" in key_id:
         raise ValueError(f"a KMS key id must be 1 to {_stanzas.MAX_REFERENCE_SIZE} UTF-8 bytes "
-                         f"without NUL, got {key_id!r}")
+                         f"without NUL, got {_redact.shown(key_id)}")
     return key_id
 
 

@@ -38,7 +38,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from . import _stanzas
+from . import _redact, _stanzas
 from ._envelope import Identity, Recipient, WrapContext
 from .errors import FormatError, WrongPassphraseError
 
@@ -70,10 +70,11 @@ def _encode_passphrase(passphrase) -> bytearray:
         ValueError: it is empty, or text that is not valid Unicode (lone surrogates).
     """
     if isinstance(passphrase, str):
-        try:
-            encoded = bytearray(unicodedata.normalize("NFC", passphrase).encode("utf-8"))
-        except UnicodeEncodeError:
-            raise ValueError("the passphrase is not valid Unicode text") from None
+        # No UnicodeEncodeError (whose .object is the passphrase) may become __context__.
+        utf8 = _redact.utf8_bytes(unicodedata.normalize("NFC", passphrase))
+        if utf8 is None:
+            raise ValueError("the passphrase is not valid Unicode text")
+        encoded = bytearray(utf8)
     else:
         try:
             encoded = bytearray(memoryview(passphrase).cast("B"))

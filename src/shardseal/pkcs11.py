@@ -70,7 +70,7 @@ import urllib.parse
 import weakref
 from typing import Any, Callable, Optional, Union
 
-from . import _envelope, _stanzas
+from . import _envelope, _redact, _stanzas
 from .errors import AuthenticationError, FormatError, HsmError, KeyNotFoundError, Pkcs11LoginError
 
 __all__ = [
@@ -260,10 +260,8 @@ def _pin_bytes(pin) -> Optional[bytearray]:
         value = bytearray(pin.encode("utf-8"))
     elif isinstance(pin, (bytes, bytearray, memoryview)):
         value = bytearray(pin)
-        try:
-            value.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ValueError("a PIN must be UTF-8 text") from None
+        if _redact.utf8_text(value) is None:  # no UnicodeDecodeError holding the PIN as context
+            raise ValueError("a PIN must be UTF-8 text")
     else:
         raise TypeError(f"pin must be a str or bytes, not {type(pin).__name__}")
     if not value:

@@ -49,10 +49,10 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from . import _stanzas
+from . import _redact, _stanzas
 from ._envelope import Identity, Recipient, WrapContext
 from ._secretfile import read_secret_file, write_secret_file
-from .errors import AuthenticationError
+from .errors import AuthenticationError, IdentityFileError  # IdentityFileError: kept importable from here
 from .keyfile import KeyFileError, text_lines
 
 __all__ = [
@@ -87,10 +87,6 @@ _BASE32_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz234567")
 _ASCII_BLANKS = " \t\r\n"
 # An identity file is a few lines; anything larger is not one (and is not read whole).
 MAX_IDENTITY_FILE_SIZE = 64 * 1024
-
-
-class IdentityFileError(KeyFileError):
-    """The file is not an X25519 identity file (a ``KeyFileError``, so a ``ValueError``)."""
 
 
 class _ZeroSharedSecret(ValueError):
@@ -447,10 +443,9 @@ def parse_identity_file(data: bytes, name: str = "identity file") -> X25519Ident
     Raises:
         IdentityFileError: data is not an identity file. The message never quotes the data.
     """
-    try:
-        text = bytes(data).decode("utf-8")
-    except UnicodeDecodeError:
-        raise IdentityFileError(f"{name}: not an X25519 identity file (not UTF-8 text)") from None
+    text = _redact.utf8_text(data)  # no UnicodeDecodeError (holding the file) as __context__
+    if text is None:
+        raise IdentityFileError(f"{name}: not an X25519 identity file (not UTF-8 text)")
     secrets = [line for line in text_lines(text) if line and not line.startswith("#")]
     for line in secrets:
         if not line.startswith(IDENTITY_PREFIX):
