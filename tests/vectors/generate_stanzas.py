@@ -68,9 +68,13 @@ def vector(name: str, stanza_type: int, inputs: dict, body: bytes, file_key: byt
     return result
 
 
-def raw_container(name: str, stanzas: list[tuple[int, bytes]], file_key: bytes) -> bytes:
-    """A container with a hand-made key block: bodies are not checked, as a writer would."""
-    fixed = _container.encode_fixed(256, {"user": {"vector": name}})
+def raw_container(name: str, stanzas: list[tuple[int, bytes]], file_key: bytes, metadata=None) -> bytes:
+    """A container with a hand-made key block (bodies are not checked, as a writer would) and,
+    if given, hand-made metadata bytes."""
+    if metadata is None:
+        fixed = _container.encode_fixed(256, {"user": {"vector": name}})
+    else:
+        fixed = _container.MAGIC + struct.pack(">BBI", 1, 1, len(metadata)) + metadata
     block = struct.pack(">H", len(stanzas)) + b"".join(
         struct.pack(">HI", stanza_type, len(body)) + body for stanza_type, body in stanzas)
     return bytes(_backend.impl.seal(256, _keys.input_key(file_key, 256), derived("salt", name, 24),
@@ -136,14 +140,20 @@ def header_checks(vectors: list[dict]) -> list[dict]:
          [pass_stanza, (0x0042, b"future")], "passphrase", "FormatError"),
         ("passphrase-beside-direct", "the passphrase vector's stanza beside a direct stanza",
          [pass_stanza, direct], "key", "FormatError"),
+        ("metadata-nested-64", "metadata nested 64 levels deep (the top-level object is one): the limit",
+         [direct], "key", None),
+        ("metadata-nested-65", "metadata nested 65 levels deep: one past the limit",
+         [direct], "key", "FormatError"),
     ]
+    metadata = {"metadata-nested-64": b'{"a":' * 63 + b"{}" + b"}" * 63,
+                "metadata-nested-65": b'{"a":' * 64 + b"{}" + b"}" * 64}
     result = []
     for name, comment, stanzas, opener, error in cases:
         file_key = pass_key if opener == "passphrase" else key
         result.append({"name": name, "comment": comment,
                        "key": key.hex() if opener == "key" else None,
                        "passphrase": PASSPHRASE if opener == "passphrase" else None,
-                       "container": raw_container(name, stanzas, file_key).hex(),
+                       "container": raw_container(name, stanzas, file_key, metadata.get(name)).hex(),
                        "error": error, "inspect_error": error})
     return result
 
