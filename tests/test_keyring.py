@@ -247,6 +247,9 @@ MALFORMED = [
     ("name-not-a-string", document(entry(name=7)), "invalid name"),
     ("name-like-an-id", document(entry(name="ab" * 16)), "invalid name"),
     ("too-large", document(entry()) + b" " * (1 << 20), "larger than"),
+    ("deeply-nested-list", b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ("deeply-nested-entry", document(entry())[:-3] + b', "x": ' + b'{"a":' * 50_000 + b"1"
+     + b"}" * 50_000 + b"}]}", "nested too deeply"),
 ]
 
 

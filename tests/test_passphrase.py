@@ -261,11 +261,25 @@ def _body_with(log2_n: int, r: int, p: int) -> bytes:
 
 @pytest.mark.parametrize("log2_n, r, p", [(22, 32, 1), (22, 9, 1), (22, 8, 2), (21, 8, 16), (17, 32, 16)])
 def test_stanzas_demanding_too_much_scrypt_work_are_refused_before_any(log2_n, r, p):
-    # Each is within the format's field bounds but beyond what this library ever writes.
+    # Each is within the format's field bounds but beyond what this library ever writes:
+    # refused when the header is parsed (FORMAT.md 2.8), so also by inspect and a direct key.
     body = _body_with(log2_n, r, p)
-    _stanzas.parse_passphrase(body)  # well-formed
+    with pytest.raises(FormatError, match="more scrypt work"):
+        _stanzas.parse_passphrase(body)
     with pytest.raises(FormatError, match="more scrypt work"):
         Passphrase(SECRET).unwrap(body, WrapContext(256, b""))
+    forged = with_stanzas(sealed(), [Stanza(_stanzas.PASSPHRASE, body)])
+    with pytest.raises(FormatError, match="more scrypt work"):
+        shardseal.inspect(forged)
+    with pytest.raises(FormatError, match="more scrypt work"):
+        shardseal.decrypt(forged, shardseal.generate_key())
+    with pytest.raises(FormatError, match="more scrypt work"):
+        shardseal.decrypt(forged, identities=[Passphrase(SECRET)])
+
+
+def test_a_writer_refuses_scrypt_parameters_a_reader_refuses():
+    with pytest.raises(ValueError, match="more scrypt work"):
+        passphrase._seal(b"pw", bytes(32), bytes(16), 22, 32, 1)
 
 
 def test_the_largest_writable_stanza_is_within_the_reader_limit():

@@ -648,6 +648,10 @@ HOSTILE = {
     "trailing bytes": (header_file({"a": entry()}, bytes(9)), "the data section holds 9 bytes"),
     "metadata not str to str": (header_file({"__metadata__": {"a": 1}}), "must map strings to strings"),
     "metadata a list": (header_file({"__metadata__": ["a"]}), "must map strings to strings"),
+    "zero-size with overflowing strides": (header_file({"a": entry(shape=(0, 2**62, 2**62), offsets=(0, 0))}),
+                                           "strides would pass"),
+    "zero-size just past 2**63 bytes": (header_file({"a": entry(shape=(2**61, 0), offsets=(0, 0))}),
+                                        "strides would pass"),
 }
 
 
@@ -670,6 +674,10 @@ def test_hostile_headers_are_rejected_by_safetensors_too():
     for name, (plain, _) in HOSTILE.items():
         if name in ("F4 not supported", "duplicate names"):
             continue
+        if name.startswith("zero-size"):
+            # safetensors accepts the header and torch fails on it later (RuntimeError:
+            # Stride calculation overflowed); this module refuses it when the file is opened.
+            continue
         with pytest.raises(SafetensorError):
             st.load(plain)
 
@@ -687,3 +695,39 @@ def test_valid_odd_headers_are_accepted(key, tmp_path):
         assert f.get_tensor("z2").shape == (3, 0)
         assert torch.equal(f.get_tensor("a"), torch.tensor([1.0, 2.0]))
     assert torch.equal(sss.load_file(path, key)["a"], torch.tensor([1.0, 2.0]))
+
+
+def test_a_file_of_only_zero_size_tensors_loads(backend, key, tmp_path):
+    """safetensors loads it; so must load_file, safe_open and both frameworks."""
+    tensors = {"a": torch.zeros((0, 3)), "b": torch.zeros((2, 0), dtype=torch.int64), "c": torch.zeros(0)}
+    plain = st.save(tensors)
+    assert {name: t.shape for name, t in st.load(plain).items()} == {name: t.shape for name, t in tensors.items()}
+    path = tmp_path / "empty.sseal"
+    path.write_bytes(shardseal.encrypt(plain, key))
+    loaded = sss.load_file(path, key)
+    assert {name: (t.shape, t.dtype) for name, t in loaded.items()} == {
+        name: (t.shape, t.dtype) for name, t in tensors.items()}
+    with open(path, "rb") as stream:  # the non-seekable branch reads the same way
+        assert sorted(sss.load_file(io.BytesIO(stream.read()), key)) == ["a", "b", "c"]
+    with sss.safe_open(path, key) as f:
+        assert f.get_tensor("b").shape == (2, 0)
+    with sss.safe_open(path, key, framework="numpy") as f:
+        assert f.get_tensor("a").shape == (0, 3)
+
+
+def test_zero_size_tensors_beside_others_load(backend, key, tmp_path):
+    tensors = {"e": torch.empty(0, 5), "x": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+    path = tmp_path / "mixed.sseal"
+    path.write_bytes(shardseal.encrypt(st.save(tensors), key))
+    loaded = sss.load_file(path, key)
+    assert loaded["e"].shape == (0, 5) and torch.equal(loaded["x"], tensors["x"])
+
+
+def test_the_largest_zero_size_shape_is_accepted(key, tmp_path):
+    # (0, 2**61 - 1) float32: strides of 4 * (2**61 - 1) bytes still fit in 64 bits.
+    plain = header_file({"a": entry(shape=(0, 2**61 - 1), offsets=(0, 0))})
+    path = tmp_path / "edge.sseal"
+    path.write_bytes(shardseal.encrypt(plain, key))
+    with sss.safe_open(path, key) as f:
+        assert f.get_tensor("a").shape == (0, 2**61 - 1)
+    assert sss.load_file(path, key)["a"].shape == (0, 2**61 - 1)

@@ -9,6 +9,7 @@ docs/FORMAT.md is the specification; this module is its implementation.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -20,6 +21,10 @@ MAGIC = b"\x89SSEAL\r\n\x1a\n"
 VERSION = 1
 MAX_HEADER_SIZE = 1 << 20
 MAX_STANZAS = 1024
+# Nesting levels of the metadata JSON (the top-level object is level 1). Python's JSON parser
+# and encoder recurse once per level, so deeper documents would fail, or not, depending on how
+# deep the caller's stack already is; a fixed bound makes the answer the same everywhere.
+MAX_METADATA_DEPTH = 64
 
 # Suite identifiers in the header, mapped to Cobblestone suite sizes.
 SUITE_IDS = {1: 256, 2: 128}
@@ -90,7 +95,13 @@ def encode_fixed(suite: int, metadata: Mapping[str, Any]) -> bytes:
     """
     if suite not in _SUITE_ID_OF:
         raise ValueError(f"suite must be 256 or 128, got {suite if isinstance(suite, int) else type(suite).__name__}")
-    body = canonical_json(metadata)
+    try:
+        body = canonical_json(metadata)
+    except RecursionError:
+        raise ValueError(f"metadata nested more than {MAX_METADATA_DEPTH} levels deep") from None
+    if json_depth(body) > MAX_METADATA_DEPTH:
+        raise ValueError(f"metadata nested more than {MAX_METADATA_DEPTH} levels deep "
+                         "(the top-level object counts as one)")
     if _PREFIX.size + len(body) > MAX_HEADER_SIZE // 2:
         raise ValueError(f"metadata too large: {len(body)} bytes of JSON (limit 512 KiB)")
     return _PREFIX.pack(MAGIC, VERSION, _SUITE_ID_OF[suite], len(body)) + body
@@ -195,7 +206,32 @@ def _check_magic(magic: bytes) -> None:
     raise FormatError("not a shardseal container (wrong magic bytes)")
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def json_depth(data: bytes, limit: int = MAX_METADATA_DEPTH) -> int:
+    """The deepest nesting of arrays and objects in JSON text, counted without recursion (the
+    top level is 1; a bare scalar is 0), or the first depth past limit. Brackets inside strings
+    do not count; for text that is not JSON the result is only an estimate (parsing it fails
+    anyway)."""
+    brackets = _JSON_STRING.sub(b"", bytes(data)).translate(None, _NOT_BRACKETS)
+    depth = deepest = 0
+    for char in brackets:
+        if char in b"[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        else:
+            depth -= 1
+    return deepest
+
+
 def _parse_metadata(data: bytes) -> dict:
+    if json_depth(data) > MAX_METADATA_DEPTH:
+        raise FormatError(f"header metadata is nested more than {MAX_METADATA_DEPTH} levels deep")
     try:
         metadata = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):

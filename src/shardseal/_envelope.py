@@ -23,6 +23,12 @@ from .errors import AuthenticationError, FormatError, KeyNotFoundError, Shardsea
 
 FILE_KEY_SIZE = _stanzas.FILE_KEY_SIZE
 
+# How many stanzas one identity may try to open (an unwrap that does not return None) in one
+# decryption. A hostile file can hold 1,024 stanzas addressed to, say, any key of a KMS
+# provider; without a bound each would cost a KMS request, an HSM operation or a scrypt run.
+# Identity subclasses may lower it (a passphrase: 1). docs/FORMAT.md section 4, step 7.
+MAX_UNWRAP_ATTEMPTS = 8
+
 
 @dataclass(frozen=True)
 class WrapContext:
@@ -64,9 +70,16 @@ class Recipient(abc.ABC):
 
 
 class Identity(abc.ABC):
-    """Something that can open stanzas of one type. Subclasses set ``stanza_type``."""
+    """Something that can open stanzas of one type. Subclasses set ``stanza_type``.
+
+    Attributes:
+        max_unwrap_attempts: how many stanzas addressed to this identity (an ``unwrap`` that
+            does not return None) one decryption tries before giving up; ``MAX_UNWRAP_ATTEMPTS``
+            (8) unless a subclass sets fewer.
+    """
 
     stanza_type: ClassVar[int]
+    max_unwrap_attempts: ClassVar[int] = MAX_UNWRAP_ATTEMPTS
 
     @property
     @abc.abstractmethod
@@ -226,21 +239,33 @@ def stanza_size(recipient: Recipient, suite: int, fixed: bytes) -> int:
 def unwrap_file_key(header: _container.Header, identities: Iterable[Identity]) -> bytes:
     """The file key, from the first identity (in the caller's order) that opens a stanza.
 
+    Each identity, in order, is offered the stanzas of its type in header order; the first
+    key returned wins. An identity that has made ``max_unwrap_attempts`` attempts (unwraps
+    that raised) is offered no more stanzas (docs/FORMAT.md section 4, step 7).
+
     Raises:
-        KeyNotFoundError: no identity matches any stanza; it names the key ids needed.
+        KeyNotFoundError: no identity matches any stanza (it names the key ids needed), or an
+            identity gave up after ``max_unwrap_attempts`` failed attempts and nothing opened.
         ShardsealError: a stanza addressed to an identity failed to open and nothing else
-            matched (e.g. WrongPassphraseError, AuthenticationError).
+            matched (e.g. WrongPassphraseError, AuthenticationError, KmsError).
+        FormatError: an identity returned a file key that is not 32 bytes.
     """
     context = WrapContext(header.suite, header.fixed)
     failure: Optional[ShardsealError] = None
+    gave_up: Optional[Identity] = None
     identities = tuple(identities)
     for identity in identities:
+        attempts = 0
         for stanza in header.stanzas:
             if stanza.type != identity.stanza_type:
                 continue
+            if attempts >= identity.max_unwrap_attempts:
+                gave_up = gave_up or identity
+                break
             try:
                 file_key = identity.unwrap(stanza.body, context)
             except ShardsealError as exc:
+                attempts += 1
                 audit.record("unwrap_failed", stanza=stanza.type_name, key_id=_stanzas.key_id(stanza),
                              error=type(exc).__name__)
                 failure = failure or exc
@@ -251,6 +276,8 @@ def unwrap_file_key(header: _container.Header, identities: Iterable[Identity]) -
                                       f"file key, not {FILE_KEY_SIZE}")
                 audit.record("unwrap", stanza=stanza.type_name, key_id=_stanzas.key_id(stanza))
                 return bytes(file_key)
+    if gave_up is not None:
+        raise _gave_up(header, gave_up, failure)
     if failure is not None:
         raise failure
     raise _key_not_found(header, identities)
@@ -287,6 +314,17 @@ def proven_message_keys(header: _container.Header, file_key: bytes, message_head
         audit.record("authentication_failed", error="commitment mismatch")
         raise AuthenticationError()
     return keys
+
+
+def _gave_up(header: _container.Header, identity: Identity,
+             failure: Optional[ShardsealError]) -> KeyNotFoundError:
+    needed = tuple(_stanzas.key_id(s) for s in header.stanzas if s.type in _NEEDS)
+    audit.record("key_not_found", needed=list(needed))
+    first = f"; the first failed with {type(failure).__name__}" if failure is not None else ""
+    return KeyNotFoundError(
+        f"gave up on this container: identity {' or '.join(identity.key_ids)} failed to open "
+        f"{identity.max_unwrap_attempts} stanzas addressed to it and the container holds more "
+        f"(a reader tries at most that many per identity{first})", needed)
 
 
 def _key_not_found(header: _container.Header, identities: Sequence[Identity]) -> KeyNotFoundError:

@@ -8,10 +8,12 @@ bodies and names the key a stanza needs; the cryptography lives in the recipient
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 from dataclasses import dataclass
 from typing import Callable
 
+from ._pkcs11uri import parse_uri
 from .errors import FormatError
 
 # Stanza type numbers (bit 15, 0x8000, is the critical bit; none of these set it).
@@ -30,11 +32,19 @@ SEALED_KEY_SIZE = FILE_KEY_SIZE + 16  # AES-256-GCM ciphertext || tag
 MAX_REFERENCE_SIZE = 1024  # a PKCS#11 or KMS key reference
 MAX_WRAPPED_SIZE = 8192  # a PKCS#11 or KMS wrapped key
 MAX_PADDING_SIZE = 64 * 1024
+PKCS11_PROVIDER = "pkcs11"
+# A KMS provider name is the prefix of "<provider>:<key reference>" strings, so no colon.
+KMS_PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 # scrypt parameters a reader accepts: bounded so that a hostile file cannot demand
 # unbounded work or memory (2^22 * 128 * 8 bytes = 4 GiB is already the upper edge).
 SCRYPT_MIN_LOG2_N, SCRYPT_MAX_LOG2_N = 10, 22
 SCRYPT_MAX_R, SCRYPT_MAX_P = 32, 16
+# Within those field bounds, no more memory (128 * r * N bytes) or work (N * r * p) than the
+# largest stanza a writer makes (log2(N) = 22, r = 8, p = 1): r = 32 or p = 16 at log2(N) = 22
+# would otherwise let a hostile file demand 16 GiB of memory or 16 times the work.
+SCRYPT_MAX_MEMORY = 128 * 8 * 2**SCRYPT_MAX_LOG2_N  # 4 GiB
+SCRYPT_MAX_COST = 8 * 1 * 2**SCRYPT_MAX_LOG2_N  # N * r * p
 PASSPHRASE_SALT_SIZE = 16
 PASSPHRASE_CHECKSUM_SIZE = 8
 _PASSPHRASE_HEAD = struct.Struct(">16sBBB")  # salt, log2(N), r, p
@@ -121,11 +131,15 @@ def _passphrase_checksum(head: bytes) -> bytes:
 
 def check_scrypt_parameters(log2_n: int, r: int, p: int, error: type) -> None:
     """Raises error (ValueError for a writer, FormatError for a reader) for scrypt parameters
-    outside the format's bounds."""
+    outside the format's bounds or beyond its memory and work limits (FORMAT.md 2.8)."""
     if not SCRYPT_MIN_LOG2_N <= log2_n <= SCRYPT_MAX_LOG2_N:
         raise error(f"scrypt work factor log2(N) must be {SCRYPT_MIN_LOG2_N}..{SCRYPT_MAX_LOG2_N}, got {log2_n}")
     if not 1 <= r <= SCRYPT_MAX_R or not 1 <= p <= SCRYPT_MAX_P:
         raise error(f"scrypt parameters r={r}, p={p} are out of range (r 1..{SCRYPT_MAX_R}, p 1..{SCRYPT_MAX_P})")
+    if 128 * r * 2**log2_n > SCRYPT_MAX_MEMORY or r * p * 2**log2_n > SCRYPT_MAX_COST:
+        raise error(f"the passphrase key stanza asks for more scrypt work than a reader spends "
+                    f"(log2(N)={log2_n}, r={r}, p={p}; at most 128*r*N = 4 GiB of memory and "
+                    f"N*r*p = 2^{SCRYPT_MAX_LOG2_N}*8)")
 
 
 # -- pkcs11 and kms: a key reference and an opaque wrapped key -----------------------------
@@ -171,6 +185,42 @@ def parse_reference(body: bytes, type_name: str) -> ReferenceBody:
     return ReferenceBody(provider, key_ref, wrapped)
 
 
+def parse_pkcs11(body: bytes) -> ReferenceBody:
+    """Parses and checks a pkcs11 stanza body: provider ``"pkcs11"``, an RFC 7512 URI naming a
+    token and an object (``_pkcs11uri.parse_uri``), a 40-byte RFC 3394 wrapped key.
+
+    Raises:
+        FormatError: any of these does not hold.
+    """
+    parsed = parse_reference(body, "pkcs11")
+    if parsed.provider != PKCS11_PROVIDER:
+        raise FormatError(f"malformed pkcs11 key stanza: provider {parsed.provider!r}, not 'pkcs11'")
+    try:
+        parse_uri(parsed.key_ref)
+    except ValueError as exc:  # the message quotes attribute names only, never values
+        raise FormatError(f"malformed pkcs11 key stanza: {exc}") from None
+    if len(parsed.wrapped_key) != AES_KW_SIZE:
+        raise FormatError(f"malformed pkcs11 key stanza: the wrapped key is "
+                          f"{len(parsed.wrapped_key)} bytes, not {AES_KW_SIZE}")
+    return parsed
+
+
+def parse_kms(body: bytes) -> ReferenceBody:
+    """Parses and checks a kms stanza body: a provider name of 1 to 64 ASCII letters, digits,
+    ``.``, ``_`` or ``-`` (not starting with one of the last three), a key reference without NUL.
+
+    Raises:
+        FormatError: any of these does not hold.
+    """
+    parsed = parse_reference(body, "kms")
+    if not KMS_PROVIDER_NAME.match(parsed.provider):
+        raise FormatError("malformed kms key stanza: the provider name must be 1 to 64 ASCII "
+                          "letters, digits, '.', '_' or '-', starting with a letter or digit")
+    if "\x00" in parsed.key_ref:
+        raise FormatError("malformed kms key stanza: the key reference holds a NUL character")
+    return parsed
+
+
 # -- the registry ---------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -204,8 +254,8 @@ TYPES: dict[int, StanzaType] = {
         StanzaType(KEYRING, "keyring", parse_keyring, lambda body: parse_keyring(body)[0].hex()),
         StanzaType(PASSPHRASE, "passphrase", parse_passphrase, lambda body: "passphrase"),
         StanzaType(X25519, "x25519", parse_x25519, lambda body: parse_x25519(body)[0].hex()),
-        StanzaType(PKCS11, "pkcs11", lambda body: parse_reference(body, "pkcs11"), _reference_id("pkcs11")),
-        StanzaType(KMS, "kms", lambda body: parse_reference(body, "kms"), _reference_id("kms")),
+        StanzaType(PKCS11, "pkcs11", parse_pkcs11, _reference_id("pkcs11")),
+        StanzaType(KMS, "kms", parse_kms, _reference_id("kms")),
         StanzaType(PADDING, "padding", lambda body: _check_padding(body), lambda body: ""),
     )
 }

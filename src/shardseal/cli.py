@@ -802,7 +802,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         with _open_input(args.input) as source:
             info, size = inspect_stream(source)
-        _check_displayable(info)
     except Exception as exc:
         raise FileFailed(args.input, None, exc) from exc
     report = {"file": args.input, "container_size": size, **dataclasses.asdict(info)}
@@ -1059,32 +1058,6 @@ def inspect_stream(source: BinaryIO) -> tuple[shardseal.ContainerInfo, int]:
 
 
 _C1_CONTROLS = re.compile("[\x7f-\x9f]")
-# inspect shows header metadata nested at most this deep; deeper is refused (FormatError, exit
-# status 5): JSON nested hundreds deep is hostile, and printing it would recurse that deep.
-MAX_DISPLAY_DEPTH = 100
-
-
-def _nesting_depth(value) -> int:
-    """How deeply lists and dicts nest in a JSON value (counted without recursion)."""
-    deepest = 0
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, depth)
-            children = item.values() if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _check_displayable(info: shardseal.ContainerInfo) -> None:
-    """Raises FormatError when the header's JSON is nested too deeply to display."""
-    for value in (info.metadata, info.array, info.tensor):
-        if _nesting_depth(value) > MAX_DISPLAY_DEPTH:
-            raise FormatError(f"the header's metadata is nested more than {MAX_DISPLAY_DEPTH} "
-                              "levels deep: inspect does not display it")
-
-
 def _json_text(value) -> str:
     """JSON for a terminal: control characters escaped (header text is untrusted)."""
     text = json.dumps(value, ensure_ascii=False, sort_keys=True)

@@ -644,6 +644,8 @@ def _parse_json(data: bytes, name: str):
         raise KeyringFileError(f"{name}: not a shardseal keyring (not UTF-8 text)")
     try:
         return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+    except RecursionError:  # Python's parser recurses per nesting level; holds no file bytes
+        raise KeyringFileError(f"{name}: not a shardseal keyring (JSON nested too deeply)") from None
     except json.JSONDecodeError as exc:
         # exc.msg and the position never quote the text itself.
         where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"

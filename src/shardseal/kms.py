@@ -34,7 +34,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
-import re
 from typing import Iterable, Iterator, Mapping, Optional
 
 from . import _redact, _stanzas
@@ -57,7 +56,7 @@ CONTEXT_KEY = "shardseal:header-sha256"
 AWS_KMS = "aws-kms"
 
 # A provider name is the prefix of "<provider>:<key reference>" strings, so no colon.
-_PROVIDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_PROVIDER_NAME = _stanzas.KMS_PROVIDER_NAME
 
 
 def encryption_context(context: WrapContext) -> dict[str, str]:
@@ -236,7 +235,7 @@ class KmsIdentity(Identity):
                 stanza, or one taken from another file).
             KmsError: any other KMS refusal, or an unreachable KMS.
         """
-        stanza = _stanzas.parse_reference(body, "kms")
+        stanza = _stanzas.parse_kms(body)
         if stanza.provider != self._provider.name:
             return None
         if self._key_refs is not None and stanza.key_ref not in self._key_refs:

@@ -52,10 +52,9 @@ STANZA_SIZE = (_stanzas.PASSPHRASE_SALT_SIZE + 3 + _stanzas.SEALED_KEY_SIZE
                + _stanzas.PASSPHRASE_CHECKSUM_SIZE)
 
 # What a reader will spend on one stanza: no more than the largest stanza this library writes
-# (log2(N) = 22, r = 8, p = 1). The format allows r up to 32 and p up to 16, which would let a
-# hostile file demand 16 GiB of memory or 16 times the work; such a stanza is refused.
-MAX_SCRYPT_MEMORY = 128 * SCRYPT_R * 2**MAX_WORK_FACTOR  # 128 * r * N bytes: 4 GiB
-MAX_SCRYPT_COST = SCRYPT_R * SCRYPT_P * 2**MAX_WORK_FACTOR  # N * r * p
+# (log2(N) = 22, r = 8, p = 1), checked when the header is parsed (docs/FORMAT.md 2.8).
+MAX_SCRYPT_MEMORY = _stanzas.SCRYPT_MAX_MEMORY  # 128 * r * N bytes: 4 GiB
+MAX_SCRYPT_COST = _stanzas.SCRYPT_MAX_COST  # N * r * p
 
 _SALT_LABEL = b"shardseal/v1/passphrase"
 _WRAP_KEY_SIZE = 32
@@ -100,10 +99,7 @@ def _check_cost(log2_n: int, r: int, p: int) -> None:
     Raises:
         FormatError: the stanza asks for more memory or work than a reader spends.
     """
-    if 128 * r * 2**log2_n > MAX_SCRYPT_MEMORY or r * p * 2**log2_n > MAX_SCRYPT_COST:
-        raise FormatError(f"the passphrase key stanza asks for more scrypt work than this reader "
-                          f"spends (log2(N)={log2_n}, r={r}, p={p}; at most 128*r*N = 4 GiB of "
-                          f"memory and N*r*p = 2^{MAX_WORK_FACTOR}*{SCRYPT_R})")
+    _stanzas.check_scrypt_parameters(log2_n, r, p, FormatError)
 
 
 def _wrap_key(passphrase, salt: bytes, log2_n: int, r: int, p: int) -> bytearray:
@@ -152,8 +148,7 @@ def _unseal(passphrase, body: bytes) -> bytes:
             beyond what a reader spends (see MAX_SCRYPT_MEMORY and MAX_SCRYPT_COST).
         WrongPassphraseError: the passphrase does not open the stanza.
     """
-    parsed = _stanzas.parse_passphrase(body)
-    _check_cost(parsed.log2_n, parsed.r, parsed.p)
+    parsed = _stanzas.parse_passphrase(body)  # checks the scrypt bounds and limits too
     key = _wrap_key(passphrase, parsed.salt, parsed.log2_n, parsed.r, parsed.p)
     try:
         return AESGCM(key).decrypt(_ZERO_NONCE, parsed.sealed_key, b"")
@@ -181,6 +176,7 @@ class Passphrase(Recipient, Identity):
     """
 
     stanza_type = _stanzas.PASSPHRASE
+    max_unwrap_attempts = 1  # one scrypt run per decryption (a file holds one such stanza)
 
     def __init__(self, passphrase, *, work_factor: int = DEFAULT_WORK_FACTOR) -> None:
         self._work_factor = _check_work_factor(work_factor)

@@ -12,7 +12,10 @@ gives an ordinary ``.safetensors`` file. Reading needs no plaintext file either:
     ...     rows = f.get_slice("embed.weight")[1000:1010]
 
 ``safe_open(..., framework="numpy")`` needs only numpy; everything else imports torch.
-A header that is not a valid safetensors header raises ``FormatError`` (a ``ValueError``).
+A header that is not a valid safetensors header raises ``FormatError`` (a ``ValueError``) when
+the file is opened, never later: this includes a shape whose byte size, zero dimensions counted
+as one, passes ``2**63 - 1`` (``MAX_TENSOR_BYTES``; torch could not compute its strides), which
+safetensors itself accepts. A file whose tensors are all zero-size loads, as with safetensors.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ import numpy as np
 from . import _files
 from .errors import FormatError, TruncatedError
 
-__all__ = ["MAX_HEADER_SIZE", "load_file", "safe_open", "save_file"]
+__all__ = ["MAX_HEADER_SIZE", "MAX_TENSOR_BYTES", "load_file", "safe_open", "save_file"]
 
 # safetensors' own limit on its JSON header.
 MAX_HEADER_SIZE = 100_000_000
+# The largest tensor (in bytes, zero dimensions counted as one) a header may describe: sizes
+# and strides must fit a signed 64-bit integer, as torch and numpy compute them.
+MAX_TENSOR_BYTES = 2**63 - 1
 _METADATA_KEY = "__metadata__"
 
 # safetensors dtype: (bytes per element, torch dtype name, numpy dtype or None). The order is
@@ -227,6 +233,17 @@ def _nbytes_matches(shape, itemsize: int, expected: int) -> bool:
     return count == expected
 
 
+def _strided_size(shape, itemsize: int) -> int:
+    """The byte size of shape with zero dimensions counted as one: the largest stride (and
+    size) torch or numpy computes for a tensor of that shape."""
+    size = itemsize
+    for n in shape:
+        size *= max(n, 1)
+        if size > MAX_TENSOR_BYTES:
+            break  # no need to build a huge integer from a hostile shape
+    return size
+
+
 def _parse_entry(name: str, entry, data_size: int) -> _TensorInfo:
     if not isinstance(entry, dict):
         raise FormatError(f"safetensors header: tensor {name!r} is not a JSON object")
@@ -247,6 +264,11 @@ def _parse_entry(name: str, entry, data_size: int) -> _TensorInfo:
     if not _nbytes_matches(shape, _DTYPES[dtype][0], end - begin):
         raise FormatError(f"safetensors header: tensor {name!r} has shape {shape} and dtype {dtype}, "
                           f"which do not fill its data_offsets [{begin}, {end}]")
+    if _strided_size(shape, _DTYPES[dtype][0]) > MAX_TENSOR_BYTES:
+        # A zero-size tensor fills [begin, begin) whatever its other dimensions, but torch and
+        # numpy still compute strides from them: refuse what would overflow a 64-bit size.
+        raise FormatError(f"safetensors header: tensor {name!r} has shape {shape}, whose strides "
+                          f"would pass {MAX_TENSOR_BYTES} bytes")
     return _TensorInfo(dtype, tuple(shape), begin, end)
 
 
@@ -342,10 +364,14 @@ def load_file(path, key=None, device="cpu", *, identities=None, threads: Optiona
     result = {}
     for name in sorted(header.tensors):
         info = header.tensors[name]
+        dtype = sstorch.DTYPES[_DTYPES[info.dtype][1]]
+        if info.begin == info.end:  # zero-size: an empty slice cannot be reinterpreted
+            result[name] = sstorch._to_device(torch.empty(info.shape, dtype=dtype), device)
+            continue
         raw = data[info.begin : info.end]
         if info.begin % info.itemsize:
             raw = raw.clone()  # a misaligned view: torch refuses to reinterpret it
-        tensor = raw.view(sstorch.DTYPES[_DTYPES[info.dtype][1]]).reshape(info.shape)
+        tensor = raw.view(dtype).reshape(info.shape)
         result[name] = sstorch._to_device(tensor, device)
     return result
 

@@ -53,7 +53,7 @@ from . import _redact, _stanzas
 from ._envelope import Identity, Recipient, WrapContext
 from ._secretfile import read_secret_file, write_secret_file
 from .errors import AuthenticationError, IdentityFileError  # IdentityFileError: kept importable from here
-from .keyfile import KeyFileError, text_lines
+from .keyfile import text_lines
 
 __all__ = [
     "IDENTITY_PREFIX",
