@@ -147,7 +147,10 @@ def test_sigint_leaves_no_temp_files(files, function):
         time.sleep(duration * (i + rng.random()) / 4)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
-        assert proc.returncode in (0, 3), err  # finished, or caught KeyboardInterrupt
+        # Finished, or caught KeyboardInterrupt. A signal that lands after the call returned,
+        # while the interpreter shuts down (handlers back to SIG_DFL), kills it: finished too.
+        finished_then_killed = proc.returncode == -signal.SIGINT and out.startswith("done")
+        assert proc.returncode in (0, 3) or finished_then_killed, (proc.returncode, out, err)
         complete, temps = _check(folder, function, src, dst, data, source_bytes)
         outcomes.append((proc.returncode, "complete" if complete else "absent"))
         assert temps == [], f"temp files left after Ctrl-C: {temps}"
