@@ -52,6 +52,7 @@ if __package__:  # imported as part of the benchmarks package (python -m benchma
         Measurement,
         Timing,
         VerificationError,
+        cobblestone_parts,
         core_count,
         cpu_model,
         cryptography_openssl_version,
@@ -75,6 +76,7 @@ else:  # run as a script: python benchmarks/bench_core.py
         Measurement,
         Timing,
         VerificationError,
+        cobblestone_parts,
         core_count,
         cpu_model,
         cryptography_openssl_version,
@@ -189,14 +191,10 @@ class ShardsealBench:
         """
         if Cobblestone256Decryptor is None:
             return
-        from shardseal import _container, _keys  # private: the container's key and context
-
-        view = memoryview(blob).cast("B")
-        header = _container.parse_header(view)
-        input_key = _keys.unwrap_direct(header, self.key)
-        decryptor = Cobblestone256Decryptor(input_key, bytes(header.fixed))
+        input_key, context, message = cobblestone_parts(blob, self.key)
+        decryptor = Cobblestone256Decryptor(input_key, context)
         self.check.fill(0)
-        n = decryptor.update_into(view[header.size:], self.check)
+        n = decryptor.update_into(message, self.check)
         tail = decryptor.finalize()
         self.check[n:n + len(tail)] = np.frombuffer(tail, np.uint8)
         require_equal(f"{label} (checked by cryptography.cobblestone)", self.check, self.plaintext)
