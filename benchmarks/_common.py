@@ -15,6 +15,7 @@ import os
 import platform
 import re
 import statistics
+import struct
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+import shardseal
 from shardseal import _backend, _pybackend
 
 GB = 1e9
@@ -303,3 +305,30 @@ def parse_openssl_speed(output: str) -> float:
     if not rows:
         raise ValueError("no AES-256-GCM row in openssl speed output")
     return float(rows[-1]) * 1000.0
+
+
+# --------------------------------------------------------------------------------------
+# An engine-independent view of a container, from docs/FORMAT.md and the public API alone
+
+_FIXED_PREFIX = struct.Struct(">10sBBI")  # FORMAT.md 2.1: magic, version, suite id, metadata length M
+
+
+def cobblestone_parts(blob, key: bytes) -> tuple:
+    """The Cobblestone (input key, context, message) of a direct-key Cobblestone-256 container.
+
+    Built from the format spec and ``shardseal.inspect`` only, so that a benchmark can open the
+    native engine's output with an independent implementation (cryptography.cobblestone) without
+    depending on the library's private modules: the context is the fixed part (``16 + M`` bytes,
+    FORMAT.md 2.1), the message starts at ``header_size``, and a direct key is the Cobblestone-256
+    input key itself (FORMAT.md 2.2).
+
+    Raises:
+        ValueError: the container is not Cobblestone-256.
+        shardseal.FormatError, shardseal.TruncatedError: blob is not a complete container.
+    """
+    view = memoryview(blob).cast("B")
+    info = shardseal.inspect(view)
+    if info.suite != "cobblestone-256":
+        raise ValueError(f"expected a cobblestone-256 container, got {info.suite}")
+    _magic, _version, _suite, metadata_len = _FIXED_PREFIX.unpack(view[:_FIXED_PREFIX.size])
+    return bytes(key), bytes(view[:_FIXED_PREFIX.size + metadata_len]), view[info.header_size:]

@@ -8,6 +8,12 @@ On one random buffer (256 MiB by default) this script measures, in GB/s of plain
   and ``openssl speed -evp aes-256-gcm -bytes 16384`` in one process and with
   ``-multi <ncores>`` (the best AES-256-GCM the system OpenSSL does on 16 KiB records, the
   size of a Cobblestone chunk). Neither can be beaten, so they say how much headroom is left;
+* the machine's ceilings measured in C in the same run (``_native.bench_copy`` /
+  ``bench_gcm_seal``): the buffer copied in 16 KiB pieces on 1 and all threads (a cipher with
+  ordinary stores cannot beat it), and a raw AES-256-GCM loop over 16 KiB chunks for each
+  available kernel (ipsec-mb, OpenSSL); every row's "/ copy ceiling" column is its ratio to the
+  copy ceiling with the same thread count;
+* shardseal's native engine with every other available kernel (encrypt_into / decrypt_into);
 * shardseal's native engine, encrypt and decrypt, threads=1 and threads=all, into a
   pre-allocated pre-faulted buffer (``encrypt_into`` / ``decrypt_into``) and allocating
   (``encrypt`` / ``decrypt``);
@@ -52,6 +58,7 @@ if __package__:  # imported as part of the benchmarks package (python -m benchma
         Measurement,
         Timing,
         VerificationError,
+        cobblestone_parts,
         core_count,
         cpu_model,
         cryptography_openssl_version,
@@ -75,6 +82,7 @@ else:  # run as a script: python benchmarks/bench_core.py
         Measurement,
         Timing,
         VerificationError,
+        cobblestone_parts,
         core_count,
         cpu_model,
         cryptography_openssl_version,
@@ -110,6 +118,7 @@ def environment(ncores: int, size: int, repeat: int) -> dict:
         "cryptography_openssl": cryptography_openssl_version(),
         "shardseal": shardseal.__version__,
         "shardseal_backend": shardseal.backend,
+        "kernel": shardseal.backend_info()["kernel"],
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "platform": platform.platform(),
@@ -132,6 +141,52 @@ def bench_memcpy(src: np.ndarray, dst: np.ndarray, repeat: int) -> Measurement:
     return to_measurement("memcpy", "memcpy (np.copyto, pre-faulted dst)", None, src.nbytes, timing)
 
 
+
+
+def native_module():
+    from shardseal import _native  # the benchmark helpers are native-only (documented in _native.pyi)
+
+    return _native
+
+
+def bench_copy_ceiling(src: np.ndarray, dst: np.ndarray, threads: int, repeat: int) -> Measurement:
+    """A C loop copying the buffer in 16 KiB pieces, split over threads like the engine."""
+    native = native_module()
+    tag = "1" if threads == 1 else "all"
+    timing = time_runs(f"copy16k threads={threads}", lambda: native.bench_copy(src, dst, threads),
+                       lambda _: require_equal(f"copy16k threads={threads}", dst, src), repeat,
+                       prepare=lambda: dst.fill(0))
+    return to_measurement(f"copy16k_t{tag}", "ceiling: C copy in 16 KiB pieces (pre-faulted dst)", threads,
+                          src.nbytes, timing)
+
+
+def verify_raw_gcm(label: str, src: np.ndarray, sealed: np.ndarray) -> None:
+    """Every chunk of bench_gcm_seal's output opens with cryptography's AESGCM to the input."""
+    if AESGCM is None:
+        return
+    aead, chunk, sealed_chunk = AESGCM(bytes(range(1, 33))), 16384, 16384 + 16
+    for i in range((src.nbytes + chunk - 1) // chunk):
+        body = src[i * chunk:(i + 1) * chunk]
+        start = i * sealed_chunk
+        nonce = bytes(4) + i.to_bytes(8, "little")
+        if aead.decrypt(nonce, sealed[start:start + body.nbytes + 16], None) != body.tobytes():
+            raise VerificationError(f"{label}: chunk {i} does not open to the input")
+
+
+def bench_gcm_ceiling(kernel: str, src: np.ndarray, dst: np.ndarray, threads: int, repeat: int) -> Measurement:
+    """The kernel's raw AES-256-GCM over 16 KiB chunks: no key derivation, no Cobblestone."""
+    native = native_module()
+    tag = "1" if threads == 1 else "all"
+    label = f"gcm {kernel} threads={threads}"
+    timing = time_runs(label, lambda: native.bench_gcm_seal(kernel, src, dst, threads),
+                       lambda _: verify_raw_gcm(label, src, dst), repeat, prepare=lambda: dst.fill(0))
+    return to_measurement(f"gcm_{kernel}_t{tag}", f"ceiling: raw AES-256-GCM loop in C, {kernel} kernel", threads,
+                          src.nbytes, timing)
+
+
+def available_kernels() -> list:
+    status = native_module().kernel_status()
+    return [k for k in sorted(status) if status[k] is None]
 
 
 def bench_openssl_speed(key: str, label: str, procs: int, decrypt: bool, seconds: int) -> Optional[Measurement]:
@@ -189,14 +244,10 @@ class ShardsealBench:
         """
         if Cobblestone256Decryptor is None:
             return
-        from shardseal import _container, _keys  # private: the container's key and context
-
-        view = memoryview(blob).cast("B")
-        header = _container.parse_header(view)
-        input_key = _keys.unwrap_direct(header, self.key)
-        decryptor = Cobblestone256Decryptor(input_key, bytes(header.fixed))
+        input_key, context, message = cobblestone_parts(blob, self.key)
+        decryptor = Cobblestone256Decryptor(input_key, context)
         self.check.fill(0)
-        n = decryptor.update_into(view[header.size:], self.check)
+        n = decryptor.update_into(message, self.check)
         tail = decryptor.finalize()
         self.check[n:n + len(tail)] = np.frombuffer(tail, np.uint8)
         require_equal(f"{label} (checked by cryptography.cobblestone)", self.check, self.plaintext)
@@ -253,6 +304,26 @@ class ShardsealBench:
                 ]
                 for op, label, bench in cases:
                     results.append(to_measurement(f"native_{op}_t{tag}", label, threads, self.size, bench(threads)))
+        return results
+
+    def run_other_kernel(self, kernel: str) -> list:
+        """encrypt_into / decrypt_into with a kernel other than the active one (same bytes)."""
+        native = native_module()
+        saved = native.kernel()
+        native.select_kernel(kernel)
+        results = []
+        try:
+            with use_backend("native"):
+                for threads in (1, self.ncores):
+                    tag = "1" if threads == 1 else "all"
+                    results.append(to_measurement(f"native_{kernel}_encrypt_into_t{tag}",
+                                                  f"native encrypt_into, {kernel} kernel", threads, self.size,
+                                                  self.encrypt_into(threads)))
+                    results.append(to_measurement(f"native_{kernel}_decrypt_into_t{tag}",
+                                                  f"native decrypt_into, {kernel} kernel", threads, self.size,
+                                                  self.decrypt_into(threads)))
+        finally:
+            native.select_kernel(saved)
         return results
 
     def run_python_backend(self) -> list:
@@ -373,16 +444,25 @@ def bench_aesgcm_oneshot(plaintext: np.ndarray, key: bytes, repeat: int) -> list
 # Report
 
 
-def format_table(rows: list) -> str:
+def ceiling_for(m: Measurement, by_key: dict, ncores: int) -> Optional[Measurement]:
+    """The 16 KiB-piece copy ceiling with the row's thread count (all threads for the multi-process rows)."""
+    threads = ncores if m.threads is None else m.threads
+    return by_key.get("copy16k_t1" if threads == 1 else "copy16k_tall")
+
+
+def format_table(rows: list, ncores: int = NCORES) -> str:
+    by_key = {m.key: m for m in rows}
     lines = [
-        "| Measurement | threads | GB/s median | GB/s min | GB/s max | runs | other CPU | note |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| Measurement | threads | GB/s median | GB/s min | GB/s max | / copy ceiling | runs | other CPU | note |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for m in rows:
         threads = "" if m.threads is None else str(m.threads)
         others = "?" if m.others_cpu is None else f"{100 * m.others_cpu:.0f}%"
-        lines.append(f"| {m.label} | {threads} | {m.median:.2f} | {m.min:.2f} | {m.max:.2f} | {m.runs} | {others} "
-                     f"| {m.note} |")
+        ceiling = ceiling_for(m, by_key, ncores)
+        ratio = f"{m.median / ceiling.median:.2f}" if ceiling is not None and ceiling.median > 0 else "n/a"
+        lines.append(f"| {m.label} | {threads} | {m.median:.2f} | {m.min:.2f} | {m.max:.2f} | {ratio} | {m.runs} "
+                     f"| {others} | {m.note} |")
     return "\n".join(lines)
 
 
@@ -399,7 +479,27 @@ def evaluate_targets(by_key: dict, ncores: int) -> list:
         return "" if r is None else f"  [{r:.3f}x {what}]"
 
     multi = f"openssl speed -multi {ncores}"
-    return [
+    kernel = native_module().kernel()
+    ceilings = []
+    for op in ("encrypt", "decrypt"):
+        ceilings += [
+            (f"native {op}_into threads=1 / C copy in 16 KiB pieces threads=1",
+             ratio(f"native_{op}_into_t1", "copy16k_t1"), 0.85,
+             info(f"native_{op}_into_t1", f"gcm_{kernel}_t1", f"raw {kernel} GCM loop, info")),
+            (f"native {op}_into threads=all / C copy in 16 KiB pieces threads=all",
+             ratio(f"native_{op}_into_tall", "copy16k_tall"), 0.80,
+             info(f"native_{op}_into_tall", f"gcm_{kernel}_tall", f"raw {kernel} GCM loop, info")),
+            (f"native {op} (allocating) / native {op}_into, threads=all",
+             ratio(f"native_{op}_tall", f"native_{op}_into_tall"), 0.85,
+             info(f"native_{op}_t1", f"native_{op}_into_t1", "threads=1, info")),
+        ]
+    ceilings += [
+        ("native encrypt_into threads=1 / cryptography AESGCM.encrypt over the whole buffer",
+         ratio("native_encrypt_into_t1", "aesgcm_encrypt"), 1.0, ""),
+        ("native encrypt_into threads=all / cryptography.cobblestone update_into",
+         ratio("native_encrypt_into_tall", "cobblestone_encrypt_update_into"), 1.8, ""),
+    ]
+    return ceilings + [
         (f"native encrypt_into threads=all / {multi}", ratio("native_encrypt_into_tall", "openssl_multi"), 0.85, ""),
         (f"native decrypt_into threads=all / {multi}", ratio("native_decrypt_into_tall", "openssl_multi"), 0.85,
          info("native_decrypt_into_tall", "openssl_multi_decrypt", "openssl -decrypt -multi, info")),
@@ -444,7 +544,8 @@ def main(argv: Optional[list] = None) -> int:
     print(f"- cores (sched_getaffinity): {ncores}")
     print(f"- OpenSSL (CLI / shardseal native): {env['openssl_cli']}")
     print(f"- cryptography {env['cryptography']} (bundled {env['cryptography_openssl']})")
-    print(f"- shardseal {env['shardseal']}, backend: {env['shardseal_backend']}")
+    print(f"- shardseal {env['shardseal']}, backend: {env['shardseal_backend']}, AES-GCM kernel: "
+          f"{env['kernel']} (available: {', '.join(available_kernels())})")
     print(f"- Python {env['python']}, numpy {env['numpy']}")
     print(f"- buffer: {args.size_mib} MiB of random bytes, {args.repeat} timed runs after 1 warm-up;"
           f" GB/s = 1e9 plaintext bytes/s\n", flush=True)
@@ -471,10 +572,24 @@ def main(argv: Optional[list] = None) -> int:
 
     try:
         step("memcpy")
-        results.insert(0, bench_memcpy(plaintext, prefaulted(size), args.repeat))
-        step("shardseal native")
+        copy_dst = prefaulted(size)
+        results.insert(0, bench_memcpy(plaintext, copy_dst, args.repeat))
+        step("ceilings: 16 KiB copy, raw GCM per kernel")
+        for threads in (1, ncores):
+            results.append(bench_copy_ceiling(plaintext, copy_dst, threads, args.repeat))
+        del copy_dst
+        gcm_dst = prefaulted(size + (size + 16383) // 16384 * 16)
+        for kernel_name in available_kernels():
+            for threads in (1, ncores):
+                results.append(bench_gcm_ceiling(kernel_name, plaintext, gcm_dst, threads, args.repeat))
+        del gcm_dst
+        step(f"shardseal native ({native_module().kernel()} kernel)")
         bench = ShardsealBench(plaintext, key, ncores, args.repeat)
         results += bench.run_native()
+        for kernel_name in available_kernels():
+            if kernel_name != native_module().kernel():
+                step(f"shardseal native, {kernel_name} kernel")
+                results += bench.run_other_kernel(kernel_name)
         step("shardseal python backend")
         results += bench.run_python_backend()
         del bench

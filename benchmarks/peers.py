@@ -34,7 +34,7 @@ import numpy as np
 import shardseal
 import shardseal.cobblestone as shardseal_cobblestone
 
-from ._common import VerificationError, prefaulted, require_equal, require_parts_equal, use_backend
+from ._common import VerificationError, cobblestone_parts, prefaulted, require_equal, require_parts_equal, use_backend
 
 HIDE_ENV = "SHARDSEAL_BENCH_HIDE"
 AESGCM_CHUNK = 16 << 10  # the chunked AESGCM peer: 16 KiB records, like a Cobblestone chunk
@@ -150,13 +150,10 @@ class Data:
             from cryptography.cobblestone import Cobblestone256Decryptor
         except ImportError:  # cryptography < 50 or hidden: the native check above stands
             return
-        from shardseal import _container, _keys  # private: the container's key and context
-
-        view = memoryview(blob).cast("B")
-        header = _container.parse_header(view)
-        decryptor = Cobblestone256Decryptor(_keys.unwrap_direct(header, self.key), bytes(header.fixed))
+        input_key, context, message = cobblestone_parts(blob, self.key)
+        decryptor = Cobblestone256Decryptor(input_key, context)
         check = self.check_buffer()
-        n = decryptor.update_into(view[header.size:], check)
+        n = decryptor.update_into(message, check)
         tail = decryptor.finalize()
         check[n:n + len(tail)] = np.frombuffer(tail, np.uint8)
         self.require_plain(f"{label} (checked by cryptography.cobblestone)", check)

@@ -5,20 +5,22 @@ grouped by operation and size so that pytest-benchmark's table compares like wit
 round is one batch of calls (``peers.Runner``); every output of every round is verified outside
 the timing, before the next round and after the last. ``extra_info`` holds the calls per round
 and the median throughput in GB/s. With ``--benchmark-disable`` each test runs once, verified:
-a smoke test of every peer.
+a smoke test of every peer (SHARDSEAL_BENCH_TINY=1 limits it to small sizes).
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
 from ._common import GB, NCORES
 from .peers import Runner, Unavailable, implementations, thread_counts
 
-pytest.importorskip("pytest_benchmark")
-
 KiB, MiB = 1 << 10, 1 << 20
-SIZES = [4 * KiB, 1 * MiB, 64 * MiB]
+# SHARDSEAL_BENCH_TINY=1 (the default test run's smoke test): small sizes only, seconds in all.
+TINY = os.environ.get("SHARDSEAL_BENCH_TINY") == "1"
+SIZES = [4 * KiB, 64 * KiB] if TINY else [4 * KiB, 1 * MiB, 64 * MiB]
 LATENCY_SIZES = [64]
 
 

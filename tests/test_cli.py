@@ -55,7 +55,11 @@ def leftovers(folder) -> list[str]:
 def test_version(tmp_path):
     result = run("--version", cwd=tmp_path)
     assert_ok(result)
-    assert result.stdout.decode().strip() == f"shardseal {shardseal.__version__}"
+    line = result.stdout.decode().strip()
+    # The version, then the engine (issue 11): backend and, for the native one, the AES-GCM kernel.
+    assert line.startswith(f"shardseal {shardseal.__version__} (")
+    info = shardseal.backend_info()
+    assert info["backend"] in line and (info["backend"] == "python" or f"kernel {info['kernel']}" in line)
 
 
 def test_help_lists_commands_and_exit_statuses(tmp_path):

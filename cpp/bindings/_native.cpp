@@ -8,8 +8,10 @@
 #include <string>
 
 #include "shardseal/aead.hpp"
+#include "shardseal/bench.hpp"
 #include "shardseal/cobblestone.hpp"
 #include "shardseal/errors.hpp"
+#include "shardseal/kernel.hpp"
 #include "shardseal/thread_pool.hpp"
 
 namespace py = pybind11;
@@ -217,6 +219,54 @@ class PyMessageKeys {
   std::unique_ptr<shardseal::MessageKeys> keys_;
 };
 
+shardseal::Kernel parse_kernel(const std::string& name) {
+  try {
+    return shardseal::kernel_from_name(name);
+  } catch (const std::invalid_argument& e) {
+    throw py::value_error(e.what());
+  }
+}
+
+// name -> None when the kernel runs here, else the reason it does not.
+py::dict kernel_status() {
+  py::dict status;
+  for (auto k : {shardseal::Kernel::kOpenSsl, shardseal::Kernel::kIpsecMb}) {
+    std::string reason;
+    if (shardseal::kernel_available(k, &reason))
+      status[shardseal::kernel_name(k)] = py::none();
+    else
+      status[shardseal::kernel_name(k)] = reason;
+  }
+  return status;
+}
+
+void select_kernel(const std::string& name) {
+  shardseal::Kernel k = parse_kernel(name);
+  std::string reason;
+  if (!shardseal::kernel_available(k, &reason))
+    throw py::value_error("AES-GCM kernel " + name + " is not available: " + reason);
+  shardseal::select_kernel(k);
+}
+
+void bench_copy(py::handle src, py::handle dst, int threads) {
+  Buffer s(src, "src"), d(dst, "dst", true);
+  d.require_room(s.size());
+  unsigned n = thread_count(threads);
+  py::gil_scoped_release release;
+  shardseal::bench_copy(s.data(), d.data(), s.size(), n);
+}
+
+size_t bench_gcm_seal(const std::string& kernel, py::handle src, py::handle dst, int threads) {
+  shardseal::Kernel k = parse_kernel(kernel);
+  Buffer s(src, "src"), d(dst, "dst", true);
+  size_t needed = shardseal::bench_gcm_sealed_size(s.size());
+  d.require_room(needed);
+  unsigned n = thread_count(threads);
+  py::gil_scoped_release release;
+  shardseal::bench_gcm_seal(k, s.data(), d.data(), s.size(), n);
+  return needed;
+}
+
 void translate_errors(std::exception_ptr p) {
   auto raise = [](const char* cls, const char* what) {
     py::object type = py::module_::import("shardseal.errors").attr(cls);
@@ -236,13 +286,31 @@ void translate_errors(std::exception_ptr p) {
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
-  m.doc() = "shardseal native core: Cobblestone (C2SP chunked AES-GCM) on OpenSSL EVP.";
+  m.doc() = "shardseal native core: Cobblestone (C2SP chunked AES-GCM) on OpenSSL EVP or ipsec-mb.";
   py::register_exception_translator(translate_errors);
 
   m.attr("CHUNK_SIZE") = shardseal::kChunkSize;
   m.attr("TAG_SIZE") = shardseal::kTagSize;
   m.attr("SALT_SIZE") = shardseal::kSaltSize;
   m.attr("COMMITMENT_SIZE") = shardseal::kCommitmentSize;
+
+  m.def(
+      "kernel", [] { return std::string(shardseal::kernel_name(shardseal::current_kernel())); },
+      "The AES-GCM kernel in use: 'ipsec-mb' or 'openssl'.");
+  m.def("kernel_status", &kernel_status,
+        "Every AES-GCM kernel: name -> None when it runs here, else why not.");
+  m.def("select_kernel", &select_kernel, py::arg("name"),
+        "Uses this AES-GCM kernel for new keys; ValueError when it is not available.");
+  m.def(
+      "kernel_detail",
+      [](const std::string& name) { return shardseal::kernel_detail(parse_kernel(name)); },
+      py::arg("name"), "A kernel's library and code path, e.g. 'ipsec-mb 1.3.0, ...'.");
+  m.def("bench_copy", &bench_copy, py::arg("src"), py::arg("dst"), py::arg("threads"),
+        "Benchmark ceiling: copies src into dst in 16 KiB pieces on `threads` threads.");
+  m.def("bench_gcm_seal", &bench_gcm_seal, py::arg("kernel"), py::arg("src"), py::arg("dst"),
+        py::arg("threads"),
+        "Benchmark ceiling: raw AES-256-GCM of src in 16 KiB chunks (fixed key, no Cobblestone "
+        "derivation) with one kernel; returns the bytes written to dst.");
 
   m.def("default_threads", &shardseal::available_cpus,
         "Number of CPUs this process may run on.");

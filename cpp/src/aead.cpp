@@ -10,6 +10,7 @@
 #include <string>
 
 #include "shardseal/errors.hpp"
+#include "shardseal/kernel.hpp"
 
 namespace shardseal {
 namespace {
@@ -138,7 +139,8 @@ bool GcmCipher::open(const uint8_t* nonce, const uint8_t* aad, size_t aad_len,
 std::vector<uint8_t> gcm_seal(const uint8_t* key, size_t key_len, const uint8_t* nonce,
                               const uint8_t* aad, size_t aad_len, const uint8_t* in,
                               size_t len) {
-  GcmCipher cipher(key, key_len, GcmCipher::Direction::kSeal);
+  GcmKey gcm(key, key_len);
+  GcmKey::Worker cipher(gcm, /*seal=*/true);
   std::vector<uint8_t> out(len + kGcmTagSize);
   cipher.seal(nonce, aad, aad_len, in, len, out.data(), out.data() + len);
   return out;
@@ -148,7 +150,8 @@ std::vector<uint8_t> gcm_open(const uint8_t* key, size_t key_len, const uint8_t*
                               const uint8_t* aad, size_t aad_len, const uint8_t* in,
                               size_t len) {
   if (len < kGcmTagSize) throw AuthenticationFailure();
-  GcmCipher cipher(key, key_len, GcmCipher::Direction::kOpen);
+  GcmKey gcm(key, key_len);
+  GcmKey::Worker cipher(gcm, /*seal=*/false);
   size_t body = len - kGcmTagSize;
   std::vector<uint8_t> out(body);
   if (!cipher.open(nonce, aad, aad_len, in, body, in + body, out.data())) {

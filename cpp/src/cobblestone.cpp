@@ -63,30 +63,32 @@ size_t opened_size(size_t ciphertext_len, bool final) {
 }
 
 MessageKeys::MessageKeys(Suite suite, const uint8_t* input_key, size_t key_len,
-                         const uint8_t* salt, const uint8_t* context, size_t context_len)
-    : key_len_(suite_key_size(suite)) {
-  if (key_len != key_len_)
+                         const uint8_t* salt, const uint8_t* context, size_t context_len) {
+  const size_t chunk_key_len = suite_key_size(suite);
+  if (key_len != chunk_key_len)
     throw std::invalid_argument("Cobblestone-" + std::to_string(static_cast<int>(suite)) +
-                                " needs a " + std::to_string(key_len_) + "-byte key");
+                                " needs a " + std::to_string(chunk_key_len) + "-byte key");
   // info = prefix || aead_name || 0x00 || salt || context
   std::string info = std::string(kInfoPrefix) + aead_name(suite);
   info.push_back('\0');
   info.append(reinterpret_cast<const char*>(salt), kSaltSize);
   info.append(reinterpret_cast<const char*>(context), context_len);
   uint8_t okm[32 + kNonceSize + kCommitmentSize];
-  size_t okm_len = key_len_ + kNonceSize + kCommitmentSize;
+  size_t okm_len = chunk_key_len + kNonceSize + kCommitmentSize;
   hkdf_expand_sha512(input_key, key_len, reinterpret_cast<const uint8_t*>(info.data()),
                      info.size(), okm, okm_len);
-  std::copy(okm, okm + key_len_, key_);
-  std::copy(okm + key_len_, okm + key_len_ + kNonceSize, base_nonce_);
-  std::copy(okm + key_len_ + kNonceSize, okm + okm_len, commitment_);
+  try {
+    gcm_ = std::make_unique<GcmKey>(okm, chunk_key_len);
+  } catch (...) {
+    secure_wipe(okm, sizeof okm);
+    throw;
+  }
+  std::copy(okm + chunk_key_len, okm + chunk_key_len + kNonceSize, base_nonce_);
+  std::copy(okm + chunk_key_len + kNonceSize, okm + okm_len, commitment_);
   secure_wipe(okm, sizeof okm);
 }
 
-MessageKeys::~MessageKeys() {
-  secure_wipe(key_, sizeof key_);
-  secure_wipe(base_nonce_, sizeof base_nonce_);
-}
+MessageKeys::~MessageKeys() { secure_wipe(base_nonce_, sizeof base_nonce_); }
 
 bool MessageKeys::commitment_matches(const uint8_t* candidate) const {
   return CRYPTO_memcmp(candidate, commitment_, kCommitmentSize) == 0;
@@ -117,7 +119,7 @@ void MessageKeys::seal_chunks(uint64_t first_chunk, const uint8_t* plaintext, si
   size_t n_chunks = chunk_count(len, final);
   check_chunk_range(first_chunk, n_chunks);
   for_chunk_ranges(n_chunks, threads, [&](size_t begin, size_t end) {
-    GcmCipher cipher(key_, key_len_, GcmCipher::Direction::kSeal);
+    GcmKey::Worker cipher(*gcm_, /*seal=*/true);
     uint8_t nonce[kNonceSize];
     for (size_t i = begin; i < end; ++i) {
       size_t offset = i * kChunkSize;
@@ -136,7 +138,7 @@ void MessageKeys::open_chunks(uint64_t first_chunk, const uint8_t* ciphertext, s
   check_chunk_range(first_chunk, n_chunks);
   try {
     for_chunk_ranges(n_chunks, threads, [&](size_t begin, size_t end) {
-      GcmCipher cipher(key_, key_len_, GcmCipher::Direction::kOpen);
+      GcmKey::Worker cipher(*gcm_, /*seal=*/false);
       uint8_t nonce[kNonceSize];
       for (size_t i = begin; i < end; ++i) {
         const uint8_t* sealed = ciphertext + i * kSealedChunkSize;

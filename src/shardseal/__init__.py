@@ -13,6 +13,7 @@ C++ engine does the bulk work on all cores, with a byte-identical pure-Python fa
 from __future__ import annotations
 
 from . import _backend, cobblestone, errors
+from ._backend import backend_info
 from ._api import (
     ContainerInfo,
     StanzaInfo,
@@ -77,6 +78,7 @@ __all__ = [
     "WrapContext",
     "WrongPassphraseError",
     "backend",
+    "backend_info",
     "clean_temp_files",
     "cobblestone",
     "decrypt",

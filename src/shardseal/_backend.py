@@ -3,6 +3,12 @@
 ``SHARDSEAL_BACKEND`` selects it: ``auto`` (the default) takes the native module and falls
 back to Python with a RuntimeWarning, ``native`` raises ImportError when the native module is
 missing, ``python`` always takes the Python backend.
+
+``SHARDSEAL_KERNEL`` selects the native engine's AES-GCM kernel: ``auto`` (the default) takes
+Intel's ipsec-mb on CPUs with VAES + VPCLMULQDQ + AVX-512 when the module was built with it, else
+OpenSSL; ``ipsec-mb`` or ``openssl`` forces one (a forced kernel that cannot run here is an
+ImportError that says why). The Python backend has no kernels and ignores it. Both kernels give
+identical bytes. ``backend_info()`` reports the choice.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import warnings
 from types import ModuleType
 
 _CHOICES = ("auto", "native", "python")
+_KERNEL_CHOICES = ("auto", "ipsec-mb", "openssl")
 FALLBACK_WARNING = (
     "shardseal: native module unavailable ({reason}); using the slower pure-Python backend. "
     "To get the native module, install a C++17 compiler and the OpenSSL 3 headers "
@@ -54,4 +61,44 @@ def _load(choice: str) -> tuple[str, ModuleType]:
     return "python", _pybackend
 
 
+def _select_kernel(native, choice: str) -> None:
+    """Applies SHARDSEAL_KERNEL to the native module.
+
+    Raises:
+        ValueError: choice is not one of auto, ipsec-mb, openssl.
+        ImportError: the forced kernel cannot run here (not built in, or the CPU lacks it).
+    """
+    if choice not in _KERNEL_CHOICES:
+        raise ValueError(f"SHARDSEAL_KERNEL must be one of {', '.join(_KERNEL_CHOICES)}, got {choice!r}")
+    if choice == "auto":
+        return  # the native module picked the fastest kernel for this CPU at import
+    reason = native.kernel_status().get(choice)
+    if reason is not None:
+        raise ImportError(f"SHARDSEAL_KERNEL={choice} but that AES-GCM kernel is unavailable: {reason}")
+    native.select_kernel(choice)
+
+
+def backend_info() -> dict:
+    """What does the work: the backend, the AES-GCM kernel and the library behind it.
+
+    Returns:
+        A dict with ``backend`` ("native" or "python"), ``kernel`` (the native engine's AES-GCM
+        kernel, "ipsec-mb" or "openssl"; "cryptography" for the Python backend), ``detail``
+        (library version and code path) and ``kernels`` (every native kernel: None when it can
+        run here, else why not; empty for the Python backend).
+    """
+    if name == "native":
+        kernel = impl.kernel()
+        return {"backend": name, "kernel": kernel, "detail": impl.kernel_detail(kernel),
+                "kernels": dict(impl.kernel_status())}
+    import cryptography
+    from cryptography.hazmat.backends.openssl.backend import backend as openssl
+
+    return {"backend": name, "kernel": "cryptography",
+            "detail": f"cryptography {cryptography.__version__} ({openssl.openssl_version_text()}) AESGCM",
+            "kernels": {}}
+
+
 name, impl = _load(os.environ.get("SHARDSEAL_BACKEND", "auto").strip().lower() or "auto")
+if name == "native":
+    _select_kernel(impl, os.environ.get("SHARDSEAL_KERNEL", "auto").strip().lower() or "auto")

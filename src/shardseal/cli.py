@@ -197,6 +197,14 @@ def _scrubbed(message: str) -> str:
     return message
 
 
+def _backend_line() -> str:
+    """The engine for --version and demo: backend, AES-GCM kernel and its library."""
+    info = shardseal.backend_info()
+    if info["backend"] == "native":
+        return f"native, AES-GCM kernel {info['kernel']}: {info['detail']}"
+    return f"python: {info['detail']}"
+
+
 def _one_line(message: str) -> str:
     return " ".join(_scrubbed(message).split())
 
@@ -310,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version",
-                        version=f"shardseal {shardseal.__version__}")
+                        version=f"shardseal {shardseal.__version__} ({_backend_line()})")
     parser.add_argument("--audit-log", metavar="PATH",
                         help=f"append audit events (key use, failures) as JSON lines to PATH "
                              f"(default: ${AUDIT_LOG_ENV})")
@@ -1097,7 +1105,7 @@ def run_demo(size_mib: int, threads: Optional[int]) -> int:
     """Encrypts a synthetic dataset shard in memory, inspects it, decrypts and verifies it."""
     import numpy as np
 
-    print(f"shardseal {shardseal.__version__}, backend: {shardseal.backend}")
+    print(f"shardseal {shardseal.__version__}, backend: {_backend_line()}")
     key = shardseal.generate_key()
     rows = size_mib * 2**20 // (256 * 4)
     shard = np.random.default_rng(0).standard_normal((rows, 256), dtype=np.float32)

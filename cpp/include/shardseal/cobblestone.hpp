@@ -8,6 +8,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+
+#include "shardseal/kernel.hpp"
 
 namespace shardseal {
 
@@ -43,6 +46,7 @@ class MessageKeys {
   MessageKeys& operator=(const MessageKeys&) = delete;
 
   const uint8_t* commitment() const { return commitment_; }
+  Kernel kernel() const { return gcm_->kernel(); }
   // Constant-time comparison with a message's commitment.
   bool commitment_matches(const uint8_t* candidate) const;
 
@@ -60,8 +64,7 @@ class MessageKeys {
   template <typename Fn>
   void for_chunk_ranges(size_t n_chunks, unsigned threads, Fn fn) const;
 
-  size_t key_len_;
-  uint8_t key_[32];
+  std::unique_ptr<GcmKey> gcm_;  // the chunk key, prepared once, shared by all workers
   uint8_t base_nonce_[12];
   uint8_t commitment_[kCommitmentSize];
 };
