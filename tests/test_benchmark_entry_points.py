@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from .cli_helpers import PACKAGE_ROOT  # the package under test: src/ or site-packages
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 TIMEOUT = 120  # each takes seconds; the bound only stops a hang
@@ -25,7 +27,7 @@ pytestmark = pytest.mark.skipif(not BENCH.is_dir(), reason="benchmarks/ is not i
 
 
 def _run(args: list, tmp_path: Path, **env) -> str:
-    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]), **env)
+    full_env = dict(os.environ, PYTHONPATH=os.pathsep.join([PACKAGE_ROOT, str(ROOT)]), **env)
     proc = subprocess.run([sys.executable, *args], cwd=tmp_path, env=full_env, capture_output=True, text=True,
                           timeout=TIMEOUT)
     assert proc.returncode == 0, f"{' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"

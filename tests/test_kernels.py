@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import shardseal
 from shardseal import AuthenticationError, _backend
+from tests.cli_helpers import PACKAGE_ROOT  # the package under test: src/ or site-packages
 from tests.conftest import NATIVE
 
 pytestmark = pytest.mark.skipif(NATIVE is None, reason="native module not built")
@@ -200,7 +201,7 @@ def _default_kernel() -> str:
 
 
 def _run_python(code: str, **env) -> str:
-    full_env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), **env)
+    full_env = dict(os.environ, PYTHONPATH=PACKAGE_ROOT, **env)
     full_env.pop("SHARDSEAL_BACKEND", None)
     proc = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
