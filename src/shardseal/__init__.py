@@ -16,6 +16,7 @@ from . import _backend, cobblestone, errors
 from ._api import (
     ContainerInfo,
     StanzaInfo,
+    clear_key_cache,
     decrypt,
     decrypt_array,
     decrypt_into,
@@ -63,6 +64,7 @@ __all__ = [
     "WrapContext",
     "WrongPassphraseError",
     "backend",
+    "clear_key_cache",
     "cobblestone",
     "decrypt",
     "decrypt_array",

@@ -1,0 +1,139 @@
+"""Small bounded caches that take the Python work off repeated small calls.
+
+Two caches, both per process and bounded:
+
+- Parsed headers, keyed by the header's exact bytes. Parsing is a pure function of those bytes
+  and reads exactly ``header.size`` of them, so a buffer that starts with the bytes of a header
+  parsed before has that same header: a hit gives exactly the acceptance of a full parse
+  (every check ran when the entry was made; failures are never cached). The cached Header is
+  shared: only paths that never hand it (or its metadata) to a caller use this cache.
+- Direct keys: a caller's 32-byte key maps to its ``DirectKey`` (key id derived once) and to
+  the encoded header of a direct-key container for a (suite, fixed part). This holds a copy of
+  the key for as long as it is cached: at most ``KEY_CACHE_SIZE`` keys, least recently added
+  dropped first, none after ``clear()`` (``shardseal.clear_key_cache()``), and none at all
+  with ``SHARDSEAL_KEY_CACHE=0``. Python bytes cannot be wiped; a dropped entry is freed like
+  the per-call copies the API makes anyway. The cache is module state: it is never pickled.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Optional
+
+from . import _container, _envelope, _keys
+
+HEADER_CACHE_SIZE = 64
+# Only small headers are cached (a direct key or a few stanzas and modest metadata).
+MAX_CACHED_HEADER_SIZE = 4096
+# Distinct header sizes tried per lookup: a buffer's header size is unknown before parsing.
+_MAX_SIZES = 4
+
+
+def _key_cache_size() -> int:
+    text = os.environ.get("SHARDSEAL_KEY_CACHE", "").strip()
+    try:
+        return max(0, int(text)) if text else 16
+    except ValueError:
+        return 16
+
+
+KEY_CACHE_SIZE = _key_cache_size()
+
+_lock = threading.Lock()
+_headers: dict[bytes, _container.Header] = {}
+_header_sizes: list[int] = []  # most recent first
+_direct_keys: dict[bytes, _envelope.DirectKey] = {}
+_direct_headers: dict[tuple, bytes] = {}
+_EMPTY_FIXED = {suite: _container.encode_fixed(suite, {}) for suite in _container.SUITE_NAMES}
+
+
+def clear() -> None:
+    """Drops every cached key and header."""
+    with _lock:
+        _headers.clear()
+        _header_sizes.clear()
+        _direct_keys.clear()
+        _direct_headers.clear()
+
+
+def _evict(cache: dict, limit: int) -> None:
+    with _lock:
+        while len(cache) > limit:
+            cache.pop(next(iter(cache)), None)
+
+
+def parse_header(view: memoryview) -> _container.Header:
+    """``_container.parse_header`` through the header cache. Treat the result as read-only.
+
+    Raises:
+        As ``_container.parse_header``.
+    """
+    for size in tuple(_header_sizes):
+        header = _headers.get(bytes(view[:size]))
+        if header is not None:
+            return header
+    header = _container.parse_header(view)
+    if header.size <= MAX_CACHED_HEADER_SIZE:
+        _headers[bytes(view[: header.size])] = header
+        _evict(_headers, HEADER_CACHE_SIZE)
+        if header.size not in _header_sizes:
+            with _lock:
+                _header_sizes.insert(0, header.size)
+                del _header_sizes[_MAX_SIZES:]
+    return header
+
+
+def fixed_part(suite: int, header_metadata: dict) -> bytes:
+    """``_container.encode_fixed``, without the JSON encoding when there is no metadata.
+
+    Raises:
+        As ``_container.encode_fixed``.
+    """
+    if not header_metadata and type(header_metadata) is dict and suite in _EMPTY_FIXED:
+        return _EMPTY_FIXED[suite]
+    return _container.encode_fixed(suite, header_metadata)
+
+
+def _key_bytes(key) -> Optional[bytes]:
+    """The key as bytes when it is a valid direct key that may be cached, else None."""
+    if type(key) is bytes and len(key) == _keys.KEY_SIZE and KEY_CACHE_SIZE:
+        return key
+    return None
+
+
+def direct_key(key) -> _envelope.DirectKey:
+    """The DirectKey of a caller's key (cached for bytes keys).
+
+    Raises:
+        TypeError, ValueError: as ``_keys.check_key``.
+    """
+    if isinstance(key, _envelope.DirectKey):
+        return key
+    cacheable = _key_bytes(key)
+    if cacheable is None:
+        return _envelope.DirectKey(key)
+    identity = _direct_keys.get(cacheable)
+    if identity is None:
+        identity = _envelope.DirectKey(cacheable)
+        _direct_keys[cacheable] = identity
+        _evict(_direct_keys, KEY_CACHE_SIZE)
+    return identity
+
+
+def direct_header(key: bytes, suite: int, fixed: bytes) -> bytes:
+    """The whole header of a direct-key container: fixed part and key block (cached).
+
+    ``key`` must have passed ``_keys.check_key``.
+    """
+    cacheable = _key_bytes(key)
+    if cacheable is None:
+        return fixed + _container.encode_key_block([_keys.direct_stanza(key)])
+    entry = (suite, fixed, cacheable)
+    header = _direct_headers.get(entry)
+    if header is None:
+        header = fixed + _container.encode_key_block([_keys.direct_stanza(cacheable)])
+        if len(header) <= MAX_CACHED_HEADER_SIZE:
+            _direct_headers[entry] = header
+            _evict(_direct_headers, KEY_CACHE_SIZE)
+    return header
