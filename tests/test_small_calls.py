@@ -197,3 +197,37 @@ def test_cobblestone_buffer_types_give_the_same_bytes_and_errors(backend, conver
         cobblestone.encrypt("text", convert(key))
     with pytest.raises(TypeError):
         cobblestone.decrypt(convert(message), "k" * 32)
+
+
+# -- random reads (DecryptingReader.pread) ------------------------------------------------------
+
+def test_pread_matches_the_plaintext_at_every_kind_of_offset(backend, key, tmp_path):
+    data = os.urandom(5 * 16384 + 777)
+    path = tmp_path / "c.sseal"
+    path.write_bytes(shardseal.encrypt(data, key))
+    offsets = [0, 1, 16383, 16384, 16380, 3 * 16384 - 2, len(data) - 4096, len(data) - 1, len(data), len(data) + 5]
+    with shardseal.open(path, "rb", key=key, cache_chunks=2) as reader:
+        for _ in range(2):  # cold, then partly cached
+            for offset in offsets:
+                for size in (0, 1, 4096, 16384, 40000):
+                    assert reader.pread(offset, size) == data[offset : offset + size], (offset, size)
+                    assert type(reader.pread(offset, size)) is bytes
+
+
+def test_pread_of_a_tampered_chunk_is_audited_with_the_file(backend, key, tmp_path, caplog):
+    import logging
+
+    data = os.urandom(3 * 16384)
+    blob = bytearray(shardseal.encrypt(data, key))
+    blob[-16384] ^= 1  # inside chunk 2's ciphertext
+    path = tmp_path / "bad.sseal"
+    path.write_bytes(bytes(blob))
+    with shardseal.open(path, "rb", key=key) as reader:
+        assert reader.pread(0, 4096) == data[:4096]
+        caplog.set_level(logging.INFO, logger="shardseal.audit")
+        for _ in range(2):
+            with pytest.raises(AuthenticationError):
+                reader.pread(2 * 16384 + 10, 4096)
+    events = [r.shardseal for r in caplog.records if r.name == "shardseal.audit"]
+    assert [e["event"] for e in events] == ["authentication_failed"] * 2
+    assert all(e["file"] == str(path) for e in events)
