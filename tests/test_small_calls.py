@@ -108,6 +108,8 @@ def test_bad_keys_fail_alike_with_a_warm_cache(backend, key):
 def test_a_mutable_key_is_read_on_every_call(backend, key):
     mutable = bytearray(key)
     blob = shardseal.encrypt(b"data", mutable)
+    assert shardseal.decrypt(blob, mutable) == b"data"
+    assert not _caches._direct_keys and not _caches._direct_headers
     mutable[0] ^= 1  # a bytearray key is never cached: the change takes effect
     with pytest.raises(KeyNotFoundError):
         shardseal.decrypt(blob, mutable)

@@ -71,8 +71,8 @@ def plan_header(key, recipients, suite, header_metadata: dict) -> _envelope.Plan
     if key is not None and recipients is None:
         # The direct-key header is cached per key: no key id derivation or encoding per call.
         fixed = _caches.fixed_part(suite, header_metadata)
-        key = _keys.check_key(key)
-        return _envelope.Plan(fixed, _caches.direct_header(key, suite, fixed), _keys.input_key(key, suite))
+        key, header = _caches.direct_header(key, suite, fixed)
+        return _envelope.Plan(fixed, header, _keys.input_key(key, suite))
     return _envelope.plan(key, recipients, suite, header_metadata)
 
 

@@ -121,14 +121,17 @@ def direct_key(key) -> _envelope.DirectKey:
     return identity
 
 
-def direct_header(key: bytes, suite: int, fixed: bytes) -> bytes:
-    """The whole header of a direct-key container: fixed part and key block (cached).
+def direct_header(key, suite: int, fixed: bytes) -> tuple[bytes, bytes]:
+    """The checked key and the whole header (fixed part and key block) of a direct-key
+    container; cached for keys given as bytes.
 
-    ``key`` must have passed ``_keys.check_key``.
+    Raises:
+        TypeError, ValueError: as ``_keys.check_key``.
     """
     cacheable = _key_bytes(key)
     if cacheable is None:
-        return fixed + _container.encode_key_block([_keys.direct_stanza(key)])
+        key = _keys.check_key(key)
+        return key, fixed + _container.encode_key_block([_keys.direct_stanza(key)])
     entry = (suite, fixed, cacheable)
     header = _direct_headers.get(entry)
     if header is None:
@@ -136,4 +139,4 @@ def direct_header(key: bytes, suite: int, fixed: bytes) -> bytes:
         if len(header) <= MAX_CACHED_HEADER_SIZE:
             _direct_headers[entry] = header
             _evict(_direct_headers, KEY_CACHE_SIZE)
-    return header
+    return cacheable, header
