@@ -233,3 +233,28 @@ def test_pread_of_a_tampered_chunk_is_audited_with_the_file(backend, key, tmp_pa
     events = [r.shardseal for r in caplog.records if r.name == "shardseal.audit"]
     assert [e["event"] for e in events] == ["authentication_failed"] * 2
     assert all(e["file"] == str(path) for e in events)
+
+
+def test_every_call_is_audited_even_on_a_cache_hit(backend, key, caplog):
+    import logging
+
+    blob = shardseal.encrypt(b"data", key)
+    for _ in range(2):
+        assert shardseal.decrypt(blob, key) == b"data"  # cached, audit off
+    caplog.set_level(logging.INFO, logger="shardseal.audit")
+    for _ in range(3):
+        assert shardseal.decrypt(blob, key) == b"data"
+    with pytest.raises(KeyNotFoundError):
+        shardseal.decrypt(blob, bytes(32))
+    events = [r.shardseal["event"] for r in caplog.records if r.name == "shardseal.audit"]
+    assert events == ["unwrap"] * 3 + ["key_not_found"]
+
+
+def test_bytes_input_skips_only_the_overlap_check_it_cannot_fail(backend, key):
+    buffer = bytearray(shardseal.encrypted_size(100) + 100)
+    view = memoryview(buffer)
+    with pytest.raises(ValueError, match="overlap"):
+        shardseal.encrypt_into(view[:100], key, view[50:])
+    blob = shardseal.encrypt(b"z" * 100, key)
+    out = bytearray(100)
+    assert shardseal.decrypt_into(blob, key, out) == 100 and out == b"z" * 100

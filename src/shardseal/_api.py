@@ -172,7 +172,8 @@ def _open_shared_header(blob) -> tuple[memoryview, _container.Header]:
 
 def _input_key(header: _container.Header, key, identities) -> bytes:
     if identities is None and key is not None:
-        key = _caches.direct_key(key)  # the key id is derived once per key
+        # The key id is derived once per key, and the stanza matched once per header.
+        return _caches.input_key(header, _caches.direct_key(key))
     return _envelope.unwrap_input_key(header, key, identities)
 
 

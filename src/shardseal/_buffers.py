@@ -65,6 +65,8 @@ def check_no_overlap(source: memoryview, out: memoryview) -> None:
     Raises:
         ValueError: the two buffers overlap.
     """
+    if type(source.obj) is bytes:
+        return  # immutable memory: no writable buffer can share it
     if source.nbytes and out.nbytes and np.may_share_memory(
         np.frombuffer(source, np.uint8), np.frombuffer(out, np.uint8)
     ):

@@ -17,11 +17,12 @@ Two caches, both per process and bounded:
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Optional
 
-from . import _container, _envelope, _keys
+from . import _container, _envelope, _keys, audit
 
 HEADER_CACHE_SIZE = 64
 # Only small headers are cached (a direct key or a few stanzas and modest metadata).
@@ -45,6 +46,9 @@ _headers: dict[bytes, _container.Header] = {}
 _header_sizes: list[int] = []  # most recent first
 _direct_keys: dict[bytes, _envelope.DirectKey] = {}
 _direct_headers: dict[tuple, bytes] = {}
+# (id(header), id(identity)) -> (header, identity, input key): the objects are kept so that
+# their ids cannot be reused while the entry exists.
+_unwrapped: dict[tuple[int, int], tuple] = {}
 _EMPTY_FIXED = {suite: _container.encode_fixed(suite, {}) for suite in _container.SUITE_NAMES}
 
 
@@ -55,6 +59,7 @@ def clear() -> None:
         _header_sizes.clear()
         _direct_keys.clear()
         _direct_headers.clear()
+        _unwrapped.clear()
 
 
 def _evict(cache: dict, limit: int) -> None:
@@ -140,3 +145,24 @@ def direct_header(key, suite: int, fixed: bytes) -> tuple[bytes, bytes]:
             _direct_headers[entry] = header
             _evict(_direct_headers, KEY_CACHE_SIZE)
     return cacheable, header
+
+
+def input_key(header: _container.Header, identity: _envelope.DirectKey) -> bytes:
+    """``_envelope.unwrap_input_key(header, identity)``, remembered for a cached header and key.
+
+    Unwrapping with a direct key is a pure function of the two. The full path runs whenever
+    the audit log records key use, so that every call still logs its ``unwrap`` event.
+
+    Raises:
+        As ``_envelope.unwrap_input_key``.
+    """
+    if not KEY_CACHE_SIZE or audit.logger.isEnabledFor(logging.INFO):
+        return _envelope.unwrap_input_key(header, identity)
+    entry = (id(header), id(identity))
+    found = _unwrapped.get(entry)
+    if found is not None and found[0] is header and found[1] is identity:
+        return found[2]
+    result = _envelope.unwrap_input_key(header, identity)  # raises: nothing is remembered
+    _unwrapped[entry] = (header, identity, result)
+    _evict(_unwrapped, KEY_CACHE_SIZE)
+    return result
