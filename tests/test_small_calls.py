@@ -109,7 +109,7 @@ def test_a_mutable_key_is_read_on_every_call(backend, key):
     mutable = bytearray(key)
     blob = shardseal.encrypt(b"data", mutable)
     assert shardseal.decrypt(blob, mutable) == b"data"
-    assert not _caches._direct_keys and not _caches._direct_headers
+    assert not _caches._direct_keys and not _caches._direct_plans
     mutable[0] ^= 1  # a bytearray key is never cached: the change takes effect
     with pytest.raises(KeyNotFoundError):
         shardseal.decrypt(blob, mutable)
@@ -155,17 +155,17 @@ def test_key_cache_is_bounded_and_cleared(backend):
     for k in keys:
         assert shardseal.decrypt(shardseal.encrypt(b"x", k), k) == b"x"
     assert 0 < len(_caches._direct_keys) <= _caches.KEY_CACHE_SIZE
-    assert len(_caches._direct_headers) <= _caches.KEY_CACHE_SIZE
+    assert len(_caches._direct_plans) <= _caches.KEY_CACHE_SIZE
     assert len(_caches._headers) <= _caches.HEADER_CACHE_SIZE
     shardseal.clear_key_cache()
-    assert not _caches._direct_keys and not _caches._direct_headers and not _caches._headers
+    assert not _caches._direct_keys and not _caches._direct_plans and not _caches._headers
 
 
 def test_key_cache_can_be_turned_off(backend, key, monkeypatch):
     monkeypatch.setattr(_caches, "KEY_CACHE_SIZE", 0)
     blob = shardseal.encrypt(b"data", key)
     assert shardseal.decrypt(blob, key) == b"data"
-    assert not _caches._direct_keys and not _caches._direct_headers
+    assert not _caches._direct_keys and not _caches._direct_plans
 
 
 def test_cached_key_objects_do_not_show_the_key(backend, key):

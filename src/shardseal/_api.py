@@ -70,9 +70,7 @@ def plan_header(key, recipients, suite, header_metadata: dict) -> _envelope.Plan
     suite = _check_suite(suite)
     if key is not None and recipients is None:
         # The direct-key header is cached per key: no key id derivation or encoding per call.
-        fixed = _caches.fixed_part(suite, header_metadata)
-        key, header = _caches.direct_header(key, suite, fixed)
-        return _envelope.Plan(fixed, header, _keys.input_key(key, suite))
+        return _caches.direct_plan(key, suite, _caches.fixed_part(suite, header_metadata))
     return _envelope.plan(key, recipients, suite, header_metadata)
 
 

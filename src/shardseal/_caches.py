@@ -7,8 +7,9 @@ Two caches, both per process and bounded:
   parsed before has that same header: a hit gives exactly the acceptance of a full parse
   (every check ran when the entry was made; failures are never cached). The cached Header is
   shared: only paths that never hand it (or its metadata) to a caller use this cache.
-- Direct keys: a caller's 32-byte key maps to its ``DirectKey`` (key id derived once) and to
-  the encoded header of a direct-key container for a (suite, fixed part). This holds a copy of
+- Direct keys: a caller's 32-byte key maps to its ``DirectKey`` (key id derived once), to the
+  plan of a direct-key container for a (suite, fixed part): its encoded header and input key,
+  and to the input key it unwraps from a cached header. This holds a copy of
   the key for as long as it is cached: at most ``KEY_CACHE_SIZE`` keys, least recently added
   dropped first, none after ``clear()`` (``shardseal.clear_key_cache()``), and none at all
   with ``SHARDSEAL_KEY_CACHE=0``. Python bytes cannot be wiped; a dropped entry is freed like
@@ -45,7 +46,7 @@ _lock = threading.Lock()
 _headers: dict[bytes, _container.Header] = {}
 _header_sizes: list[int] = []  # most recent first
 _direct_keys: dict[bytes, _envelope.DirectKey] = {}
-_direct_headers: dict[tuple, bytes] = {}
+_direct_plans: dict[tuple, _envelope.Plan] = {}
 # (id(header), id(identity)) -> (header, identity, input key): the objects are kept so that
 # their ids cannot be reused while the entry exists.
 _unwrapped: dict[tuple[int, int], tuple] = {}
@@ -58,7 +59,7 @@ def clear() -> None:
         _headers.clear()
         _header_sizes.clear()
         _direct_keys.clear()
-        _direct_headers.clear()
+        _direct_plans.clear()
         _unwrapped.clear()
 
 
@@ -126,26 +127,29 @@ def direct_key(key) -> _envelope.DirectKey:
     return identity
 
 
-def direct_header(key, suite: int, fixed: bytes) -> tuple[bytes, bytes]:
-    """The checked key and the whole header (fixed part and key block) of a direct-key
-    container; cached for keys given as bytes.
+def direct_plan(key, suite: int, fixed: bytes) -> _envelope.Plan:
+    """The plan (fixed part, whole header, input key) of a direct-key container; cached for
+    keys given as bytes.
 
     Raises:
         TypeError, ValueError: as ``_keys.check_key``.
     """
     cacheable = _key_bytes(key)
     if cacheable is None:
-        key = _keys.check_key(key)
-        return key, fixed + _container.encode_key_block([_keys.direct_stanza(key)])
+        return _make_direct_plan(_keys.check_key(key), suite, fixed)
     entry = (suite, fixed, cacheable)
-    header = _direct_headers.get(entry)
-    if header is None:
-        header = fixed + _container.encode_key_block([_keys.direct_stanza(cacheable)])
-        if len(header) <= MAX_CACHED_HEADER_SIZE:
-            _direct_headers[entry] = header
-            _evict(_direct_headers, KEY_CACHE_SIZE)
-    return cacheable, header
+    plan = _direct_plans.get(entry)
+    if plan is None:
+        plan = _make_direct_plan(cacheable, suite, fixed)
+        if len(plan.header) <= MAX_CACHED_HEADER_SIZE:
+            _direct_plans[entry] = plan
+            _evict(_direct_plans, KEY_CACHE_SIZE)
+    return plan
 
+
+def _make_direct_plan(key: bytes, suite: int, fixed: bytes) -> _envelope.Plan:
+    header = fixed + _container.encode_key_block([_keys.direct_stanza(key)])
+    return _envelope.Plan(fixed, header, _keys.input_key(key, suite))
 
 def input_key(header: _container.Header, identity: _envelope.DirectKey) -> bytes:
     """``_envelope.unwrap_input_key(header, identity)``, remembered for a cached header and key.
