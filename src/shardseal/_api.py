@@ -176,11 +176,11 @@ def _input_key(header: _container.Header, key, identities) -> bytes:
 
 
 def clear_key_cache() -> None:
-    """Forgets the keys and headers cached to speed up repeated small calls.
+    """Forgets the keys and parsed headers cached to speed up repeated small calls.
 
     ``encrypt``/``decrypt`` with a direct ``bytes`` key remember up to 16 recent keys (with
-    their key ids and direct-key headers) so that a loop over small messages does not derive
-    the key id on every call. Call this once a key is no longer in use, or set
+    their key ids, direct-key headers and input keys) so that a loop over small messages does
+    not derive the key id on every call. Call this once a key is no longer in use, or set
     ``SHARDSEAL_KEY_CACHE=0`` before importing shardseal to turn the key cache off (an integer
     sets its size). The cache is per process and is never pickled.
     """
