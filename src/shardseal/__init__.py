@@ -17,6 +17,7 @@ from ._backend import backend_info
 from ._api import (
     ContainerInfo,
     StanzaInfo,
+    clear_key_cache,
     decrypt,
     decrypt_array,
     decrypt_into,
@@ -80,6 +81,7 @@ __all__ = [
     "backend",
     "backend_info",
     "clean_temp_files",
+    "clear_key_cache",
     "cobblestone",
     "decrypt",
     "decrypt_array",

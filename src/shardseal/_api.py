@@ -8,7 +8,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from . import _backend, _buffers, _container, _envelope, _keys, _layout, _redact, _stanzas, audit
+from . import _backend, _buffers, _caches, _container, _envelope, _keys, _layout, _redact, _stanzas, audit
 from .errors import FormatError
 
 _ARRAY_CONTENT_TYPE = "numpy.ndarray"
@@ -67,7 +67,11 @@ def _check_suite(suite) -> int:
 
 def plan_header(key, recipients, suite, header_metadata: dict) -> _envelope.Plan:
     """The header and input key for a new container (a direct key or recipients)."""
-    return _envelope.plan(key, recipients, _check_suite(suite), header_metadata)
+    suite = _check_suite(suite)
+    if key is not None and recipients is None:
+        # The direct-key header is cached per key: no key id derivation or encoding per call.
+        return _caches.direct_plan(key, suite, _caches.fixed_part(suite, header_metadata))
+    return _envelope.plan(key, recipients, suite, header_metadata)
 
 
 def encrypted_size(plaintext_size: int, *, metadata: Optional[Mapping[str, Any]] = None, suite: int = 256,
@@ -118,10 +122,10 @@ def encrypt(data, key=None, *, recipients=None, metadata: Optional[Mapping[str, 
         ValueError: a key that is not 32 bytes, a bad thread count or suite, or a bad set of
             recipients (empty, a passphrase beside others).
     """
-    source = _buffers.readable(data, "data")
+    source = _buffers.readable_bytes(data, "data")
     plan = plan_header(key, recipients, suite, _header_metadata(metadata))
     return _backend.impl.seal(suite, plan.input_key, _random_salt(), plan.fixed, source,
-                              _buffers.thread_count(threads), plan.header)
+                              _buffers.thread_count(threads, len(source)), plan.header)
 
 
 def encrypt_into(data, key=None, out=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
@@ -148,13 +152,39 @@ def encrypt_into(data, key=None, out=None, *, recipients=None, metadata: Optiona
     _buffers.require_room(target, needed)
     target[: len(plan.header)] = plan.header
     _backend.impl.seal_into(suite, plan.input_key, _random_salt(), plan.fixed, source,
-                            target[len(plan.header):], _buffers.thread_count(threads))
+                            target[len(plan.header):], _buffers.thread_count(threads, source.nbytes))
     return needed
 
 
 def _open_header(blob) -> tuple[memoryview, _container.Header]:
     view = _buffers.readable(blob, "blob")
     return view, _container.parse_header(view)
+
+
+def _open_shared_header(blob) -> tuple[memoryview, _container.Header]:
+    """As _open_header, through the header cache: the Header may be shared, so callers must
+    neither change it nor hand it (or its metadata) to the user."""
+    view = _buffers.readable(blob, "blob")
+    return view, _caches.parse_header(view)
+
+
+def _input_key(header: _container.Header, key, identities) -> bytes:
+    if identities is None and key is not None:
+        # The key id is derived once per key, and the stanza matched once per header.
+        return _caches.input_key(header, _caches.direct_key(key))
+    return _envelope.unwrap_input_key(header, key, identities)
+
+
+def clear_key_cache() -> None:
+    """Forgets the keys and parsed headers cached to speed up repeated small calls.
+
+    ``encrypt``/``decrypt`` with a direct ``bytes`` key remember up to 16 recent keys (with
+    their key ids, direct-key headers and input keys) so that a loop over small messages does
+    not derive the key id on every call. Call this once a key is no longer in use, or set
+    ``SHARDSEAL_KEY_CACHE=0`` before importing shardseal to turn the key cache off (an integer
+    sets its size). The cache is per process and is never pickled.
+    """
+    _caches.clear()
 
 
 def decrypted_size(blob) -> int:
@@ -164,7 +194,7 @@ def decrypted_size(blob) -> int:
         FormatError: not a shardseal container this version reads.
         TruncatedError: the container is cut short.
     """
-    view, header = _open_header(blob)
+    view, header = _open_shared_header(blob)
     return _layout.message_plaintext_size(view.nbytes - header.size)
 
 
@@ -189,11 +219,12 @@ def decrypt(blob, key=None, *, identities=None, threads: Optional[int] = None) -
         TruncatedError: the container is cut short.
         TypeError, ValueError: bad arguments (as for ``encrypt``).
     """
-    view, header = _open_header(blob)
-    input_key = _envelope.unwrap_input_key(header, key, identities)
+    view, header = _open_shared_header(blob)
+    input_key = _input_key(header, key, identities)
+    payload = view[header.size:]
     with audit.authentication_failures():
-        return _backend.impl.open(header.suite, input_key, header.fixed, view[header.size:],
-                                  _buffers.thread_count(threads))
+        return _backend.impl.open(header.suite, input_key, header.fixed, payload,
+                                  _buffers.thread_count(threads, payload.nbytes))
 
 
 def decrypt_into(blob, key=None, out=None, *, identities=None, threads: Optional[int] = None) -> int:
@@ -209,17 +240,17 @@ def decrypt_into(blob, key=None, out=None, *, identities=None, threads: Optional
         As ``decrypt``, and TypeError / ValueError for a read-only, too small or
         overlapping ``out``.
     """
-    view, header = _open_header(blob)
+    view, header = _open_shared_header(blob)
     if out is None:
         raise TypeError("decrypt_into() needs an output buffer, out=")
     target = _buffers.writable(out, "out")
     _buffers.check_no_overlap(view, target)
-    input_key = _envelope.unwrap_input_key(header, key, identities)
+    input_key = _input_key(header, key, identities)
     payload = view[header.size:]
     _buffers.require_room(target, _layout.message_plaintext_size(payload.nbytes))
     with audit.authentication_failures():
         return _backend.impl.open_into(header.suite, input_key, header.fixed, payload, target,
-                                       _buffers.thread_count(threads))
+                                       _buffers.thread_count(threads, payload.nbytes))
 
 
 def _dtype_descr(dtype: np.dtype):
@@ -277,7 +308,7 @@ def decrypt_array(blob, key=None, *, identities=None, threads: Optional[int] = N
         FormatError: the container does not hold an array, or its array description is
             invalid (and as ``decrypt``).
     """
-    view, header = _open_header(blob)
+    view, header = _open_shared_header(blob)
     spec = header.metadata.get("array")
     if not isinstance(spec, dict) or "dtype" not in spec or "shape" not in spec:
         raise FormatError("this container does not hold a numpy array (use decrypt())")

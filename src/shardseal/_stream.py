@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, Optional
 
 from . import _backend, _buffers, _container, _envelope, _layout, audit
 from ._layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
-from .errors import ShardsealError, TruncatedError
+from .errors import AuthenticationError, ShardsealError, TruncatedError
 
 # Reads of at least this many whole chunks skip the cache and decrypt straight into the
 # caller's buffer, in batches of at most BULK_BATCH_CHUNKS (4 MiB) to bound memory.
@@ -231,11 +231,12 @@ class DecryptingReader(io.BufferedIOBase):
             raise io.UnsupportedOperation("pread on a non-seekable source")
         if offset < 0 or size < 0:
             raise ValueError("offset and size must be non-negative")
-        size = max(0, min(size, self._size - offset))
-        index, within = divmod(offset, CHUNK_SIZE)
+        within = offset % CHUNK_SIZE
         if 0 < size <= CHUNK_SIZE - within and offset + size < self._size:
-            # The common small read inside one chunk: one slice copy, nothing else.
-            return bytes(memoryview(self._chunk(index))[within : within + size])
+            # The common small read inside one chunk (not the final one, which is always
+            # short): one slice copy, nothing else.
+            return bytes(memoryview(self._chunk(offset // CHUNK_SIZE))[within : within + size])
+        size = max(0, min(size, self._size - offset))
         out = bytearray(size)
         n = self._readinto_at(offset, memoryview(out))
         del out[n:]
@@ -305,8 +306,14 @@ class DecryptingReader(io.BufferedIOBase):
         return plain
 
     def _open_chunks(self, index: int, sealed, plain, final: bool, threads: int) -> None:
-        with audit.authentication_failures(self._audit_name):
+        # try/except rather than audit.authentication_failures(): free when nothing fails,
+        # and this runs for every chunk a read touches.
+        try:
             self._keys.open_chunks_into(index, sealed, plain, final, threads)
+        except AuthenticationError as exc:
+            with audit.target(self._audit_name):
+                audit.record("authentication_failed", error=str(exc))
+            raise
 
     def _bulk_scratch(self, size: int) -> memoryview:
         scratch = getattr(self._scratch, "buffer", None)

@@ -18,8 +18,10 @@ __all__ = ["decrypt", "decrypt_into", "encrypt", "encrypt_into", "encrypted_size
 def _check(key, suite) -> bytes:
     if isinstance(suite, bool) or suite not in _layout.SUITE_KEY_SIZES:
         raise ValueError(f"suite must be 256 or 128, got {suite if isinstance(suite, int) else type(suite).__name__}")
-    view = _buffers.readable(key, "key")
     size = _layout.SUITE_KEY_SIZES[suite]
+    if type(key) is bytes and len(key) == size:
+        return key  # immutable already: no copy needed
+    view = _buffers.readable(key, "key")
     if view.nbytes != size:
         raise ValueError(f"Cobblestone-{suite} needs a {size}-byte key, got {view.nbytes}")
     return view.tobytes()
@@ -54,8 +56,9 @@ def encrypt(data, key, context=b"", *, suite: int = 256, threads: Optional[int] 
         ValueError: a key of the wrong length, an unknown suite or a bad thread count.
     """
     key = _check(key, suite)
-    return _backend.impl.seal(suite, key, os.urandom(_layout.SALT_SIZE), _buffers.readable(context, "context"),
-                              _buffers.readable(data, "data"), _buffers.thread_count(threads), b"")
+    source = _buffers.readable_bytes(data, "data")
+    return _backend.impl.seal(suite, key, os.urandom(_layout.SALT_SIZE), _buffers.readable_bytes(context, "context"),
+                              source, _buffers.thread_count(threads, len(source)), b"")
 
 
 def encrypt_into(data, key, out, context=b"", *, suite: int = 256, threads: Optional[int] = None) -> int:
@@ -73,7 +76,7 @@ def encrypt_into(data, key, out, context=b"", *, suite: int = 256, threads: Opti
     _buffers.check_no_overlap(source, target)
     _buffers.require_room(target, _layout.message_size(source.nbytes))
     return _backend.impl.seal_into(suite, key, os.urandom(_layout.SALT_SIZE), _buffers.readable(context, "context"),
-                                   source, target, _buffers.thread_count(threads))
+                                   source, target, _buffers.thread_count(threads, source.nbytes))
 
 
 def decrypt(message, key, context=b"", *, suite: int = 256, threads: Optional[int] = None) -> bytes:
@@ -85,8 +88,9 @@ def decrypt(message, key, context=b"", *, suite: int = 256, threads: Optional[in
         TypeError, ValueError: bad arguments.
     """
     key = _check(key, suite)
-    return _backend.impl.open(suite, key, _buffers.readable(context, "context"),
-                              _buffers.readable(message, "message"), _buffers.thread_count(threads))
+    source = _buffers.readable_bytes(message, "message")
+    return _backend.impl.open(suite, key, _buffers.readable_bytes(context, "context"), source,
+                              _buffers.thread_count(threads, len(source)))
 
 
 def decrypt_into(message, key, out, context=b"", *, suite: int = 256, threads: Optional[int] = None) -> int:
@@ -106,4 +110,4 @@ def decrypt_into(message, key, out, context=b"", *, suite: int = 256, threads: O
     _buffers.check_no_overlap(source, target)
     _buffers.require_room(target, _layout.message_plaintext_size(source.nbytes))
     return _backend.impl.open_into(suite, key, _buffers.readable(context, "context"), source, target,
-                                   _buffers.thread_count(threads))
+                                   _buffers.thread_count(threads, source.nbytes))
