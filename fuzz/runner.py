@@ -15,6 +15,7 @@ from typing import Iterator, Optional
 FUZZ_DIR = Path(__file__).resolve().parent
 ROOT = FUZZ_DIR.parent
 CORPUS = FUZZ_DIR / "corpus"
+DICTS = FUZZ_DIR / "dicts"  # libFuzzer dictionaries: tokens the JSON-shaped targets parse
 KNOWN = FUZZ_DIR / "known"  # inputs of filed, unfixed defects (see targets.KNOWN_DEFECTS)
 PER_INPUT_TIMEOUT = 10  # seconds: an input that runs longer is a hang
 
@@ -106,6 +107,8 @@ def run_atheris(target: str, *, seconds, runs, work: Path, strict: bool, extra) 
         args.append(f"-max_total_time={max(1, int(seconds))}")
     if runs is not None:
         args.append(f"-runs={runs}")
+    if (DICTS / f"{target}.dict").is_file():
+        args.append(f"-dict={DICTS / f'{target}.dict'}")
     args += [*extra, str(work / "corpus"), str(CORPUS / target)]
     atheris.Setup(args, one_input)
     atheris.Fuzz()
