@@ -109,7 +109,9 @@ def run_atheris(target: str, *, seconds, runs, work: Path, strict: bool, extra) 
         args.append(f"-runs={runs}")
     if (DICTS / f"{target}.dict").is_file():
         args.append(f"-dict={DICTS / f'{target}.dict'}")
-    args += [*extra, str(work / "corpus"), str(CORPUS / target)]
+    # libFuzzer writes new inputs to the first folder only: the work folder, never the seeds
+    # (nor a folder given after --, which is read as more seeds).
+    args += [str(work / "corpus"), str(CORPUS / target), *extra]
     atheris.Setup(args, one_input)
     atheris.Fuzz()
 

@@ -64,16 +64,34 @@ def _load_keyring(data: bytes) -> keyring.Keyring:
 
 KEYRING = _load_keyring(keyring_text())
 
-_SECRETS = (KEY, KEK, X25519_PRIVATE, PASSPHRASE.encode())
+# Every form a secret may take in text: hex, base64, escaped raw bytes, the identity string.
+_SECRET_FORMS = tuple(
+    form
+    for secret in (KEY, KEK, X25519_PRIVATE, PASSPHRASE.encode())
+    for form in (secret.hex(), base64.b64encode(secret).decode(), repr(secret)[2:-1])
+) + (IDENTITY.to_string(), PASSPHRASE)
+
+
+def _chain(exc: BaseException):
+    """exc and every exception in its __cause__ / __context__ chain (a traceback shows them)."""
+    seen = []
+    while exc is not None and not any(exc is other for other in seen):
+        seen.append(exc)
+        yield exc
+        exc = exc.__cause__ or exc.__context__
 
 
 def _check_message(exc: BaseException) -> None:
-    """No error text may quote a secret (hex, base64 or raw)."""
-    text = f"{exc!s} {exc!r}"
-    for secret in _SECRETS:
-        for form in (secret.hex(), base64.b64encode(secret).decode(), repr(secret)[2:-1]):
-            if form and form in text:
-                raise Finding(f"{type(exc).__name__} message holds a secret") from None
+    """No error, nor one chained to it, may quote a secret (hex, base64 or raw bytes).
+
+    Raw bytes are looked for in the chained exceptions' ``object`` too: a
+    UnicodeDecodeError left as ``__context__`` holds the whole input it failed on.
+    """
+    for link in _chain(exc):
+        text = f"{link!s} {link!r} {getattr(link, 'object', '')!r}"
+        if any(form in text for form in _SECRET_FORMS):
+            raise Finding(f"{type(exc).__name__} (or its chained {type(link).__name__}) "
+                          "holds a secret") from None
 
 
 @contextmanager
@@ -324,6 +342,9 @@ TARGETS: dict[str, Callable[[bytes], None]] = {
 KNOWN_DEFECTS: tuple[tuple[str, type, str, str], ...] = (
     # (target, exception class, text in the message, defect)
     ("keyring", RecursionError, "", "issue 10 #5: keyring file with deeply nested JSON"),
+    *((name, Finding, "chained UnicodeDecodeError",
+       "issue 10 #1: a file parser's error keeps the UnicodeDecodeError (holding the whole file) "
+       "as __context__") for name in ("keyfile", "x25519", "keyring")),
     ("safetensors", RuntimeError, "", "issue 10 #5: safetensors zero-size / huge-shape RuntimeError"),
 )
 

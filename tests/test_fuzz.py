@@ -93,6 +93,9 @@ KNOWN_REASONS = {
                                   "get_tensor raises RuntimeError (stride calculation overflowed)",
     "all-zero-size-load-file": "issue 10 #5: safetensors.load_file of a file whose tensors are all "
                                "zero-size raises RuntimeError",
+    "unicode-error-context-leaks-file": "issue 10 #1: a non-UTF-8 key, identity or keyring file "
+                                        "raises an error whose __context__ (a UnicodeDecodeError) "
+                                        "holds the whole file, key included",
 }
 KNOWN_INPUTS = [
     pytest.param(name, path, id=path.name, marks=pytest.mark.xfail(
