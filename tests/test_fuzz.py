@@ -98,7 +98,7 @@ KNOWN_REASONS = {
                                         "holds the whole file, key included",
 }
 KNOWN_INPUTS = [
-    pytest.param(name, path, id=path.name, marks=pytest.mark.xfail(
+    pytest.param(name, path, id=f"{name}-{path.name}", marks=pytest.mark.xfail(
         strict=False, reason=KNOWN_REASONS.get(path.name, "a filed defect")))
     for name in TARGET_NAMES for path in runner.corpus_files(name, runner.KNOWN)
 ]
