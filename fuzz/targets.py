@@ -11,10 +11,12 @@ The keys, identities and passphrase are fixed, so that the seed corpus written b
 
 from __future__ import annotations
 
+import atexit
 import base64
 import hashlib
 import io
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -39,6 +41,7 @@ PASSPHRASE_IDENTITY = Passphrase(PASSPHRASE, work_factor=PASSPHRASE_WORK_FACTOR)
 
 _SCRATCH = Path(tempfile.mkdtemp(prefix="shardseal-fuzz-",
                                  dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
 
 
 class Finding(AssertionError):
