@@ -9,7 +9,6 @@ Seeds are deterministic in content where the library allows (fixed keys and iden
 
 from __future__ import annotations
 
-import hashlib
 import io
 import tempfile
 from pathlib import Path
