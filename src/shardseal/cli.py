@@ -206,7 +206,8 @@ def _backend_line() -> str:
 
 
 def _one_line(message: str) -> str:
-    return " ".join(_scrubbed(message).split())
+    # Control characters (from a file's KMS key reference, say) escaped: no terminal effects.
+    return re.sub("[\x00-\x1f\x7f-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", " ".join(_scrubbed(message).split()))
 
 
 def _error(message: str) -> None:
@@ -1080,7 +1081,7 @@ def _inspect_text(report: dict) -> str:
         f"key stanzas: {len(report['stanzas'])}",
     ]
     for stanza in report["stanzas"]:
-        lines.append(f"  {stanza['type']:<10} key id {stanza['key_id'] or '-'}")
+        lines.append(f"  {stanza['type']:<10} key id {_json_text(stanza['key_id'])[1:-1] or '-'}")
     lines.append(f"metadata:    {_json_text(report['metadata'])}")
     if report["content_type"] is not None:
         lines.append(f"content:     {_json_text(report['content_type'])}")

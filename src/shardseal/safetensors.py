@@ -15,7 +15,7 @@ gives an ordinary ``.safetensors`` file. Reading needs no plaintext file either:
 A header that is not a valid safetensors header raises ``FormatError`` (a ``ValueError``) when
 the file is opened, never later: this includes a shape whose byte size, zero dimensions counted
 as one, passes ``2**63 - 1`` (``MAX_TENSOR_BYTES``; torch could not compute its strides), which
-safetensors itself accepts. A file whose tensors are all zero-size loads, as with safetensors.
+safetensors itself accepts, and a shape of more than 64 dimensions (``MAX_NDIM``, numpy's limit). A file whose tensors are all zero-size loads, as with safetensors.
 """
 
 from __future__ import annotations
@@ -29,16 +29,19 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from . import _files
+from . import _api, _files
 from .errors import FormatError, TruncatedError
 
-__all__ = ["MAX_HEADER_SIZE", "MAX_TENSOR_BYTES", "load_file", "safe_open", "save_file"]
+__all__ = ["MAX_HEADER_SIZE", "MAX_NDIM", "MAX_TENSOR_BYTES", "load_file", "safe_open", "save_file"]
 
 # safetensors' own limit on its JSON header.
 MAX_HEADER_SIZE = 100_000_000
 # The largest tensor (in bytes, zero dimensions counted as one) a header may describe: sizes
-# and strides must fit a signed 64-bit integer, as torch and numpy compute them.
-MAX_TENSOR_BYTES = 2**63 - 1
+# and strides must fit a signed 64-bit integer, as torch and numpy compute them. The same
+# rules as for shardseal's own array and tensor headers (FORMAT.md 2.3.1), from one definition.
+MAX_TENSOR_BYTES = _api.MAX_TENSOR_BYTES
+# At most numpy's number of dimensions.
+MAX_NDIM = _api.MAX_NDIM
 _METADATA_KEY = "__metadata__"
 
 # safetensors dtype: (bytes per element, torch dtype name, numpy dtype or None). The order is
@@ -236,12 +239,7 @@ def _nbytes_matches(shape, itemsize: int, expected: int) -> bool:
 def _strided_size(shape, itemsize: int) -> int:
     """The byte size of shape with zero dimensions counted as one: the largest stride (and
     size) torch or numpy computes for a tensor of that shape."""
-    size = itemsize
-    for n in shape:
-        size *= max(n, 1)
-        if size > MAX_TENSOR_BYTES:
-            break  # no need to build a huge integer from a hostile shape
-    return size
+    return _api.strided_size(shape, itemsize)
 
 
 def _parse_entry(name: str, entry, data_size: int) -> _TensorInfo:
@@ -250,6 +248,8 @@ def _parse_entry(name: str, entry, data_size: int) -> _TensorInfo:
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     if not isinstance(dtype, str) or dtype not in _DTYPES:
         raise FormatError(f"safetensors header: tensor {name!r} has an unknown or unsupported dtype {dtype!r}")
+    if isinstance(shape, list) and len(shape) > MAX_NDIM:
+        raise FormatError(f"safetensors header: tensor {name!r} has {len(shape)} dimensions (at most {MAX_NDIM})")
     if not isinstance(shape, list) or not all(type(n) is int and 0 <= n < 2**63 for n in shape):
         raise FormatError(f"safetensors header: tensor {name!r} has a shape that is not a list of "
                           "non-negative integers")
