@@ -281,8 +281,9 @@ def check_shape(shape, itemsize: int, what: str) -> list:
     if not isinstance(shape, list) or not all(type(n) is int and 0 <= n <= MAX_TENSOR_BYTES for n in shape):
         raise FormatError(f"the header's {what} shape is not a list of integers 0 ... 2**63 - 1")
     if strided_size(shape, itemsize) > MAX_TENSOR_BYTES:
-        raise FormatError(f"the header's {what} shape describes more than {MAX_TENSOR_BYTES} bytes "
-                          "(zero dimensions counted as one): no 64-bit size or stride holds it")
+        raise FormatError(f"the header's {what} shape and dtype do not match any payload: they describe "
+                          f"more than {MAX_TENSOR_BYTES} bytes (zero dimensions counted as one), past "
+                          "any 64-bit size or stride")
     return shape
 
 

@@ -248,8 +248,6 @@ def _parse_entry(name: str, entry, data_size: int) -> _TensorInfo:
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
     if not isinstance(dtype, str) or dtype not in _DTYPES:
         raise FormatError(f"safetensors header: tensor {name!r} has an unknown or unsupported dtype {dtype!r}")
-    if isinstance(shape, list) and len(shape) > MAX_NDIM:
-        raise FormatError(f"safetensors header: tensor {name!r} has {len(shape)} dimensions (at most {MAX_NDIM})")
     if not isinstance(shape, list) or not all(type(n) is int and 0 <= n < 2**63 for n in shape):
         raise FormatError(f"safetensors header: tensor {name!r} has a shape that is not a list of "
                           "non-negative integers")
@@ -264,6 +262,8 @@ def _parse_entry(name: str, entry, data_size: int) -> _TensorInfo:
     if not _nbytes_matches(shape, _DTYPES[dtype][0], end - begin):
         raise FormatError(f"safetensors header: tensor {name!r} has shape {shape} and dtype {dtype}, "
                           f"which do not fill its data_offsets [{begin}, {end}]")
+    if len(shape) > MAX_NDIM:  # numpy cannot make such an array, torch not always either
+        raise FormatError(f"safetensors header: tensor {name!r} has {len(shape)} dimensions (at most {MAX_NDIM})")
     if _strided_size(shape, _DTYPES[dtype][0]) > MAX_TENSOR_BYTES:
         # A zero-size tensor fills [begin, begin) whatever its other dimensions, but torch and
         # numpy still compute strides from them: refuse what would overflow a 64-bit size.

@@ -174,7 +174,7 @@ def _tensor_spec(spec) -> tuple[torch.dtype, list]:
                           "use shardseal.decrypt() or shardseal.decrypt_array()")
     name = spec["dtype"]
     if not isinstance(name, str) or name not in DTYPE_SIZES:
-        raise FormatError(f"the header's tensor dtype {_shown_name(name)} is not one of FORMAT.md 2.3.1")
+        raise FormatError(f"the header's tensor dtype {_shown_name(name)} is not a dtype of the table of FORMAT.md 2.3.1")
     dtype = DTYPES.get(name)
     if dtype is None:
         raise FormatError(f"the header's tensor dtype {name!r} is not a dtype of this torch ({torch.__version__})")
