@@ -207,7 +207,20 @@ def _backend_line() -> str:
 
 
 def _one_line(message: str) -> str:
-    return " ".join(_scrubbed(message).split())
+    return terminal_safe(" ".join(_scrubbed(message).split()))
+
+
+# C0 and C1 control characters, DEL and the Unicode line and paragraph separators: text from
+# a header (a KMS key reference, metadata) or a file name could otherwise move the cursor,
+# recolour or rewrite the terminal, or forge extra lines of output.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def terminal_safe(text: str) -> str:
+    """text with every control character escaped (\\x1b, \\u2028): safe to print."""
+    return _CONTROL_CHARACTERS.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+        text)
 
 
 def _error(message: str) -> None:
@@ -215,7 +228,12 @@ def _error(message: str) -> None:
 
 
 def _note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(_lines_safe(message), file=sys.stderr, flush=True)
+
+
+def _lines_safe(text: str) -> str:
+    """terminal_safe for each line of text (its line breaks kept)."""
+    return "\n".join(terminal_safe(line) for line in text.split("\n"))
 
 
 def _warn(message: str) -> None:
@@ -235,7 +253,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {_scrubbed(message)}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {terminal_safe(_scrubbed(message))}\n")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -256,7 +274,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             getattr(args, "subparser", parser).error(str(exc))
         except (Exception, KeyboardInterrupt, Terminated) as exc:
             if os.environ.get(DEBUG_ENV) == "1":
-                print(_scrubbed(traceback.format_exc()), end="", file=sys.stderr)
+                print(_lines_safe(_scrubbed(traceback.format_exc())), end="", file=sys.stderr)
             if isinstance(exc, BrokenPipeError) or (isinstance(exc, FileFailed)
                                                     and isinstance(exc.cause, BrokenPipeError)):
                 _silence_stdout()
@@ -659,7 +677,7 @@ def cmd_keyring(args: argparse.Namespace) -> int:
         _note(f"key {info.name} (id {info.id}) is now {info.state}")
     else:
         for info in ring.keys:
-            print(f"{info.id}  {info.state:<12}  {_stamp(info.created)}  {info.name}")
+            print(terminal_safe(f"{info.id}  {info.state:<12}  {_stamp(info.created)}  {info.name}"))
     return EXIT_OK
 
 
@@ -713,7 +731,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True, default=str))
     else:
         for name, kind, detail in report.problems:
-            print(f"{kind}: {name}: {detail}")
+            print(terminal_safe(f"{kind}: {name}: {detail}"))
         _note(report.summary())
     return EXIT_OK if report.ok else EXIT_AUTHENTICATION
 
@@ -832,7 +850,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
                                           recursive=not args.no_recursive, dry_run=args.dry_run)
         for path in report.removed:
             if not args.quiet:
-                print(f"{'would remove' if args.dry_run else 'removed'} {path}")
+                print(terminal_safe(f"{'would remove' if args.dry_run else 'removed'} {path}"))
         for path, why in report.kept:
             if not args.quiet:
                 _note(f"kept {path}: {why}")
@@ -1113,7 +1131,7 @@ def inspect_stream(source: BinaryIO) -> tuple[shardseal.ContainerInfo, int]:
     return container_info(header, size - header.size), size
 
 
-_C1_CONTROLS = re.compile("[\x7f-\x9f]")
+_C1_CONTROLS = re.compile("[\x7f-\x9f\u2028\u2029]")
 def _json_text(value) -> str:
     """JSON for a terminal: control characters escaped (header text is untrusted)."""
     text = json.dumps(value, ensure_ascii=False, sort_keys=True)
@@ -1139,7 +1157,7 @@ def _inspect_text(report: dict) -> str:
     plain, size = report["plaintext_size"], report["container_size"]
     lines.append(f"plaintext:   {plain} bytes ({_human_size(plain)})")
     lines.append(f"container:   {size} bytes (header {report['header_size']} bytes)")
-    return "\n".join(lines)
+    return "\n".join(terminal_safe(line) for line in lines)  # header text is untrusted
 
 
 # ---- demo -----------------------------------------------------------------------------------
