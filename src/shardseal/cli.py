@@ -828,6 +828,7 @@ def _refuse_empty_file(path: str) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         with _open_input(args.input) as source:
+            _refuse_empty(source)  # no container at all (5), as decrypt says, not a cut one (3)
             info, size = inspect_stream(source)
     except Exception as exc:
         raise FileFailed(args.input, None, exc) from exc
