@@ -69,11 +69,14 @@ class AtomicFile:
         self.temp = Path(temp)
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
-        os.fchmod(fd, mode)
+        # Mode 0600 while it is written (what ``shardseal clean`` looks for); mode at commit.
+        os.fchmod(fd, 0o600)
+        self.mode = mode
         self.file = builtins.open(fd, "wb")
 
     def commit(self) -> None:
         self.file.flush()
+        os.fchmod(self.file.fileno(), self.mode)
         os.fsync(self.file.fileno())
         self.file.close()
         if self.dir_fd is None:
