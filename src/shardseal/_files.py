@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
+import secrets
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,24 +38,53 @@ class AtomicFile:
     can tell a live writer's file from one a killed process left behind.
     """
 
-    def __init__(self, destination: PathLike, mode: int = 0o600) -> None:
+    def __init__(self, destination: PathLike, mode: int = 0o600, *,
+                 dir_fd: Optional[int] = None) -> None:
+        """Creates the temporary file.
+
+        Args:
+            destination: the path to replace when committed.
+            mode: the file's permission bits.
+            dir_fd: an open folder that destination (then a bare file name) lies in. The
+                temporary file is created, renamed and removed relative to it, never through
+                a symbolic link: the write lands in that folder whatever is renamed or linked
+                in its place meanwhile.
+
+        Raises:
+            OSError: the temporary file cannot be created.
+            ValueError: with dir_fd, destination is not a bare file name.
+        """
         self.destination = Path(destination)
-        folder = self.destination.parent
+        self.dir_fd = dir_fd
         # Shortened so that the temporary name stays within the 255-byte file name limit.
         stem = os.fsencode(self.destination.name)[:TEMP_STEM_BYTES].decode(errors="ignore")
-        fd, temp = tempfile.mkstemp(prefix=f".{stem}.", suffix=TEMP_SUFFIX, dir=folder)
+        if dir_fd is None:
+            _redact.refuse_missing_secret_path(destination, for_writing=True)
+            fd, temp = tempfile.mkstemp(prefix=f".{stem}.", suffix=TEMP_SUFFIX,
+                                        dir=self.destination.parent)
+        else:
+            if str(self.destination) != self.destination.name:
+                raise ValueError("with dir_fd, the destination must be a file name, not a path")
+            fd, temp = _create_temp_in(dir_fd, f".{stem}.")
         self.temp = Path(temp)
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
-        os.fchmod(fd, mode)
+        # Mode 0600 while it is written (what ``shardseal clean`` looks for); mode at commit.
+        os.fchmod(fd, 0o600)
+        self.mode = mode
         self.file = builtins.open(fd, "wb")
 
     def commit(self) -> None:
         self.file.flush()
+        os.fchmod(self.file.fileno(), self.mode)
         os.fsync(self.file.fileno())
         self.file.close()
-        os.replace(self.temp, self.destination)
-        _fsync_folder(self.destination.parent)
+        if self.dir_fd is None:
+            os.replace(self.temp, self.destination)
+            _fsync_folder(self.destination.parent)
+        else:
+            os.replace(self.temp, self.destination, src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
+            os.fsync(self.dir_fd)
 
     def abort(self) -> None:
         try:
@@ -63,7 +93,21 @@ class AtomicFile:
             pass
         finally:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.temp)
+                os.unlink(self.temp, dir_fd=self.dir_fd)
+
+
+def _create_temp_in(dir_fd: int, prefix: str) -> tuple[int, str]:
+    """A new ``prefix*.sseal-tmp`` file (mode 0600) in the folder open as dir_fd: O_EXCL and
+    O_NOFOLLOW, so that a name planted there (a link) is never opened."""
+    flags = (os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+             | getattr(os, "O_CLOEXEC", 0))
+    for _ in range(100):
+        name = f"{prefix}{secrets.token_hex(4)}{TEMP_SUFFIX}"
+        try:
+            return os.open(name, flags, 0o600, dir_fd=dir_fd), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(17, "no unused temporary file name", prefix)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -137,6 +181,7 @@ def open(file, mode: str = "rb", key=None, *, recipients=None, identities=None,
         if key is None and identities is None:
             raise TypeError("open(..., 'rb') needs key= or identities=")
         if _is_path(file):
+            _redact.refuse_missing_secret_path(file)
             return DecryptingReader(builtins.open(file, "rb"), key, identities=identities,
                                     threads=threads, cache_chunks=cache_chunks, close_raw=True)
         return DecryptingReader(file, key, identities=identities, threads=threads,
@@ -194,7 +239,7 @@ def _copy_blocks(read_into, write, total: int, progress) -> None:
 
 def encrypt_file(src: PathLike, dst: PathLike, key=None, *, recipients=None,
                  metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None,
-                 suite: int = 256, progress: Progress = False) -> int:
+                 suite: int = 256, progress: Progress = False, dir_fd: Optional[int] = None) -> int:
     """Encrypts the file src into dst in bounded memory, atomically.
 
     dst is written as a temporary file in its folder, fsynced and renamed into place; on any
@@ -202,6 +247,8 @@ def encrypt_file(src: PathLike, dst: PathLike, key=None, *, recipients=None,
     src and dst may be the same path. dst gets src's permission bits. progress=True shows a
     tqdm bar on stderr; a callable is called with the byte count of each block done.
     Give key (a 32-byte key) or recipients (envelope encryption, see ``shardseal.encrypt``).
+    dir_fd: an open folder; dst is then a file name in it, written without following any
+    link (see ``AtomicFile``).
 
     Returns:
         The number of plaintext bytes encrypted.
@@ -210,10 +257,11 @@ def encrypt_file(src: PathLike, dst: PathLike, key=None, *, recipients=None,
         OSError: src cannot be read or dst cannot be written.
         TypeError, ValueError: bad arguments (as for ``shardseal.encrypt``).
     """
+    _redact.refuse_missing_secret_path(src)
     with builtins.open(src, "rb", buffering=0) as source, audit.target(dst):
         mode = os.fstat(source.fileno()).st_mode & 0o777
         total = os.fstat(source.fileno()).st_size
-        atomic = AtomicFile(dst, mode)
+        atomic = AtomicFile(dst, mode, dir_fd=dir_fd)
         writer = EncryptingWriter(atomic.file, key, recipients=recipients, metadata=metadata,
                                   threads=threads, suite=suite, on_close=atomic.commit,
                                   on_abort=atomic.abort)
@@ -223,14 +271,15 @@ def encrypt_file(src: PathLike, dst: PathLike, key=None, *, recipients=None,
 
 
 def decrypt_file(src: PathLike, dst: PathLike, key=None, *, identities=None,
-                 threads: Optional[int] = None, progress: Progress = False) -> int:
+                 threads: Optional[int] = None, progress: Progress = False,
+                 dir_fd: Optional[int] = None) -> int:
     """Decrypts the container src into dst in bounded memory, atomically.
 
     Every chunk is authenticated before it is written, and dst appears only once the whole
     file has authenticated: on any failure (tampering, a wrong key, truncation, Ctrl-C) nothing
     exists under dst. A process killed outright (SIGKILL, power loss) can leave its temporary
     ``.<name>.*.sseal-tmp`` file (mode 0600) holding authenticated plaintext written so far. src and dst may be the same path. dst is created with mode 0600.
-    progress: as for ``encrypt_file``. Give key or identities (see ``shardseal.decrypt``).
+    progress, dir_fd: as for ``encrypt_file``. Give key or identities (see ``shardseal.decrypt``).
 
     Returns:
         The number of plaintext bytes written.
@@ -240,9 +289,10 @@ def decrypt_file(src: PathLike, dst: PathLike, key=None, *, identities=None,
             ``shardseal.decrypt``.
         OSError: src cannot be read or dst cannot be written.
     """
+    _redact.refuse_missing_secret_path(src)
     with DecryptingReader(builtins.open(src, "rb", buffering=0), key, identities=identities,
                           threads=threads, close_raw=True) as reader:
-        atomic = AtomicFile(dst)
+        atomic = AtomicFile(dst, dir_fd=dir_fd)
         try:
             with _progress_bar(progress, reader.size, f"decrypt {Path(src).name}") as bar:
                 _copy_blocks(reader.readinto, atomic.file.write, reader.size, bar)

@@ -13,7 +13,8 @@ Identities (``-i``): the path of a key file, a keyring file or an X25519 identit
 apart by their contents), or ``pkcs11:...`` / ``aws-kms`` / ``aws-kms:KEY`` as above.
 
 Passphrases are never given on the command line: ``-p`` prompts on the terminal without echo,
-``--passphrase-fd N`` reads the first line of an open file descriptor (for scripts).
+``--passphrase-fd N`` reads the first line of an open file descriptor (for scripts), and
+nothing after it: ``(echo pass; cat f.sseal) | shardseal decrypt --passphrase-fd 0 -`` works.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ X25519_RECIPIENT_PREFIX = "ssealx1"
 X25519_SECRET_PREFIX = "SSEAL-X25519-SECRET-1"
 KEYRING_FORMAT = "shardseal-keyring-1"
 MAX_IDENTITY_FILE_SIZE = 1 << 20
+MAX_PASSPHRASE_LINE = 64 * 1024
 
 
 def parse_recipient(text: str) -> Recipient:
@@ -107,11 +109,15 @@ def read_passphrase(fd: Optional[int], *, confirm: bool, prompt: str = "passphra
     """A passphrase from file descriptor fd (its first line) or, without fd, from the terminal.
 
     Raises:
-        KeySpecError: no terminal to prompt on, an empty passphrase, or a mismatch on confirm.
+        KeySpecError: no terminal to prompt on, an empty passphrase, or a mismatch on confirm;
+            from fd, a first line that is not UTF-8 or is longer than 64 KiB.
+        OSError: fd cannot be read.
     """
     if fd is not None:
-        with os.fdopen(os.dup(fd), "r", encoding="utf-8", errors="strict") as source:
-            passphrase = source.readline().rstrip("\r\n")
+        passphrase = _redact.utf8_text(_read_line(fd))
+        if passphrase is None:  # never say which byte: it is part of the passphrase
+            raise KeyLoadError(f"the passphrase read from file descriptor {fd} is not UTF-8 text")
+        passphrase = passphrase.rstrip("\r")
     else:
         if not os.isatty(0) and not _has_tty():
             raise KeyLoadError("no terminal to ask for the passphrase: use --passphrase-fd N")
@@ -121,6 +127,24 @@ def read_passphrase(fd: Optional[int], *, confirm: bool, prompt: str = "passphra
     if not passphrase:
         raise KeyLoadError("the passphrase is empty")
     return passphrase
+
+
+def _read_line(fd: int) -> bytes:
+    """The first line of fd (without its LF), read one byte at a time: nothing after the line
+    is consumed, so the rest of the stream (a container on standard input) stays readable.
+
+    Raises:
+        KeyLoadError: no line end within MAX_PASSPHRASE_LINE bytes.
+        OSError: fd cannot be read.
+    """
+    line = bytearray()
+    while len(line) <= MAX_PASSPHRASE_LINE:
+        byte = os.read(fd, 1)
+        if not byte or byte == b"\n":
+            return bytes(line)
+        line += byte
+    raise KeyLoadError(f"the passphrase read from file descriptor {fd} is longer than "
+                       f"{MAX_PASSPHRASE_LINE} bytes")
 
 
 def _has_tty() -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -63,8 +64,9 @@ EPILOG = """\
 exit status:
   0    success
   1    error: a missing or unreadable file, an output that exists (see --force),
-       a bad key file
-  2    bad command-line usage
+       a bad key file, a passphrase that cannot be read (not UTF-8), a forced
+       SHARDSEAL_BACKEND or SHARDSEAL_KERNEL that cannot run here
+  2    bad command-line usage, or an unknown SHARDSEAL_BACKEND/SHARDSEAL_KERNEL value
   3    authentication failed: the data was modified, corrupted or truncated
        (verify: a shard is missing, modified or unlisted)
   4    wrong key: the container was not encrypted to the given key, identities or
@@ -206,8 +208,20 @@ def _backend_line() -> str:
 
 
 def _one_line(message: str) -> str:
-    # Control characters (from a file's KMS key reference, say) escaped: no terminal effects.
-    return re.sub("[\x00-\x1f\x7f-\x9f]", lambda m: f"\\u{ord(m.group()):04x}", " ".join(_scrubbed(message).split()))
+    return terminal_safe(" ".join(_scrubbed(message).split()))
+
+
+# C0 and C1 control characters, DEL and the Unicode line and paragraph separators: text from
+# a header (a KMS key reference, metadata) or a file name could otherwise move the cursor,
+# recolour or rewrite the terminal, or forge extra lines of output.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def terminal_safe(text: str) -> str:
+    """text with every control character escaped (\\x1b, \\u2028): safe to print."""
+    return _CONTROL_CHARACTERS.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+        text)
 
 
 def _error(message: str) -> None:
@@ -215,7 +229,12 @@ def _error(message: str) -> None:
 
 
 def _note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(_lines_safe(message), file=sys.stderr, flush=True)
+
+
+def _lines_safe(text: str) -> str:
+    """terminal_safe for each line of text (its line breaks kept)."""
+    return "\n".join(terminal_safe(line) for line in text.split("\n"))
 
 
 def _warn(message: str) -> None:
@@ -235,7 +254,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {_scrubbed(message)}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {terminal_safe(_scrubbed(message))}\n")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -256,7 +275,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             getattr(args, "subparser", parser).error(str(exc))
         except (Exception, KeyboardInterrupt, Terminated) as exc:
             if os.environ.get(DEBUG_ENV) == "1":
-                print(_scrubbed(traceback.format_exc()), end="", file=sys.stderr)
+                print(_lines_safe(_scrubbed(traceback.format_exc())), end="", file=sys.stderr)
             if isinstance(exc, BrokenPipeError) or (isinstance(exc, FileFailed)
                                                     and isinstance(exc.cause, BrokenPipeError)):
                 _silence_stdout()
@@ -499,7 +518,8 @@ def _add_clean(commands) -> None:
         "Removes the .*.sseal-tmp files that a killed writer (SIGKILL, power loss) left in "
         "FOLDER and its sub-folders; a decrypt's holds plaintext. A file is removed only when "
         "it is older than --older-than minutes and no live writer holds its lock, so a running "
-        "encrypt or decrypt is never disturbed. Symbolic links are neither followed nor removed.")
+        "encrypt or decrypt is never disturbed. Only regular files owned by you with mode 0600 "
+        "(as shardseal creates them) are removed. Symbolic links are neither followed nor removed.")
     sub.add_argument("folders", nargs="+", metavar="FOLDER", help="the folders to clean")
     sub.add_argument("--older-than", type=_minutes, default=10.0, metavar="MINUTES",
                      help="only remove files last modified at least this long ago (default 10)")
@@ -659,7 +679,7 @@ def cmd_keyring(args: argparse.Namespace) -> int:
         _note(f"key {info.name} (id {info.id}) is now {info.state}")
     else:
         for info in ring.keys:
-            print(f"{info.id}  {info.state:<12}  {_stamp(info.created)}  {info.name}")
+            print(terminal_safe(f"{info.id}  {info.state:<12}  {_stamp(info.created)}  {info.name}"))
     return EXIT_OK
 
 
@@ -713,7 +733,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True, default=str))
     else:
         for name, kind, detail in report.problems:
-            print(f"{kind}: {name}: {detail}")
+            print(terminal_safe(f"{kind}: {name}: {detail}"))
         _note(report.summary())
     return EXIT_OK if report.ok else EXIT_AUTHENTICATION
 
@@ -724,7 +744,7 @@ class Direction:
 
     name: str                                      # "encrypt" / "decrypt"
     verb: str                                      # "encrypted" / "decrypted"
-    file: Callable[[str, str, object], int]        # (source, target, progress) -> plaintext bytes
+    file: Callable[..., int]                       # (source, target, progress[, dir_fd]) -> plaintext bytes
     stream: Callable[[BinaryIO, str], int]         # (source, target path or "-") -> plaintext bytes
     output_name: Callable[[str], str]              # default output for an input path
     selects: Callable[[str], bool]                 # which file names a folder run takes
@@ -745,8 +765,8 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     direction = Direction(
         name="encrypt",
         verb="encrypted",
-        file=lambda source, target, progress: shardseal.encrypt_file(
-            source, target, progress=progress, **options),
+        file=lambda source, target, progress, dir_fd=None: shardseal.encrypt_file(
+            source, target, progress=progress, dir_fd=dir_fd, **options),
         stream=encrypt_stream,
         output_name=lambda path: path + SUFFIX,
         selects=lambda name: not name.endswith((SUFFIX, TEMP_SUFFIX)),
@@ -783,8 +803,8 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     direction = Direction(
         name="decrypt",
         verb="decrypted",
-        file=lambda source, target, progress: _refuse_empty_file(source) or shardseal.decrypt_file(
-            source, target, threads=args.threads, progress=progress, **keys),
+        file=lambda source, target, progress, dir_fd=None: _refuse_empty_file(source) or shardseal.decrypt_file(
+            source, target, threads=args.threads, progress=progress, dir_fd=dir_fd, **keys),
         stream=decrypt_stream,
         output_name=output_name,
         selects=lambda name: name.endswith(SUFFIX),
@@ -810,6 +830,7 @@ def _refuse_empty_file(path: str) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         with _open_input(args.input) as source:
+            _refuse_empty(source)  # no container at all (5), as decrypt says, not a cut one (3)
             info, size = inspect_stream(source)
     except Exception as exc:
         raise FileFailed(args.input, None, exc) from exc
@@ -832,7 +853,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
                                           recursive=not args.no_recursive, dry_run=args.dry_run)
         for path in report.removed:
             if not args.quiet:
-                print(f"{'would remove' if args.dry_run else 'removed'} {path}")
+                print(terminal_safe(f"{'would remove' if args.dry_run else 'removed'} {path}"))
         for path, why in report.kept:
             if not args.quiet:
                 _note(f"kept {path}: {why}")
@@ -932,18 +953,65 @@ def transfer_folder(direction: Direction, folder: str, output: Optional[str], fo
     os.makedirs(output, exist_ok=True)
     totals = Totals()
     description = f"{direction.name} {folder}"
-    with _folder_progress(progress, sum(size for _, _, size in plan), description) as bar:
-        for index, (source, target, _) in enumerate(plan):
-            try:
-                _refuse_links_below(output, target)  # again: one may have appeared since
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                totals.nbytes += direction.file(source, target, bar.update if bar is not None else False)
-            except Exception as exc:
-                raise FileFailed(source, target, exc, done=index, total=len(plan)) from exc
-            totals.files += 1
-            if bar is not None:
-                bar.set_postfix_str(f"{index + 1}/{len(plan)} files", refresh=False)
+    root_fd = os.open(output, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    try:
+        with _folder_progress(progress, sum(size for _, _, size in plan), description) as bar:
+            for index, (source, target, _) in enumerate(plan):
+                try:
+                    # Each folder is opened from root_fd without following links and the
+                    # file written relative to it: a link swapped in after the checks above
+                    # makes this write fail instead of leading it out of the output folder.
+                    with _output_folder(root_fd, output, target) as folder_fd:
+                        totals.nbytes += direction.file(
+                            source, os.path.basename(target),
+                            bar.update if bar is not None else False, folder_fd)
+                except Exception as exc:
+                    raise FileFailed(source, target, exc, done=index, total=len(plan)) from exc
+                totals.files += 1
+                if bar is not None:
+                    bar.set_postfix_str(f"{index + 1}/{len(plan)} files", refresh=False)
+    finally:
+        os.close(root_fd)
     return totals
+
+
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+@contextlib.contextmanager
+def _output_folder(root_fd: int, root: str, target: str):
+    """The folder of target, opened component by component from root_fd (created where
+    missing) with O_NOFOLLOW: a symbolic link anywhere below root is refused, never followed."""
+    relative = os.path.relpath(os.path.dirname(target), root)
+    parts = [] if relative == os.curdir else relative.split(os.sep)
+    fd = os.dup(root_fd)
+    try:
+        path = root
+        for part in parts:
+            path = os.path.join(path, part)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o777, dir_fd=fd)
+            child = _open_folder_at(fd, part, path, target)
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _open_folder_at(dir_fd: int, name: str, path: str, target: str) -> int:
+    try:
+        return os.open(name, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+    # Raised outside the except block: the OSError is of no use to the user.
+    if stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode):
+        raise CliError(f"refusing to write {target}: {path} is a symbolic link "
+                       "(outputs are never written through links)")
+    raise CliError(f"{path} exists and is not a folder")
 
 
 def _plan_folder(direction: Direction, folder: str,
@@ -1066,7 +1134,9 @@ def inspect_stream(source: BinaryIO) -> tuple[shardseal.ContainerInfo, int]:
     return container_info(header, size - header.size), size
 
 
-_C1_CONTROLS = re.compile("[\x7f-\x9f]")
+_C1_CONTROLS = re.compile("[\x7f-\x9f\u2028\u2029]")
+
+
 def _json_text(value) -> str:
     """JSON for a terminal: control characters escaped (header text is untrusted)."""
     text = json.dumps(value, ensure_ascii=False, sort_keys=True)
@@ -1081,7 +1151,7 @@ def _inspect_text(report: dict) -> str:
         f"key stanzas: {len(report['stanzas'])}",
     ]
     for stanza in report["stanzas"]:
-        lines.append(f"  {stanza['type']:<10} key id {_json_text(stanza['key_id'])[1:-1] or '-'}")
+        lines.append(f"  {stanza['type']:<10} key id {stanza['key_id'] or '-'}")
     lines.append(f"metadata:    {_json_text(report['metadata'])}")
     if report["content_type"] is not None:
         lines.append(f"content:     {_json_text(report['content_type'])}")
@@ -1092,7 +1162,7 @@ def _inspect_text(report: dict) -> str:
     plain, size = report["plaintext_size"], report["container_size"]
     lines.append(f"plaintext:   {plain} bytes ({_human_size(plain)})")
     lines.append(f"container:   {size} bytes (header {report['header_size']} bytes)")
-    return "\n".join(lines)
+    return "\n".join(terminal_safe(line) for line in lines)  # header text is untrusted
 
 
 # ---- demo -----------------------------------------------------------------------------------
