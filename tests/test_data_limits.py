@@ -8,7 +8,6 @@ class, found before anything is allocated or any key is used.
 from __future__ import annotations
 
 import io
-import json
 import os
 import struct
 
