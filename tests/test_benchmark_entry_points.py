@@ -74,6 +74,13 @@ def test_bench_files(tmp_path):
           "--repeat", "1", "--dirs", _dir(tmp_path)], tmp_path)
 
 
+def test_bench_small(tmp_path):
+    _needs_native()
+    out = _run([str(BENCH / "bench_small.py"), "--calls", "20", "--repeat", "1", "--read-file-mib", "1",
+                "--reads", "1000", "--dir", _dir(tmp_path)], tmp_path)
+    assert "## Targets" in out
+
+
 def test_bench_rotate(tmp_path):
     _run([str(BENCH / "bench_rotate.py"), "--files", "3", "--mib", "1", "--repeat", "1", "--dir", str(tmp_path)],
          tmp_path)
