@@ -165,3 +165,42 @@ def test_the_reader_reads_a_regular_file_without_os_pread(backend, key, tmp_path
             assert bytes(buf[:n]) == data[offset : offset + 4096]
         reader.seek(CHUNK + 1)
         assert reader.read(50) == data[CHUNK + 1 : CHUNK + 51]
+
+
+class _CountingKeys:
+    """Counts the reader's decrypting calls into its MessageKeys."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls = 0
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+        if name in ("read", "read_into", "open_chunks_into"):
+            def counted(*args):
+                self.calls += 1
+                return attr(*args)
+            return counted
+        return attr
+
+
+def test_small_reads_walking_a_file_use_the_cache_and_random_ones_skip_it(backend, key, tmp_path):
+    chunks = 6
+    data = os.urandom(chunks * CHUNK + 100)
+    path = tmp_path / "c.sseal"
+    path.write_bytes(shardseal.encrypt(data, key))
+    with shardseal.open(path, "rb", key=key) as reader:
+        reader._keys = counting = _CountingKeys(reader._keys)
+        for offset in range(0, chunks * CHUNK, 500):  # records read in order
+            assert reader.pread(offset, 100) == data[offset : offset + 100]
+        assert counting.calls <= chunks + 1  # each chunk decrypted once (the first read: twice)
+        counting.calls = 0
+        buf = bytearray(100)
+        for offset in (5 * CHUNK + 7, 1 * CHUNK + 3, 3 * CHUNK + 9):  # random and cached: copies
+            assert reader.preadinto(offset, buf) == 100 and bytes(buf) == data[offset : offset + 100]
+        assert counting.calls == 0
+    with shardseal.open(path, "rb", key=key, cache_chunks=1) as reader:
+        for offset in (4 * CHUNK + 1, 1 * CHUNK + 2, 3 * CHUNK + 3, 0):  # random: straight reads
+            assert reader.pread(offset, 4096) == data[offset : offset + 4096]
+        if reader._fd is not None:
+            assert len(reader._cache) == 0  # random reads do not evict what the cache holds

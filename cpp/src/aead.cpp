@@ -9,6 +9,8 @@
 #include <openssl/params.h>
 #include <openssl/sha.h>
 
+#include <string.h>  // explicit_bzero
+
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -134,6 +136,15 @@ class HmacSha512 {
 
 void secure_wipe(void* p, size_t len) {
   if (len > 0) OPENSSL_cleanse(p, len);
+}
+
+void wipe_buffer(void* p, size_t len) {
+  if (len == 0) return;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 25))
+  explicit_bzero(p, len);
+#else
+  OPENSSL_cleanse(p, len);
+#endif
 }
 
 GcmCipher::GcmCipher(const uint8_t* key, size_t key_len, Direction direction)

@@ -72,7 +72,7 @@ class Reader {
                   message_.data_start + index * kSealedChunkSize);
     keys_.open_chunks(index, sealed.data(), sealed_len, index == final_index_, plain, 1);
     if (len > 0) std::memcpy(out, plain + within, len);
-    secure_wipe(plain, plain_len);
+    wipe_buffer(plain, plain_len);
   }
 
  private:

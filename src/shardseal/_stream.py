@@ -147,6 +147,7 @@ class DecryptingReader(io.BufferedIOBase):
             # A regular file: a chunk missing from the cache is read, authenticated and
             # decrypted in one native call (pread included), without the GIL.
             self._fd: Optional[int] = self._source.fd
+            self._last_index = -2  # the chunk of the last small pread: see _reads_directly
             end = raw.seek(0, io.SEEK_END)
             self._size: Optional[int] = _layout.opened_size(end - self._data_start)
             self._final_index = self._size // CHUNK_SIZE
@@ -242,8 +243,11 @@ class DecryptingReader(io.BufferedIOBase):
         within = offset % CHUNK_SIZE
         if 0 < size <= CHUNK_SIZE - within and offset + size < self._size:
             # The common small read inside one chunk (not the final one, which is always
-            # short): one slice copy, nothing else.
-            return bytes(memoryview(self._chunk(offset // CHUNK_SIZE))[within : within + size])
+            # short): one native call at a random offset, else one slice copy of a cached chunk.
+            index = offset // CHUNK_SIZE
+            if self._reads_directly(index):
+                return self._read_file(offset, size)
+            return bytes(memoryview(self._chunk(index))[within : within + size])
         size = max(0, min(size, self._size - offset))
         out = bytearray(size)
         n = self._readinto_at(offset, memoryview(out))
@@ -266,7 +270,11 @@ class DecryptingReader(io.BufferedIOBase):
             raise io.UnsupportedOperation("preadinto on a non-seekable source")
         if offset < 0:
             raise ValueError("offset must be non-negative")
-        return self._readinto_at(offset, _buffers.writable(buffer, "buffer"))
+        view = _buffers.writable(buffer, "buffer")
+        if 0 < view.nbytes <= CHUNK_SIZE - offset % CHUNK_SIZE and offset + view.nbytes < self._size \
+                and self._reads_directly(offset // CHUNK_SIZE):
+            return self._read_file_into(offset, view)
+        return self._readinto_at(offset, view)
 
     def close(self) -> None:
         if not self.closed:
@@ -321,6 +329,30 @@ class DecryptingReader(io.BufferedIOBase):
         # and this runs for every chunk a read touches.
         try:
             self._keys.open_chunks_into(index, sealed, plain, final, threads)
+        except AuthenticationError as exc:
+            self._audit_failure(exc)
+            raise
+
+    def _reads_directly(self, index: int) -> bool:
+        """Whether a small read in chunk `index` skips the cache: on a regular file, when the
+        chunk is not cached and the read does not follow on from the one before (in the same
+        or the next chunk). Random reads then cost one native call; reads that walk through a
+        file still fill the cache, so that the next read of the chunk is a copy."""
+        if self._fd is None:
+            return False
+        previous, self._last_index = self._last_index, index  # a hint: a race only costs a miss
+        return index - previous not in (0, 1) and index not in self._cache
+
+    def _read_file(self, offset: int, size: int) -> bytes:
+        try:
+            return self._keys.read(self._fd, self._data_start, self._size, offset, size, self._threads)
+        except AuthenticationError as exc:
+            self._audit_failure(exc)
+            raise
+
+    def _read_file_into(self, offset: int, view: memoryview) -> int:
+        try:
+            return self._keys.read_into(self._fd, self._data_start, self._size, offset, view, self._threads)
         except AuthenticationError as exc:
             self._audit_failure(exc)
             raise
