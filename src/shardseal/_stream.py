@@ -1,8 +1,9 @@
 """Streams over containers: a random-access decrypting reader and an encrypting writer.
 
 Both work in bounded memory on files of any size. The reader decrypts only the 16 KiB chunks a
-read touches (a small cache keeps recent ones; long reads decrypt many chunks at once on the
-thread pool), and authenticates the final chunk before it reveals where the data ends.
+read touches (on a regular file, pread + authenticate + decrypt is one native call; a small
+cache keeps recent chunks for reads that walk through a file; long reads decrypt many chunks at
+once on the thread pool), and authenticates the final chunk before it reveals where the data ends.
 """
 
 from __future__ import annotations
@@ -230,6 +231,10 @@ class DecryptingReader(io.BufferedIOBase):
 
     def pread(self, offset: int, size: int) -> bytes:
         """Reads size bytes at offset without moving the stream position; thread-safe.
+
+        A small read at a random offset of a regular file decrypts straight into the result
+        (one native call) and leaves the chunk cache alone; reads that follow on from the one
+        before fill the cache, and reads of cached chunks are copies.
 
         Raises:
             io.UnsupportedOperation: the source is not seekable.
