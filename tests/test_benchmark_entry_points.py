@@ -74,6 +74,13 @@ def test_bench_files(tmp_path):
           "--repeat", "1", "--dirs", _dir(tmp_path)], tmp_path)
 
 
+def test_bench_small(tmp_path):
+    _needs_native()
+    out = _run([str(BENCH / "bench_small.py"), "--calls", "20", "--repeat", "1", "--read-file-mib", "1",
+                "--reads", "1000", "--dir", _dir(tmp_path)], tmp_path)
+    assert "## Targets" in out
+
+
 def test_bench_rotate(tmp_path):
     _run([str(BENCH / "bench_rotate.py"), "--files", "3", "--mib", "1", "--repeat", "1", "--dir", str(tmp_path)],
          tmp_path)
@@ -114,6 +121,6 @@ def test_pytest_benchmark_suite(tmp_path):
 def test_every_entry_point_is_covered():
     """A new bench_*.py (or other script with a main) must get a test above."""
     covered = {"__main__.py", "compare.py", "plot.py", "bench_core.py", "bench_files.py", "bench_rotate.py",
-               "bench_dataloader.py", "bench_safetensors.py", "openssl_paths.py", "bench_alloc.py"}
+               "bench_dataloader.py", "bench_safetensors.py", "openssl_paths.py", "bench_alloc.py", "bench_small.py"}
     scripts = {p.name for p in BENCH.glob("*.py") if "__main__" in p.read_text(encoding="utf-8")}
     assert scripts <= covered, f"benchmark entry points without a smoke test: {sorted(scripts - covered)}"

@@ -482,6 +482,12 @@ class _CountingKeys:
         self.chunks.extend(range(first, first + count))
         return self.inner.open_chunks_into(first, sealed, out, final, threads)
 
+    def read_into(self, fd, data_start, plaintext_size, offset, out, threads):
+        end = min(offset + len(out), plaintext_size)
+        if offset < end:
+            self.chunks.extend(range(offset // CHUNK_SIZE, (end - 1) // CHUNK_SIZE + 1))
+        return self.inner.read_into(fd, data_start, plaintext_size, offset, out, threads)
+
     def __getattr__(self, name):
         return getattr(self.inner, name)
 

@@ -74,6 +74,21 @@ class _CountingKeys:
         self._log.extend(range(first_chunk, first_chunk + count))
         return self._inner.open_chunks_into(first_chunk, ciphertext, out, final, threads)
 
+    def _log_range(self, plaintext_size, offset, size):
+        # As the reads do: the chunks holding [offset, end), and the final chunk at the end.
+        end = min(offset + size, plaintext_size)
+        last = plaintext_size // CHUNK_SIZE if end == plaintext_size else (end - 1) // CHUNK_SIZE
+        first = offset // CHUNK_SIZE if offset < end else last
+        self._log.extend(range(first, last + 1))
+
+    def read_into(self, fd, data_start, plaintext_size, offset, out, threads):
+        self._log_range(plaintext_size, offset, memoryview(out).nbytes)
+        return self._inner.read_into(fd, data_start, plaintext_size, offset, out, threads)
+
+    def read(self, fd, data_start, plaintext_size, offset, size, threads):
+        self._log_range(plaintext_size, offset, size)
+        return self._inner.read(fd, data_start, plaintext_size, offset, size, threads)
+
     def __getattr__(self, name):
         return getattr(self._inner, name)
 

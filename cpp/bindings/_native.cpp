@@ -4,7 +4,9 @@
 
 #include <sys/mman.h>
 
+#include <cerrno>
 #include <cstring>
+#include <algorithm>
 #include <string>
 
 #include "shardseal/aead.hpp"
@@ -12,6 +14,7 @@
 #include "shardseal/cobblestone.hpp"
 #include "shardseal/errors.hpp"
 #include "shardseal/kernel.hpp"
+#include "shardseal/random_read.hpp"
 #include "shardseal/thread_pool.hpp"
 
 namespace py = pybind11;
@@ -203,6 +206,32 @@ class PyMessageKeys {
     return needed;
   }
 
+  // One random read of a message stored in a file (see shardseal::read_plaintext). The GIL
+  // is always released: pread may wait for a disk.
+  size_t read_into(int fd, uint64_t data_start, uint64_t plaintext_size, uint64_t offset,
+                   py::handle out, int threads) const {
+    Buffer o(out, "out", true);
+    unsigned n = thread_count(threads);
+    shardseal::StoredMessage message{fd, data_start, plaintext_size};
+    py::gil_scoped_release release;
+    return shardseal::read_plaintext(*keys_, message, offset, o.data(), o.size(), n);
+  }
+
+  py::bytes read(int fd, uint64_t data_start, uint64_t plaintext_size, uint64_t offset,
+                 uint64_t size, int threads) const {
+    unsigned n = thread_count(threads);
+    uint64_t available = offset < plaintext_size ? plaintext_size - offset : 0;
+    uint8_t* data = nullptr;
+    py::bytes result = new_bytes(static_cast<size_t>(std::min(size, available)), &data);
+    shardseal::StoredMessage message{fd, data_start, plaintext_size};
+    size_t len = PyBytes_GET_SIZE(result.ptr());
+    {
+      py::gil_scoped_release release;
+      shardseal::read_plaintext(*keys_, message, offset, data, len, n);
+    }
+    return result;
+  }
+
   size_t open_chunks_into(uint64_t first_chunk, py::handle ciphertext, py::handle out,
                           bool final, int threads) const {
     Buffer c(ciphertext, "ciphertext"), o(out, "out", true);
@@ -278,6 +307,9 @@ void translate_errors(std::exception_ptr p) {
     raise("AuthenticationError", e.what());
   } catch (const shardseal::TruncatedMessage& e) {
     raise("TruncatedError", e.what());
+  } catch (const shardseal::IoFailure& e) {
+    errno = e.error;
+    PyErr_SetFromErrno(PyExc_OSError);
   } catch (const shardseal::CryptoLibraryError& e) {
     PyErr_SetString(PyExc_RuntimeError, e.what());
   }
@@ -376,5 +408,13 @@ PYBIND11_MODULE(_native, m) {
       .def("seal_chunks_into", &PyMessageKeys::seal_chunks_into, py::arg("first_chunk"),
            py::arg("plaintext"), py::arg("out"), py::arg("final"), py::arg("threads"))
       .def("open_chunks_into", &PyMessageKeys::open_chunks_into, py::arg("first_chunk"),
-           py::arg("ciphertext"), py::arg("out"), py::arg("final"), py::arg("threads"));
+           py::arg("ciphertext"), py::arg("out"), py::arg("final"), py::arg("threads"))
+      .def("read_into", &PyMessageKeys::read_into, py::arg("fd"), py::arg("data_start"),
+           py::arg("plaintext_size"), py::arg("offset"), py::arg("out"), py::arg("threads"),
+           "Reads plaintext at offset into out from a message stored in file fd (chunk 0 at "
+           "data_start): one pread per run of chunks, every chunk touched authenticated; out "
+           "zeroed on failure. Returns the bytes written (fewer only at the end).")
+      .def("read", &PyMessageKeys::read, py::arg("fd"), py::arg("data_start"),
+           py::arg("plaintext_size"), py::arg("offset"), py::arg("size"), py::arg("threads"),
+           "As read_into, returning a new bytes object of up to size bytes.");
 }

@@ -1,9 +1,15 @@
+// The low-level SHA-512 calls below are deprecated in OpenSSL 3 but not removed; where a build
+// lacks them (OPENSSL_NO_DEPRECATED_3_0) the EVP_MAC fallback is used instead.
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "shardseal/aead.hpp"
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/params.h>
+#include <openssl/sha.h>
+
+#include <string.h>  // explicit_bzero
 
 #include <algorithm>
 #include <stdexcept>
@@ -16,6 +22,7 @@ namespace shardseal {
 namespace {
 
 constexpr size_t kSha512Size = 64;
+constexpr size_t kSha512Block = 128;
 
 [[noreturn]] void fail(const char* what) {
   throw CryptoLibraryError(std::string("OpenSSL: ") + what + " failed");
@@ -37,13 +44,62 @@ const EVP_CIPHER* gcm_cipher(size_t key_len) {
   return cipher;
 }
 
+#ifndef OPENSSL_NO_DEPRECATED_3_0
+// HMAC-SHA512 (RFC 2104) on OpenSSL's low-level SHA-512: the same assembly as EVP, without
+// a heap context, provider look-ups or a digest fetch per key. A Cobblestone key derivation
+// is a few compression-function calls, so these overheads were most of a small message's cost.
+class HmacSha512 {
+ public:
+  HmacSha512(const uint8_t* key, size_t key_len) {
+    uint8_t block[kSha512Block] = {0};
+    if (key_len > kSha512Block)
+      SHA512(key, key_len, block);
+    else if (key_len > 0)
+      std::copy(key, key + key_len, block);
+    for (uint8_t& b : block) b ^= 0x36;
+    SHA512_Init(&inner_);
+    SHA512_Update(&inner_, block, kSha512Block);
+    for (uint8_t& b : block) b ^= 0x36 ^ 0x5c;
+    SHA512_Init(&outer_);
+    SHA512_Update(&outer_, block, kSha512Block);
+    secure_wipe(block, sizeof block);
+    restart();
+  }
+  ~HmacSha512() {
+    secure_wipe(&inner_, sizeof inner_);
+    secure_wipe(&outer_, sizeof outer_);
+    secure_wipe(&running_, sizeof running_);
+  }
+  HmacSha512(const HmacSha512&) = delete;
+  HmacSha512& operator=(const HmacSha512&) = delete;
+
+  // Starts a new MAC under the same key (the padded-key blocks are hashed once, in the constructor).
+  void restart() { running_ = inner_; }
+  void update(const uint8_t* data, size_t len) {
+    if (len > 0) SHA512_Update(&running_, data, len);
+  }
+  void finish(uint8_t out[kSha512Size]) {
+    uint8_t inner_hash[kSha512Size];
+    SHA512_Final(inner_hash, &running_);
+    running_ = outer_;
+    SHA512_Update(&running_, inner_hash, kSha512Size);
+    SHA512_Final(out, &running_);
+    secure_wipe(inner_hash, sizeof inner_hash);
+  }
+
+ private:
+  SHA512_CTX inner_;    // state after the key XOR ipad block
+  SHA512_CTX outer_;    // state after the key XOR opad block
+  SHA512_CTX running_;  // the MAC in progress
+};
+#else
+// OpenSSL built without the deprecated low-level digests: HMAC through EVP_MAC.
 EVP_MAC* hmac_algorithm() {
   static EVP_MAC* const hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
   if (hmac == nullptr) fail("fetching HMAC");
   return hmac;
 }
 
-// HMAC-SHA512 over the concatenation of up to three parts.
 class HmacSha512 {
  public:
   HmacSha512(const uint8_t* key, size_t key_len) : ctx_(EVP_MAC_CTX_new(hmac_algorithm())) {
@@ -57,14 +113,12 @@ class HmacSha512 {
     if (EVP_MAC_init(ctx_, key_len ? key : &empty, key_len, params) != 1) fail("HMAC init");
   }
   ~HmacSha512() { EVP_MAC_CTX_free(ctx_); }
-
-  // Starts a new MAC under the same key and digest (no key setup or digest fetch again).
-  void restart() {
-    if (EVP_MAC_init(ctx_, nullptr, 0, nullptr) != 1) fail("HMAC init");
-  }
   HmacSha512(const HmacSha512&) = delete;
   HmacSha512& operator=(const HmacSha512&) = delete;
 
+  void restart() {
+    if (EVP_MAC_init(ctx_, nullptr, 0, nullptr) != 1) fail("HMAC init");
+  }
   void update(const uint8_t* data, size_t len) {
     if (len > 0 && EVP_MAC_update(ctx_, data, len) != 1) fail("HMAC update");
   }
@@ -76,11 +130,21 @@ class HmacSha512 {
  private:
   EVP_MAC_CTX* ctx_;
 };
+#endif
 
 }  // namespace
 
 void secure_wipe(void* p, size_t len) {
   if (len > 0) OPENSSL_cleanse(p, len);
+}
+
+void wipe_buffer(void* p, size_t len) {
+  if (len == 0) return;
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 25))
+  explicit_bzero(p, len);
+#else
+  OPENSSL_cleanse(p, len);
+#endif
 }
 
 GcmCipher::GcmCipher(const uint8_t* key, size_t key_len, Direction direction)
@@ -161,8 +225,8 @@ std::vector<uint8_t> gcm_open(const uint8_t* key, size_t key_len, const uint8_t*
   return out;
 }
 
-void hkdf_expand_sha512(const uint8_t* prk, size_t prk_len, const uint8_t* info,
-                        size_t info_len, uint8_t* out, size_t out_len) {
+void hkdf_expand_sha512(const uint8_t* prk, size_t prk_len, std::initializer_list<ByteSpan> info,
+                        uint8_t* out, size_t out_len) {
   // Hand-rolled on HMAC rather than EVP_KDF "HKDF": OpenSSL 3.0 caps the info at 1 KiB and
   // the Cobblestone info carries the whole container header as its context.
   if (out_len > 255 * kSha512Size) throw std::invalid_argument("HKDF output too long");
@@ -174,7 +238,7 @@ void hkdf_expand_sha512(const uint8_t* prk, size_t prk_len, const uint8_t* info,
       hmac.restart();
       hmac.update(block, kSha512Size);
     }
-    hmac.update(info, info_len);
+    for (const ByteSpan& part : info) hmac.update(part.data, part.size);
     hmac.update(&counter, 1);
     hmac.finish(block);
     size_t take = std::min(out_len - done, kSha512Size);
@@ -182,6 +246,11 @@ void hkdf_expand_sha512(const uint8_t* prk, size_t prk_len, const uint8_t* info,
     done += take;
   }
   secure_wipe(block, sizeof block);
+}
+
+void hkdf_expand_sha512(const uint8_t* prk, size_t prk_len, const uint8_t* info,
+                        size_t info_len, uint8_t* out, size_t out_len) {
+  hkdf_expand_sha512(prk, prk_len, {{info, info_len}}, out, out_len);
 }
 
 void hkdf_sha512(const uint8_t* ikm, size_t ikm_len, const uint8_t* salt, size_t salt_len,

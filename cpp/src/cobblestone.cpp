@@ -3,6 +3,7 @@
 #include <openssl/crypto.h>
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 
@@ -68,15 +69,18 @@ MessageKeys::MessageKeys(Suite suite, const uint8_t* input_key, size_t key_len,
   if (key_len != chunk_key_len)
     throw std::invalid_argument("Cobblestone-" + std::to_string(static_cast<int>(suite)) +
                                 " needs a " + std::to_string(chunk_key_len) + "-byte key");
-  // info = prefix || aead_name || 0x00 || salt || context
-  std::string info = std::string(kInfoPrefix) + aead_name(suite);
-  info.push_back('\0');
-  info.append(reinterpret_cast<const char*>(salt), kSaltSize);
-  info.append(reinterpret_cast<const char*>(context), context_len);
+  // info = prefix || aead_name || 0x00 || salt || context, hashed in parts (no copy)
+  const char* name = aead_name(suite);
+  static const uint8_t zero = 0;
   uint8_t okm[32 + kNonceSize + kCommitmentSize];
   size_t okm_len = chunk_key_len + kNonceSize + kCommitmentSize;
-  hkdf_expand_sha512(input_key, key_len, reinterpret_cast<const uint8_t*>(info.data()),
-                     info.size(), okm, okm_len);
+  hkdf_expand_sha512(input_key, key_len,
+                     {{reinterpret_cast<const uint8_t*>(kInfoPrefix), sizeof kInfoPrefix - 1},
+                      {reinterpret_cast<const uint8_t*>(name), std::strlen(name)},
+                      {&zero, 1},
+                      {salt, kSaltSize},
+                      {context, context_len}},
+                     okm, okm_len);
   try {
     gcm_ = std::make_unique<GcmKey>(okm, chunk_key_len);
   } catch (...) {

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from . import _layout
 from ._layout import CHUNK_SIZE, COMMITMENT_SIZE, SALT_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
-from .errors import AuthenticationError
+from .errors import AuthenticationError, TruncatedError
 
 __all__ = [
     "CHUNK_SIZE",
@@ -183,6 +183,44 @@ class MessageKeys:
             _zero(dst[:needed])
             raise AuthenticationError() from None
         return needed
+
+    def read_into(self, fd: int, data_start: int, plaintext_size: int, offset: int, out, threads: int) -> int:
+        """Reads plaintext at offset into out from a message stored in file fd (as the native one).
+
+        A read that reaches the end of the plaintext authenticates the final chunk, even when
+        it holds none of the bytes read.
+        """
+        _check_threads(threads)
+        dst = _writable(out)
+        start = min(offset, plaintext_size)
+        end = min(start + dst.nbytes, plaintext_size)
+        final_index = plaintext_size // CHUNK_SIZE
+        first = start // CHUNK_SIZE if start < end else final_index
+        last = final_index if end == plaintext_size else (end - 1) // CHUNK_SIZE
+        if first > last:
+            return 0
+        plain_end = min((last + 1) * CHUNK_SIZE, plaintext_size)
+        sealed_len = plain_end - first * CHUNK_SIZE + (last - first + 1) * TAG_SIZE
+        sealed = os.pread(fd, sealed_len, data_start + first * SEALED_CHUNK_SIZE)
+        if len(sealed) != sealed_len:
+            _zero(dst)
+            raise TruncatedError("the file was truncated while being read")
+        plain = bytearray(plain_end - first * CHUNK_SIZE)
+        try:
+            self.open_chunks_into(first, sealed, plain, last == final_index, 1)
+        except AuthenticationError:
+            _zero(dst)
+            raise
+        within = start - first * CHUNK_SIZE
+        dst[: end - start] = plain[within : within + end - start]
+        _zero(memoryview(plain))
+        return end - start
+
+    def read(self, fd: int, data_start: int, plaintext_size: int, offset: int, size: int, threads: int) -> bytes:
+        """As read_into, returning a new bytes object of up to size bytes."""
+        out = bytearray(max(0, min(size, plaintext_size - min(offset, plaintext_size))))
+        self.read_into(fd, data_start, plaintext_size, offset, out, threads)
+        return bytes(out)
 
 
 def _check_chunk_range(first_chunk: int, n_chunks: int) -> None:

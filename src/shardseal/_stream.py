@@ -1,8 +1,9 @@
 """Streams over containers: a random-access decrypting reader and an encrypting writer.
 
 Both work in bounded memory on files of any size. The reader decrypts only the 16 KiB chunks a
-read touches (a small cache keeps recent ones; long reads decrypt many chunks at once on the
-thread pool), and authenticates the final chunk before it reveals where the data ends.
+read touches (on a regular file, pread + authenticate + decrypt is one native call; a small
+cache keeps recent chunks for reads that walk through a file; long reads decrypt many chunks at
+once on the thread pool), and authenticates the final chunk before it reveals where the data ends.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ class _PositionalSource:
                 self._fd = fd
         except (AttributeError, OSError, io.UnsupportedOperation):
             pass
+
+    @property
+    def fd(self) -> Optional[int]:
+        """The descriptor of a regular file (os.pread works on it), else None."""
+        return self._fd
 
     def read_at(self, offset: int, size: int) -> bytes:
         if self._fd is not None:
@@ -139,6 +145,10 @@ class DecryptingReader(io.BufferedIOBase):
         self._scratch = threading.local()
         if seekable:
             self._source: Optional[_PositionalSource] = _PositionalSource(raw)
+            # A regular file: a chunk missing from the cache is read, authenticated and
+            # decrypted in one native call (pread included), without the GIL.
+            self._fd: Optional[int] = self._source.fd
+            self._last_index = -2  # the chunk of the last small pread: see _reads_directly
             end = raw.seek(0, io.SEEK_END)
             self._size: Optional[int] = _layout.opened_size(end - self._data_start)
             self._final_index = self._size // CHUNK_SIZE
@@ -222,6 +232,10 @@ class DecryptingReader(io.BufferedIOBase):
     def pread(self, offset: int, size: int) -> bytes:
         """Reads size bytes at offset without moving the stream position; thread-safe.
 
+        A small read at a random offset of a regular file decrypts straight into the result
+        (one native call) and leaves the chunk cache alone; reads that follow on from the one
+        before fill the cache, and reads of cached chunks are copies.
+
         Raises:
             io.UnsupportedOperation: the source is not seekable.
             AuthenticationError: a chunk the read touches was tampered with.
@@ -234,8 +248,11 @@ class DecryptingReader(io.BufferedIOBase):
         within = offset % CHUNK_SIZE
         if 0 < size <= CHUNK_SIZE - within and offset + size < self._size:
             # The common small read inside one chunk (not the final one, which is always
-            # short): one slice copy, nothing else.
-            return bytes(memoryview(self._chunk(offset // CHUNK_SIZE))[within : within + size])
+            # short): one native call at a random offset, else one slice copy of a cached chunk.
+            index = offset // CHUNK_SIZE
+            if self._reads_directly(index):
+                return self._read_file(offset, size)
+            return bytes(memoryview(self._chunk(index))[within : within + size])
         size = max(0, min(size, self._size - offset))
         out = bytearray(size)
         n = self._readinto_at(offset, memoryview(out))
@@ -258,7 +275,11 @@ class DecryptingReader(io.BufferedIOBase):
             raise io.UnsupportedOperation("preadinto on a non-seekable source")
         if offset < 0:
             raise ValueError("offset must be non-negative")
-        return self._readinto_at(offset, _buffers.writable(buffer, "buffer"))
+        view = _buffers.writable(buffer, "buffer")
+        if 0 < view.nbytes <= CHUNK_SIZE - offset % CHUNK_SIZE and offset + view.nbytes < self._size \
+                and self._reads_directly(offset // CHUNK_SIZE):
+            return self._read_file_into(offset, view)
+        return self._readinto_at(offset, view)
 
     def close(self) -> None:
         if not self.closed:
@@ -292,11 +313,14 @@ class DecryptingReader(io.BufferedIOBase):
                 return cached
         final = index == self._final_index
         plain_len = self._size - index * CHUNK_SIZE if final else CHUNK_SIZE
-        sealed = self._source.read_at(self._data_start + index * SEALED_CHUNK_SIZE, plain_len + TAG_SIZE)
-        if len(sealed) != plain_len + TAG_SIZE:
-            raise TruncatedError("the file was truncated while being read")
         plain = bytearray(plain_len)
-        self._open_chunks(index, sealed, plain, final, 1)
+        if self._fd is not None:
+            self._read_file_chunk(index, plain)
+        else:
+            sealed = self._source.read_at(self._data_start + index * SEALED_CHUNK_SIZE, plain_len + TAG_SIZE)
+            if len(sealed) != plain_len + TAG_SIZE:
+                raise TruncatedError("the file was truncated while being read")
+            self._open_chunks(index, sealed, plain, final, 1)
         with self._cache_lock:
             self._cache[index] = plain
             if len(self._cache) > self._cache_chunks:
@@ -311,9 +335,46 @@ class DecryptingReader(io.BufferedIOBase):
         try:
             self._keys.open_chunks_into(index, sealed, plain, final, threads)
         except AuthenticationError as exc:
-            with audit.target(self._audit_name):
-                audit.record("authentication_failed", error=str(exc))
+            self._audit_failure(exc)
             raise
+
+    def _reads_directly(self, index: int) -> bool:
+        """Whether a small read in chunk `index` skips the cache: on a regular file, when the
+        chunk is not cached and the read does not follow on from the one before (in the same
+        or the next chunk). Random reads then cost one native call; reads that walk through a
+        file still fill the cache, so that the next read of the chunk is a copy."""
+        if self._fd is None:
+            return False
+        previous, self._last_index = self._last_index, index  # a hint: a race only costs a miss
+        return index - previous not in (0, 1) and index not in self._cache
+
+    def _read_file(self, offset: int, size: int) -> bytes:
+        try:
+            return self._keys.read(self._fd, self._data_start, self._size, offset, size, self._threads)
+        except AuthenticationError as exc:
+            self._audit_failure(exc)
+            raise
+
+    def _read_file_into(self, offset: int, view: memoryview) -> int:
+        try:
+            return self._keys.read_into(self._fd, self._data_start, self._size, offset, view, self._threads)
+        except AuthenticationError as exc:
+            self._audit_failure(exc)
+            raise
+
+    def _read_file_chunk(self, index: int, plain: bytearray) -> None:
+        """Reads, authenticates and decrypts chunk `index` of a regular file into plain."""
+        try:
+            n = self._keys.read_into(self._fd, self._data_start, self._size, index * CHUNK_SIZE, plain, 1)
+        except AuthenticationError as exc:
+            self._audit_failure(exc)
+            raise
+        if n != len(plain):  # the reader's size is fixed at open: this cannot happen
+            raise TruncatedError("the file was truncated while being read")
+
+    def _audit_failure(self, exc: AuthenticationError) -> None:
+        with audit.target(self._audit_name):
+            audit.record("authentication_failed", error=str(exc))
 
     def _bulk_scratch(self, size: int) -> memoryview:
         scratch = getattr(self._scratch, "buffer", None)
