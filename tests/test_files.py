@@ -601,10 +601,11 @@ def test_tampered_chunk_only_fails_reads_that_touch_it(tampered):
 @pytest.mark.parametrize("batch", [_stream.BULK_BATCH_CHUNKS, 4], ids=["one-batch", "batch-4"])
 @pytest.mark.parametrize("start", [0, CHUNK, 100])
 def test_failed_bulk_readinto_leaves_no_plaintext_of_the_batch(tampered, monkeypatch, batch, start):
+    """A file object without a descriptor: the reader's own batches (BULK_BATCH_CHUNKS)."""
     monkeypatch.setattr(_stream, "BULK_BATCH_CHUNKS", batch)
     path, data = tampered
     n = 16 * CHUNK
-    with shardseal.open(path, "rb", key=KEY) as r:
+    with shardseal.open(io.BytesIO(Path(path).read_bytes()), "rb", key=KEY) as r:
         r.seek(start)
         buf = bytearray(b"\xaa" * n)
         with pytest.raises(AuthenticationError) as excinfo:
@@ -621,6 +622,23 @@ def test_failed_bulk_readinto_leaves_no_plaintext_of_the_batch(tampered, monkeyp
     # and certainly not the plaintext itself, in any 16-byte window
     for i in range(0, len(window) - 16, 4096):
         assert window[i : i + 16] != plain[i : i + 16]
+
+
+@pytest.mark.parametrize("start", [0, CHUNK, 100])
+def test_failed_bulk_readinto_of_a_file_zeroes_every_whole_chunk(tampered, start):
+    """A regular file: one native call reads every whole chunk and zeroes all of them on failure."""
+    path, data = tampered
+    n = 16 * CHUNK
+    with shardseal.open(path, "rb", key=KEY) as r:
+        r.seek(start)
+        buf = bytearray(b"\xaa" * n)
+        with pytest.raises(AuthenticationError) as excinfo:
+            r.readinto(buf)
+        _exact(excinfo, AuthenticationError)
+    head = -(-start // CHUNK) * CHUNK - start  # bytes before the first whole chunk
+    assert bytes(buf[:head]) == data[start : start + head]  # an authenticated partial chunk
+    whole = (n - head) // CHUNK * CHUNK
+    assert bytes(buf[head : head + whole]) == bytes(whole), "plaintext left after a failed read"
 
 
 def test_concurrent_pread_with_a_tampered_chunk(tampered):

@@ -390,7 +390,15 @@ class DecryptingReader(io.BufferedIOBase):
         while pos < end:
             index, within = divmod(pos, CHUNK_SIZE)
             whole = (end - pos) // CHUNK_SIZE if within == 0 else 0
-            if whole >= BULK_MIN_CHUNKS:
+            if whole >= BULK_MIN_CHUNKS and self._fd is not None:
+                # A regular file: one native call reads and opens every whole chunk, each
+                # worker reading its own batch (no Python per batch, reads on every core).
+                count = whole
+                target = out[pos - offset : pos - offset + count * CHUNK_SIZE]
+                if self._read_file_into(pos, target) != target.nbytes:
+                    raise TruncatedError("the file was truncated while being read")
+                pos += count * CHUNK_SIZE
+            elif whole >= BULK_MIN_CHUNKS:
                 # Whole chunks are never the final chunk, which is always short.
                 count = min(whole, BULK_BATCH_CHUNKS)
                 sealed = self._bulk_scratch(count * SEALED_CHUNK_SIZE)
