@@ -12,7 +12,8 @@ import time
 import pytest
 
 import shardseal
-from shardseal import _keys, keyfile
+from shardseal import keyfile
+from shardseal.keys import _direct as _keys
 
 from .cli_helpers import (
     assert_error,

@@ -18,7 +18,9 @@ import pytest
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
 import shardseal
-from shardseal import _container, _envelope, _stanzas, audit
+from shardseal import audit
+from shardseal.container import _container
+from shardseal.keys import _envelope, _stanzas
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 
 

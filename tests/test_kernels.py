@@ -20,7 +20,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import shardseal
-from shardseal import AuthenticationError, _backend
+from shardseal import AuthenticationError
+from shardseal.core import _backend
 from tests.cli_helpers import PACKAGE_ROOT  # the package under test: src/ or site-packages
 from tests.conftest import NATIVE
 

@@ -10,7 +10,8 @@ import warnings
 import pytest
 
 import shardseal
-from shardseal import _keys, keyfile
+from shardseal import keyfile
+from shardseal.keys import _direct as _keys
 from shardseal.keyfile import KeyFileError, KeyFilePermissionWarning
 
 from .cli_helpers import assert_error, assert_ok, child_env, register_secret, run

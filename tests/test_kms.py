@@ -21,7 +21,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import shardseal
-from shardseal import _container, _envelope, _stanzas
+from shardseal.container import _container
+from shardseal.keys import _envelope, _stanzas
 from shardseal.audit import JsonFormatter
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 from shardseal.kms import (

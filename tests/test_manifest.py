@@ -18,7 +18,10 @@ import shutil
 import pytest
 
 import shardseal
-from shardseal import _api, _backend, _container, _envelope, _keys, manifest
+from shardseal import manifest
+from shardseal.container import _api, _container
+from shardseal.core import _backend
+from shardseal.keys import _envelope, _direct as _keys
 from shardseal.errors import (
     AuthenticationError,
     FormatError,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import shardseal
-from shardseal import _pybackend
+from shardseal.core import _pybackend
 from tests.conftest import NATIVE
 
 STUB = Path(shardseal.__file__).with_name("_native.pyi")

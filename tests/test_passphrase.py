@@ -16,9 +16,12 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import shardseal
-from shardseal import _container, _stanzas, audit, passphrase
-from shardseal._container import Stanza
-from shardseal._envelope import WrapContext
+from shardseal import audit
+from shardseal.keys import passphrase
+from shardseal.container import _container
+from shardseal.keys import _stanzas
+from shardseal.container._container import Stanza
+from shardseal.keys._envelope import WrapContext
 from shardseal.errors import (
     AuthenticationError,
     FormatError,

@@ -19,8 +19,9 @@ import threading
 import pytest
 
 import shardseal
-from shardseal import _container, _envelope, _stanzas
-from shardseal import pkcs11 as hsm
+from shardseal.container import _container
+from shardseal.keys import _envelope, _stanzas
+from shardseal.keys import pkcs11 as hsm
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError
 from tests import softhsm
 from tests.conftest import WYCHEPROOF

@@ -23,8 +23,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 import shardseal
-from shardseal import _container, _envelope, _files, _stanzas, audit
-from shardseal import rotation as rotate_module
+from shardseal import audit
+from shardseal.container import _container
+from shardseal.keys import _envelope, _stanzas
+from shardseal.io import _files
+from shardseal.ops import rotation as rotate_module
 from shardseal.errors import (
     AuthenticationError,
     FormatError,

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 
 import shardseal
-from shardseal import _container
-from shardseal.rotation import (
+from shardseal.container import _container
+from shardseal.ops.rotation import (
     JOURNAL_SUFFIX,
     TEMP_SUFFIX,
     TEST_DELAY_ENV,

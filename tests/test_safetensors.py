@@ -21,11 +21,11 @@ st = pytest.importorskip("safetensors.torch")
 from safetensors import SafetensorError
 
 import shardseal
-import shardseal.safetensors as sss
-import shardseal.torch as sst
+import shardseal.ml.safetensors as sss
+import shardseal.ml.torch as sst
 from tests.torch_helpers import ReadOnlyPipe, random_tensor, same_bytes
-from shardseal import _backend
-from shardseal._layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE
+from shardseal.core import _backend
+from shardseal.core._layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 
 from .conftest import NATIVE

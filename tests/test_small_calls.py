@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 import shardseal
-from shardseal import _buffers, _caches, cobblestone
+from shardseal import cobblestone
+from shardseal.core import _buffers
+from shardseal.container import _caches
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError, TruncatedError
 
 

@@ -15,7 +15,8 @@ import struct
 import pytest
 
 import shardseal
-from shardseal import _container, _envelope, _stanzas
+from shardseal.container import _container
+from shardseal.keys import _envelope, _stanzas
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 from shardseal.kms import KeyProvider, KmsIdentity, KmsKey
 

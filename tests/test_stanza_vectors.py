@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 
 import shardseal
-from shardseal import keyring, passphrase, x25519
+from shardseal.keys import keyring, passphrase, x25519
 
 DOCUMENT = json.loads((Path(__file__).resolve().parent / "vectors" / "stanzas_v1.json").read_text("utf-8"))
 VECTORS = {v["name"]: v for v in DOCUMENT["vectors"]}

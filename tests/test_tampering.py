@@ -22,7 +22,8 @@ import numpy as np
 import pytest
 
 import shardseal
-from shardseal import _stanzas, cobblestone
+from shardseal import cobblestone
+from shardseal.keys import _stanzas
 from shardseal.errors import (
     AuthenticationError,
     FormatError,
@@ -739,7 +740,7 @@ def test_message_from_another_container_same_key_other_metadata(backend, how):
 def test_chunk_from_raw_message_with_same_salt_other_context(backend, how, monkeypatch):
     """Even with an identical salt, a different context gives different chunk keys."""
     salt = bytes(range(SALT))
-    monkeypatch.setattr("shardseal.cobblestone.os.urandom", lambda n: salt[:n])
+    monkeypatch.setattr("shardseal.core.cobblestone.os.urandom", lambda n: salt[:n])
     message = cobblestone.encrypt(MSG35_PLAINTEXT, KEY, b"one")
     other = cobblestone.encrypt(MSG35_PLAINTEXT, KEY, b"two")
     assert message[:SALT] == other[:SALT]

@@ -15,7 +15,9 @@ torch = pytest.importorskip("torch")
 import shardseal
 import shardseal.torch as sst
 from tests.torch_helpers import ReadOnlyPipe, random_tensor, same_bytes
-from shardseal import _api, _backend, _container, _keys, _layout
+from shardseal.container import _api, _container
+from shardseal.core import _backend, _layout
+from shardseal.keys import _direct as _keys
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 
 from .conftest import NATIVE
@@ -141,7 +143,7 @@ def test_user_metadata_and_threads(backend, key):
 def test_same_bytes_on_both_backends(fixed_salt, key, monkeypatch):
     if NATIVE is None:
         pytest.skip("native backend not built")
-    from shardseal import _pybackend
+    from shardseal.core import _pybackend
 
     tensor = random_tensor(torch.bfloat16, (40000,))
     blobs = []

@@ -60,7 +60,7 @@ def test_native_hkdf_sha512(group, case):
 def test_native_hkdf_expand_matches_cryptography_for_long_info():
     # Cobblestone's info carries the whole container header, far past OpenSSL 3.0's
     # 1 KiB HKDF info limit: the native HKDF must handle it.
-    from shardseal import _pybackend
+    from shardseal.core import _pybackend
 
     prk, info = bytes(range(32)), bytes(range(256)) * 4096
     assert NATIVE.hkdf_expand_sha512(prk, info, 76) == _pybackend.hkdf_expand_sha512(prk, info, 76)

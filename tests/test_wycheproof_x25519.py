@@ -32,9 +32,10 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from shardseal import AuthenticationError, _stanzas
-from shardseal._envelope import WrapContext
-from shardseal.x25519 import X25519Identity, _seal_to, _shared_secret
+from shardseal import AuthenticationError
+from shardseal.keys import _stanzas
+from shardseal.keys._envelope import WrapContext
+from shardseal.keys.x25519 import X25519Identity, _seal_to, _shared_secret
 from tests.conftest import WYCHEPROOF
 
 COMPUTE, REFUSE = "compute", "refuse"

@@ -21,10 +21,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 import shardseal
-from shardseal import AuthenticationError, FormatError, KeyNotFoundError, _stanzas, audit
-from shardseal._envelope import WrapContext
+from shardseal import AuthenticationError, FormatError, KeyNotFoundError, audit
+from shardseal.keys import _stanzas
+from shardseal.keys._envelope import WrapContext
 from shardseal.keyfile import KeyFileError, KeyFilePermissionWarning
-from shardseal.x25519 import (
+from shardseal.keys.x25519 import (
     IdentityFileError,
     X25519Identity,
     X25519Recipient,

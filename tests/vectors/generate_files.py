@@ -24,7 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from shardseal import _backend, _container, _keys, keyfile, keyring, manifest, x25519
+from shardseal.keys import keyfile, keyring, x25519
+from shardseal.ops import manifest
+from shardseal.core import _backend
+from shardseal.container import _container
+from shardseal.keys import _direct as _keys
 
 OUT = Path(__file__).resolve().parent / "files_v1.json"
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)

@@ -35,8 +35,11 @@ import json
 import struct
 from pathlib import Path
 
-from shardseal import _backend, _container, _keys, _stanzas, keyring, kms, passphrase, x25519
-from shardseal._envelope import WrapContext
+from shardseal.keys import keyring, kms, passphrase, x25519
+from shardseal.core import _backend
+from shardseal.container import _container
+from shardseal.keys import _direct as _keys, _stanzas
+from shardseal.keys._envelope import WrapContext
 
 OUT = Path(__file__).resolve().parent / "stanzas_v1.json"
 PLAINTEXT = bytes(i % 251 for i in range(1000))

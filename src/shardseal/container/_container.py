@@ -14,8 +14,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from . import _stanzas
-from .errors import FormatError, TruncatedError
+from ..keys import _stanzas
+from ..errors import FormatError, TruncatedError
 
 MAGIC = b"\x89SSEAL\r\n\x1a\n"
 VERSION = 1

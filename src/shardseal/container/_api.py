@@ -8,8 +8,11 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from . import _backend, _buffers, _caches, _container, _envelope, _keys, _layout, _redact, _stanzas, audit
-from .errors import FormatError
+from ..core import _backend, _buffers, _layout
+from . import _caches, _container
+from ..keys import _envelope, _direct as _keys, _stanzas
+from .. import _redact, audit
+from ..errors import FormatError
 
 _ARRAY_CONTENT_TYPE = "numpy.ndarray"
 

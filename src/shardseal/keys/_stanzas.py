@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ._pkcs11uri import parse_uri
-from .errors import FormatError
+from ..errors import FormatError
 
 # Stanza type numbers (bit 15, 0x8000, is the critical bit; none of these set it).
 DIRECT = 0x0001

@@ -22,9 +22,10 @@ import getpass
 import os
 from typing import Optional
 
-from . import _envelope, _redact, keyfile
+from . import _envelope, keyfile
+from .. import _redact
 from ._envelope import DirectKey, Identity, Recipient
-from .errors import KeyLoadError, KeySpecError, ShardsealError
+from ..errors import KeyLoadError, KeySpecError, ShardsealError
 
 X25519_RECIPIENT_PREFIX = "ssealx1"
 X25519_SECRET_PREFIX = "SSEAL-X25519-SECRET-1"

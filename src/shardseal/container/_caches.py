@@ -23,7 +23,9 @@ import os
 import threading
 from typing import Optional
 
-from . import _container, _envelope, _keys, audit
+from . import _container
+from ..keys import _envelope, _direct as _keys
+from .. import audit
 
 HEADER_CACHE_SIZE = 64
 # Only small headers are cached (a direct key or a few stanzas and modest metadata).

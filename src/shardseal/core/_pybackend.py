@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from . import _layout
 from ._layout import CHUNK_SIZE, COMMITMENT_SIZE, SALT_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
-from .errors import AuthenticationError
+from ..errors import AuthenticationError
 
 __all__ = [
     "CHUNK_SIZE",

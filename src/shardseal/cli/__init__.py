@@ -34,13 +34,21 @@ from typing import BinaryIO, Callable, Optional
 
 import shardseal
 
-from . import _container, _keys, _keyspec, _redact, audit, keyfile
-from ._keyspec import KeySpecError
-from ._envelope import DirectKey
-from ._api import container_info
-from ._files import TEMP_SUFFIX, AtomicFile
-from ._stream import read_exact
-from .errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError, TruncatedError
+from ..container import _container
+from ..keys import _direct as _keys, _keyspec, keyfile
+from .. import _redact, audit
+from ..keys._keyspec import KeySpecError
+from ..keys._envelope import DirectKey
+from ..container._api import container_info
+from ..io._files import TEMP_SUFFIX, AtomicFile
+from ..io._stream import read_exact
+from ..errors import (
+    AuthenticationError,
+    FormatError,
+    KeyNotFoundError,
+    ShardsealError,
+    TruncatedError,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -553,7 +561,7 @@ def encryption_keys(args: argparse.Namespace) -> dict:
     if args.passphrase or args.passphrase_fd is not None:
         if recipients or args.key_file:
             raise KeySpecError("a passphrase must be the only recipient: drop -r and -k")
-        from . import passphrase
+        from ..keys import passphrase
         secret = _keyspec.read_passphrase(args.passphrase_fd, confirm=True)
         recipients.append(passphrase.Passphrase(secret, work_factor=args.work_factor))
     if not recipients:
@@ -567,7 +575,7 @@ def decryption_keys(args: argparse.Namespace) -> dict:
     """``key=`` and/or ``identities=`` for decrypt, rotate and verify, from -k, -i and -p."""
     identities = [_keyspec.load_identity(spec) for spec in args.identity]
     if args.passphrase or args.passphrase_fd is not None:
-        from . import passphrase
+        from ..keys import passphrase
         secret = _keyspec.read_passphrase(args.passphrase_fd, confirm=False)
         identities.append(passphrase.Passphrase(secret))
     keys: dict = {}
@@ -613,7 +621,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 def keygen_x25519(args: argparse.Namespace) -> int:
     """Writes a new X25519 identity file and prints its recipient string on standard output."""
-    from . import x25519
+    from ..keys import x25519
 
     identity = x25519.X25519Identity.generate()
     recipient = str(identity.recipient)
@@ -635,7 +643,7 @@ def keygen_x25519(args: argparse.Namespace) -> int:
 
 
 def cmd_keyring(args: argparse.Namespace) -> int:
-    from . import keyring
+    from ..keys import keyring
 
     if args.action != "create" and args.action != "list" and not args.name:
         args.subparser.error(f"keyring {args.action} needs PATH and NAME")
@@ -681,13 +689,13 @@ def _stamp(created) -> str:
 
 
 def cmd_rotate(args: argparse.Namespace) -> int:
-    from . import rotation
+    from ..ops import rotation
 
     recipients = [_keyspec.parse_recipient(text) for text in args.recipient]
     if args.new_passphrase or args.new_passphrase_fd is not None:
         if recipients or args.add or args.remove:
             raise KeySpecError("a new passphrase must be the only recipient: drop -r, --add and --remove")
-        from . import passphrase
+        from ..keys import passphrase
         secret = _keyspec.read_passphrase(args.new_passphrase_fd, confirm=True, prompt="new passphrase")
         recipients = [passphrase.Passphrase(secret)]
     options = dict(
@@ -704,7 +712,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from . import manifest
+    from ..ops import manifest
 
     report = manifest.verify(args.folder, identities=identity_list(decryption_keys(args)), deep=args.deep,
                              manifest_name=args.manifest)
@@ -821,7 +829,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_clean(args: argparse.Namespace) -> int:
-    from . import cleanup
+    from ..io import cleanup
 
     removed = kept = 0
     for folder in args.folders:

@@ -45,7 +45,7 @@ def _load(choice: str) -> tuple[str, ModuleType]:
         raise ValueError(f"SHARDSEAL_BACKEND must be one of {', '.join(_CHOICES)}, got {choice!r}")
     if choice != "python":
         try:
-            _native = importlib.import_module(f"{__package__}._native")
+            _native = importlib.import_module(".._native", __package__)
         except ImportError as exc:
             if choice == "native":
                 raise ImportError(

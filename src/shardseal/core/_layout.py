@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import TruncatedError
+from ..errors import TruncatedError
 
 CHUNK_SIZE = 16384
 TAG_SIZE = 16

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
-from . import _redact, audit
+from .. import _redact, audit
 from ._stream import DecryptingReader, EncryptingWriter
 
 try:

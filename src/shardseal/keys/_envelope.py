@@ -17,9 +17,12 @@ import os
 from dataclasses import dataclass
 from typing import ClassVar, Iterable, Optional, Sequence
 
-from . import _backend, _container, _keys, _layout, _stanzas, audit
-from ._container import Stanza
-from .errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError
+from ..core import _backend, _layout
+from ..container import _container
+from . import _direct as _keys, _stanzas
+from .. import audit
+from ..container._container import Stanza
+from ..errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError
 
 FILE_KEY_SIZE = _stanzas.FILE_KEY_SIZE
 

@@ -5,8 +5,9 @@ Envelope keys (recipients and identities) are in ``_envelope``; both end in ``in
 
 from __future__ import annotations
 
-from . import _backend, _container
-from ._container import Stanza
+from ..core import _backend
+from ..container import _container
+from ..container._container import Stanza
 
 KEY_SIZE = 32
 KEY_ID_SIZE = _container.DIRECT_KEY_ID_SIZE

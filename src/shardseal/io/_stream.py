@@ -16,9 +16,12 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional
 
-from . import _backend, _buffers, _container, _envelope, _layout, audit
-from ._layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
-from .errors import AuthenticationError, ShardsealError, TruncatedError
+from ..core import _backend, _buffers, _layout
+from ..container import _container
+from ..keys import _envelope
+from .. import audit
+from ..core._layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
+from ..errors import AuthenticationError, ShardsealError, TruncatedError
 
 # Reads of at least this many whole chunks skip the cache and decrypt straight into the
 # caller's buffer, in batches of at most BULK_BATCH_CHUNKS (4 MiB) to bound memory.
@@ -458,7 +461,7 @@ class EncryptingWriter(io.BufferedIOBase):
                  on_close: Optional[Callable[[], None]] = None,
                  on_abort: Optional[Callable[[], None]] = None) -> None:
         super().__init__()
-        from ._api import _header_metadata, _random_salt, plan_header
+        from ..container._api import _header_metadata, _random_salt, plan_header
 
         self._raw = raw
         self._on_close = on_close
