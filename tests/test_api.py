@@ -13,7 +13,7 @@ import pytest
 
 import shardseal
 from shardseal import FormatError, KeyNotFoundError
-from shardseal.container import _container
+from shardseal.container import header as _container
 
 CHUNK = 16384
 LENGTHS = [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK + 500, 3 * 2**20 + 11]

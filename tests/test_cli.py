@@ -13,7 +13,7 @@ import pytest
 
 import shardseal
 from shardseal import keyfile
-from shardseal.keys import _direct as _keys
+from shardseal.keys import direct as _keys
 
 from .cli_helpers import (
     assert_error,

@@ -13,7 +13,7 @@ import pytest
 
 import shardseal
 from shardseal import errors, keyfile, keyring, x25519
-from shardseal.io._files import TEMP_SUFFIX
+from shardseal.io.files import TEMP_SUFFIX
 
 from .cli_helpers import assert_error, assert_ok, child_env, register_secret, run
 
@@ -117,7 +117,7 @@ def test_clean_command(work):
 def test_clean_after_sigkill_of_a_decrypt(work):
     # A decrypt killed mid-write leaves its .sseal-tmp file; clean removes it once it is old.
     shardseal.encrypt_file(__file__, work / "x.sseal", KEY)
-    code = ("import os, shardseal, shardseal.io._files as f\n"
+    code = ("import os, shardseal, shardseal.io.files as f\n"
             "a = f.AtomicFile('out'); a.file.write(b'partial'); a.file.flush()\n"
             "os.kill(os.getpid(), 9)\n")
     subprocess.run([sys.executable, "-c", code], cwd=work, env=child_env(), timeout=60)

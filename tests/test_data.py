@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader  # noqa: E402
 import shardseal  # noqa: E402
 from shardseal import keyfile  # noqa: E402
 from shardseal.ml import data  # noqa: E402
-from shardseal.core._layout import CHUNK_SIZE, SEALED_CHUNK_SIZE  # noqa: E402
+from shardseal.core.layout import CHUNK_SIZE, SEALED_CHUNK_SIZE  # noqa: E402
 from shardseal.data import (  # noqa: E402
     EncryptedArrayDataset,
     EncryptedFileDataset,

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap
 
 import shardseal
 from shardseal import audit
-from shardseal.container import _container
-from shardseal.keys import _envelope, _stanzas
+from shardseal.container import header as _container
+from shardseal.keys import envelope as _envelope, stanzas as _stanzas
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 
 

@@ -23,8 +23,8 @@ import pytest
 
 import shardseal
 from shardseal import AuthenticationError, KeyNotFoundError, TruncatedError
-from shardseal.container import _container
-from shardseal.io import _files, _stream
+from shardseal.container import header as _container
+from shardseal.io import files as _files, stream as _stream
 
 CHUNK = 16384
 SEALED = CHUNK + 16
@@ -1468,7 +1468,7 @@ def test_folder_lock_serialises_processes(tmp_path):
     """Keyrings, dataset manifests and rotation take this lock around read-modify-replace."""
     import multiprocessing
 
-    from shardseal.io._files import folder_lock
+    from shardseal.io.files import folder_lock
 
     context = multiprocessing.get_context("fork")
     held, release = context.Event(), context.Event()

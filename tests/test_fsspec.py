@@ -19,7 +19,7 @@ fsspec = pytest.importorskip("fsspec")
 aiohttp = pytest.importorskip("aiohttp")
 
 import shardseal
-from shardseal.core._layout import CHUNK_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
+from shardseal.core.layout import CHUNK_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
 from shardseal.fsspec import SealFileSystem
 
 MiB = 2**20

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import shardseal
-from shardseal.container import _container
+from shardseal.container import header as _container
 from shardseal.errors import FormatError
 
 

@@ -65,7 +65,7 @@ def test_backends_make_identical_bytes(length, suite):
 @pytest.mark.skipif(len(BACKENDS) < 2, reason="native module not built")
 @pytest.mark.parametrize("suite", [256, 128])
 def test_backends_make_identical_containers(monkeypatch, fixed_salt, suite):
-    from shardseal.core import _backend
+    from shardseal.core import backend as _backend
 
     key, data = bytes(range(32)), os.urandom(3 * CHUNK + 7)
     blobs = {}

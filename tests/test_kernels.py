@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import shardseal
 from shardseal import AuthenticationError
-from shardseal.core import _backend
+from shardseal.core import backend as _backend
 from tests.cli_helpers import PACKAGE_ROOT  # the package under test: src/ or site-packages
 from tests.conftest import NATIVE
 

@@ -11,7 +11,7 @@ import pytest
 
 import shardseal
 from shardseal import keyfile
-from shardseal.keys import _direct as _keys
+from shardseal.keys import direct as _keys
 from shardseal.keyfile import KeyFileError, KeyFilePermissionWarning
 
 from .cli_helpers import assert_error, assert_ok, child_env, register_secret, run

@@ -22,9 +22,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 import shardseal
 from shardseal import audit
 from shardseal.keys import keyring
-from shardseal.container import _container
-from shardseal.keys import _stanzas
-from shardseal.keys._envelope import WrapContext
+from shardseal.container import header as _container
+from shardseal.keys import stanzas as _stanzas
+from shardseal.keys.envelope import WrapContext
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 from shardseal.keyfile import KeyFilePermissionWarning
 from shardseal.keyring import KekInfo, Keyring, KeyringFileError, KeyringRecipient

@@ -21,8 +21,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import shardseal
-from shardseal.container import _container
-from shardseal.keys import _envelope, _stanzas
+from shardseal.container import header as _container
+from shardseal.keys import envelope as _envelope, stanzas as _stanzas
 from shardseal.audit import JsonFormatter
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 from shardseal.kms import (

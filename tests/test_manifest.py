@@ -19,9 +19,9 @@ import pytest
 
 import shardseal
 from shardseal import manifest
-from shardseal.container import _api, _container
-from shardseal.core import _backend
-from shardseal.keys import _envelope, _direct as _keys
+from shardseal.container import blob as _api, header as _container
+from shardseal.core import backend as _backend
+from shardseal.keys import envelope as _envelope, direct as _keys
 from shardseal.errors import (
     AuthenticationError,
     FormatError,

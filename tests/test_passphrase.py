@@ -18,10 +18,10 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 import shardseal
 from shardseal import audit
 from shardseal.keys import passphrase
-from shardseal.container import _container
-from shardseal.keys import _stanzas
-from shardseal.container._container import Stanza
-from shardseal.keys._envelope import WrapContext
+from shardseal.container import header as _container
+from shardseal.keys import stanzas as _stanzas
+from shardseal.container.header import Stanza
+from shardseal.keys.envelope import WrapContext
 from shardseal.errors import (
     AuthenticationError,
     FormatError,

@@ -19,8 +19,8 @@ import threading
 import pytest
 
 import shardseal
-from shardseal.container import _container
-from shardseal.keys import _envelope, _stanzas
+from shardseal.container import header as _container
+from shardseal.keys import envelope as _envelope, stanzas as _stanzas
 from shardseal.keys import pkcs11 as hsm
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError
 from tests import softhsm

@@ -24,9 +24,9 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 import shardseal
 from shardseal import audit
-from shardseal.container import _container
-from shardseal.keys import _envelope, _stanzas
-from shardseal.io import _files
+from shardseal.container import header as _container
+from shardseal.keys import envelope as _envelope, stanzas as _stanzas
+from shardseal.io import files as _files
 from shardseal.ops import rotation as rotate_module
 from shardseal.errors import (
     AuthenticationError,

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 import shardseal
-from shardseal.container import _container
+from shardseal.container import header as _container
 from shardseal.ops.rotation import (
     JOURNAL_SUFFIX,
     TEMP_SUFFIX,

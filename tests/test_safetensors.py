@@ -24,8 +24,8 @@ import shardseal
 import shardseal.ml.safetensors as sss
 import shardseal.ml.torch as sst
 from tests.torch_helpers import ReadOnlyPipe, random_tensor, same_bytes
-from shardseal.core import _backend
-from shardseal.core._layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE
+from shardseal.core import backend as _backend
+from shardseal.core.layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 
 from .conftest import NATIVE

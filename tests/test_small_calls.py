@@ -10,7 +10,7 @@ import pytest
 
 import shardseal
 from shardseal import cobblestone
-from shardseal.core import _buffers
+from shardseal.core import buffers as _buffers
 from shardseal.container import _caches
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError, TruncatedError
 

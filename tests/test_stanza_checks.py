@@ -15,8 +15,8 @@ import struct
 import pytest
 
 import shardseal
-from shardseal.container import _container
-from shardseal.keys import _envelope, _stanzas
+from shardseal.container import header as _container
+from shardseal.keys import envelope as _envelope, stanzas as _stanzas
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 from shardseal.kms import KeyProvider, KmsIdentity, KmsKey
 

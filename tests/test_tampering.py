@@ -23,7 +23,7 @@ import pytest
 
 import shardseal
 from shardseal import cobblestone
-from shardseal.keys import _stanzas
+from shardseal.keys import stanzas as _stanzas
 from shardseal.errors import (
     AuthenticationError,
     FormatError,

@@ -15,9 +15,9 @@ torch = pytest.importorskip("torch")
 import shardseal
 import shardseal.torch as sst
 from tests.torch_helpers import ReadOnlyPipe, random_tensor, same_bytes
-from shardseal.container import _api, _container
-from shardseal.core import _backend, _layout
-from shardseal.keys import _direct as _keys
+from shardseal.container import blob as _api, header as _container
+from shardseal.core import backend as _backend, layout as _layout
+from shardseal.keys import direct as _keys
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 
 from .conftest import NATIVE

@@ -33,8 +33,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from shardseal import AuthenticationError
-from shardseal.keys import _stanzas
-from shardseal.keys._envelope import WrapContext
+from shardseal.keys import stanzas as _stanzas
+from shardseal.keys.envelope import WrapContext
 from shardseal.keys.x25519 import X25519Identity, _seal_to, _shared_secret
 from tests.conftest import WYCHEPROOF
 

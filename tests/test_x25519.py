@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 import shardseal
 from shardseal import AuthenticationError, FormatError, KeyNotFoundError, audit
-from shardseal.keys import _stanzas
-from shardseal.keys._envelope import WrapContext
+from shardseal.keys import stanzas as _stanzas
+from shardseal.keys.envelope import WrapContext
 from shardseal.keyfile import KeyFileError, KeyFilePermissionWarning
 from shardseal.keys.x25519 import (
     IdentityFileError,

@@ -12,10 +12,10 @@ C++ engine does the bulk work on all cores, with a byte-identical pure-Python fa
 
 from __future__ import annotations
 
-from .core import _backend, cobblestone
+from .core import backend as _backend, cobblestone
 from . import errors
-from .core._backend import backend_info
-from .container._api import (
+from .core.backend import backend_info
+from .container.blob import (
     ContainerInfo,
     StanzaInfo,
     clear_key_cache,
@@ -30,9 +30,9 @@ from .container._api import (
     generate_key,
     inspect,
 )
-from .io._files import decrypt_file, encrypt_file, open
-from .io._stream import DecryptingReader, EncryptingWriter
-from .keys._envelope import Identity, Recipient, WrapContext
+from .io.files import decrypt_file, encrypt_file, open
+from .io.stream import DecryptingReader, EncryptingWriter
+from .keys.envelope import Identity, Recipient, WrapContext
 from .errors import (
     AuthenticationError,
     FormatError,

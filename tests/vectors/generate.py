@@ -11,7 +11,7 @@ The output is deterministic: every key, salt and plaintext is fixed.
 * plaintexts: pattern(n)  = bytes(i % 251 for i in range(n))
 
 Valid containers are made with shardseal's own public API (``encrypt``, ``encrypt_array``)
-with the salt injected through the test hook ``shardseal.container._api._random_salt``; when the native
+with the salt injected through the test hook ``shardseal.container.blob._random_salt``; when the native
 module is present, the pure-Python backend is checked to give the same bytes. Invalid
 containers are derived from valid ones by hand, with the layout of docs/FORMAT.md.
 
@@ -43,8 +43,8 @@ from pathlib import Path
 import numpy as np
 
 import shardseal
-from shardseal.container import _api
-from shardseal.core import _backend, _pybackend
+from shardseal.container import blob as _api
+from shardseal.core import backend as _backend, _pybackend
 
 OUT = Path(__file__).resolve().parent / "container_v1.json"
 
@@ -126,7 +126,7 @@ def valid_vector(name, comment, *, n=0, suite=256, metadata=None, key_label="A",
     fixed, block, payload = split(container)
     info = shardseal.inspect(container)
     header_metadata = json.loads(fixed[16:].decode("utf-8"))
-    input_key = k if suite == 256 else shardseal.keys._direct.input_key(k, 128)
+    input_key = k if suite == 256 else shardseal.keys.direct.input_key(k, 128)
     vector = {
         "name": name,
         "comment": comment,
@@ -195,8 +195,8 @@ def main() -> int:
     # the payload: here an unknown non-critical stanza and another key's direct stanza first.
     base = containers["small-256-user-metadata"]
     fixed, _, payload = split(base)
-    other_id = shardseal.keys._direct.key_id(key("B"))
-    own_id = shardseal.keys._direct.key_id(key("A"))
+    other_id = shardseal.keys.direct.key_id(key("B"))
+    own_id = shardseal.keys.direct.key_id(key("A"))
     rewrapped = fixed + key_block([(0x0042, b"ignored by v1 readers"), (0x0001, other_id),
                                    (0x0001, own_id)]) + payload
     vector = dict(valid[2])

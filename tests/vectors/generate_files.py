@@ -26,9 +26,9 @@ import numpy as np
 
 from shardseal.keys import keyfile, keyring, x25519
 from shardseal.ops import manifest
-from shardseal.core import _backend
-from shardseal.container import _container
-from shardseal.keys import _direct as _keys
+from shardseal.core import backend as _backend
+from shardseal.container import header as _container
+from shardseal.keys import direct as _keys
 
 OUT = Path(__file__).resolve().parent / "files_v1.json"
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)

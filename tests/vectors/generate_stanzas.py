@@ -36,10 +36,10 @@ import struct
 from pathlib import Path
 
 from shardseal.keys import keyring, kms, passphrase, x25519
-from shardseal.core import _backend
-from shardseal.container import _container
-from shardseal.keys import _direct as _keys, _stanzas
-from shardseal.keys._envelope import WrapContext
+from shardseal.core import backend as _backend
+from shardseal.container import header as _container
+from shardseal.keys import direct as _keys, stanzas as _stanzas
+from shardseal.keys.envelope import WrapContext
 
 OUT = Path(__file__).resolve().parent / "stanzas_v1.json"
 PLAINTEXT = bytes(i % 251 for i in range(1000))

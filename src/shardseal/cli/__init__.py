@@ -34,14 +34,14 @@ from typing import BinaryIO, Callable, Optional
 
 import shardseal
 
-from ..container import _container
-from ..keys import _direct as _keys, _keyspec, keyfile
+from ..container import header as _container
+from ..keys import direct as _keys, specs as _keyspec, keyfile
 from .. import _redact, audit
-from ..keys._keyspec import KeySpecError
-from ..keys._envelope import DirectKey
-from ..container._api import container_info
-from ..io._files import TEMP_SUFFIX, AtomicFile
-from ..io._stream import read_exact
+from ..keys.specs import KeySpecError
+from ..keys.envelope import DirectKey
+from ..container.blob import container_info
+from ..io.files import TEMP_SUFFIX, AtomicFile
+from ..io.stream import read_exact
 from ..errors import (
     AuthenticationError,
     FormatError,

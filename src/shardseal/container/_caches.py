@@ -23,8 +23,8 @@ import os
 import threading
 from typing import Optional
 
-from . import _container
-from ..keys import _envelope, _direct as _keys
+from . import header as _container
+from ..keys import envelope as _envelope, direct as _keys
 from .. import audit
 
 HEADER_CACHE_SIZE = 64

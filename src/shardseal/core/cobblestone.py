@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from . import _backend, _buffers, _layout
+from . import backend as _backend, buffers as _buffers, layout as _layout
 
 __all__ = ["decrypt", "decrypt_into", "encrypt", "encrypt_into", "encrypted_size", "decrypted_size"]
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Union
 
-from ._files import TEMP_SUFFIX
+from .files import TEMP_SUFFIX
 
 try:
     import fcntl

@@ -34,11 +34,11 @@ from typing import Any, Mapping, Optional
 import fsspec
 from fsspec import AbstractFileSystem
 
-from ..core import _buffers
-from ..keys import _direct as _keys
+from ..core import buffers as _buffers
+from ..keys import direct as _keys
 from .. import _redact
-from ..container._api import encrypted_size
-from ._stream import DEFAULT_CACHE_CHUNKS, DecryptingReader, EncryptingWriter
+from ..container.blob import encrypted_size
+from .stream import DEFAULT_CACHE_CHUNKS, DecryptingReader, EncryptingWriter
 
 try:  # fsspec >= 2025.10: chained URLs hand the target path to ChainedFileSystem subclasses
     from fsspec.implementations.chained import ChainedFileSystem as _Base

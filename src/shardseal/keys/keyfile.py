@@ -34,7 +34,7 @@ import os
 from datetime import datetime, timezone
 from typing import Optional, Union
 
-from . import _direct as _keys
+from . import direct as _keys
 from .. import _redact
 from ._secretfile import KeyFilePermissionWarning, read_secret_file, write_secret_file
 from ..errors import KeyFileError  # defined in errors; kept importable from here

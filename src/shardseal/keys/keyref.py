@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from typing import Union
 
-from . import _direct as _keys
+from . import direct as _keys
 from .keyfile import KeyFileError, parse_key_file, read_key_file
 
 __all__ = ["DEFAULT_ENV_VAR", "DatasetKey", "EnvKey", "KeyFile", "KeyRef", "RawKey", "as_key_ref",
@@ -211,7 +211,7 @@ class DatasetKey(KeyRef):
             ValueError: the identity string names nothing usable.
             ShardsealError: the identity does not open the manifest, or it was tampered with.
         """
-        from . import _keyspec
+        from . import specs as _keyspec
         from ..ops import manifest
 
         identity = _keyspec.load_identity(self.identity)

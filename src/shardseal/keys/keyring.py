@@ -63,11 +63,11 @@ from typing import Optional, Union
 
 from cryptography.hazmat.primitives import keywrap
 
-from ..core import _backend
+from ..core import backend as _backend
 from .. import _redact
-from . import _stanzas
-from ._envelope import Identity, Recipient, WrapContext
-from ..io._files import folder_lock
+from . import stanzas as _stanzas
+from .envelope import Identity, Recipient, WrapContext
+from ..io.files import folder_lock
 from ._secretfile import read_secret_file
 # Saves go through this module-level name: tests patch it to make a save fail.
 from ._secretfile import write_secret_file as _write_file

@@ -37,8 +37,8 @@ import os
 from typing import Iterable, Iterator, Mapping, Optional
 
 from .. import _redact
-from . import _stanzas
-from ._envelope import Identity, Recipient, WrapContext
+from . import stanzas as _stanzas
+from .envelope import Identity, Recipient, WrapContext
 from ..errors import AuthenticationError, KmsError
 
 __all__ = [

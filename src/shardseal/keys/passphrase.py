@@ -39,8 +39,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .. import _redact
-from . import _stanzas
-from ._envelope import Identity, Recipient, WrapContext
+from . import stanzas as _stanzas
+from .envelope import Identity, Recipient, WrapContext
 from ..errors import FormatError, WrongPassphraseError
 
 __all__ = ["DEFAULT_WORK_FACTOR", "MAX_WORK_FACTOR", "MIN_WORK_FACTOR", "Passphrase"]

@@ -68,7 +68,7 @@ import threading
 import weakref
 from typing import Any, Callable, Optional, Union
 
-from . import _envelope, _stanzas
+from . import envelope as _envelope, stanzas as _stanzas
 from .. import _redact
 from ._pkcs11uri import MODULE_ENV, PIN_ENV, make_uri, parse_uri
 from ..errors import AuthenticationError, HsmError, KeyNotFoundError, Pkcs11LoginError

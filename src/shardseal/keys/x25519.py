@@ -50,8 +50,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .. import _redact
-from . import _stanzas
-from ._envelope import Identity, Recipient, WrapContext
+from . import stanzas as _stanzas
+from .envelope import Identity, Recipient, WrapContext
 from ._secretfile import read_secret_file, write_secret_file
 from ..errors import AuthenticationError, IdentityFileError  # IdentityFileError: kept importable from here
 from .keyfile import text_lines

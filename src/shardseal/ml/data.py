@@ -38,9 +38,9 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
 
 import numpy as np
 
-from ..container._api import decrypt
-from ..io._files import open as _sseal_open
-from ..io._stream import DEFAULT_CACHE_CHUNKS, DecryptingReader
+from ..container.blob import decrypt
+from ..io.files import open as _sseal_open
+from ..io.stream import DEFAULT_CACHE_CHUNKS, DecryptingReader
 from ..errors import FormatError, TruncatedError
 from ..keys.keyref import as_key_ref, resolve_key
 

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from ..io import _files
+from ..io import files as _files
 from ..errors import FormatError, TruncatedError
 
 __all__ = ["MAX_HEADER_SIZE", "MAX_TENSOR_BYTES", "load_file", "safe_open", "save_file"]

@@ -23,9 +23,9 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("shardseal.torch needs PyTorch: pip install 'shardseal[torch]'") from exc
 
-from ..container import _api
-from ..core import _backend, _buffers, _layout
-from ..io import _files
+from ..container import blob as _api
+from ..core import backend as _backend, buffers as _buffers, layout as _layout
+from ..io import files as _files
 from ..errors import FormatError
 
 __all__ = ["TENSOR_CONTENT_TYPE", "decrypt_tensor", "encrypt_tensor", "load", "save"]

@@ -50,12 +50,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple, Optional, Union
 
-from ..container import _api, _container
-from ..core import _backend, _buffers
-from ..keys import _envelope, _direct as _keys
-from ..io import _files
+from ..container import blob as _api, header as _container
+from ..core import backend as _backend, buffers as _buffers
+from ..keys import envelope as _envelope, direct as _keys
+from ..io import files as _files
 from .. import audit
-from ..io._stream import DecryptingReader, EncryptingWriter
+from ..io.stream import DecryptingReader, EncryptingWriter
 from ..errors import (
     FormatError,
     KeyNotFoundError,

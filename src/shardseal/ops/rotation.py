@@ -66,15 +66,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Union
 
-from ..container import _api, _container
-from ..core import _backend, _buffers, _layout
-from ..keys import _envelope, _direct as _keys, _stanzas
+from ..container import blob as _api, header as _container
+from ..core import backend as _backend, buffers as _buffers, layout as _layout
+from ..keys import envelope as _envelope, direct as _keys, stanzas as _stanzas
 from .. import audit
-from ..container._container import Header, Stanza
-from ..keys._envelope import Recipient, WrapContext
-from ..io._files import TEMP_STEM_BYTES, _copy_blocks, _fsync_folder, folder_lock
-from ..io._files import TEMP_SUFFIX as _ATOMIC_TEMP_SUFFIX
-from ..io._stream import DecryptingReader
+from ..container.header import Header, Stanza
+from ..keys.envelope import Recipient, WrapContext
+from ..io.files import TEMP_STEM_BYTES, _copy_blocks, _fsync_folder, folder_lock
+from ..io.files import TEMP_SUFFIX as _ATOMIC_TEMP_SUFFIX
+from ..io.stream import DecryptingReader
 from ..errors import ShardsealError, TruncatedError
 
 try:

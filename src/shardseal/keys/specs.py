@@ -22,9 +22,9 @@ import getpass
 import os
 from typing import Optional
 
-from . import _envelope, keyfile
+from . import envelope as _envelope, keyfile
 from .. import _redact
-from ._envelope import DirectKey, Identity, Recipient
+from .envelope import DirectKey, Identity, Recipient
 from ..errors import KeyLoadError, KeySpecError, ShardsealError
 
 X25519_RECIPIENT_PREFIX = "ssealx1"

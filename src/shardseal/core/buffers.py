@@ -6,7 +6,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import _backend
+from . import backend as _backend
 
 MAX_THREADS = 1024
 # The engine splits work into ranges of at least ~1 MiB: smaller inputs run on one thread.

@@ -14,7 +14,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from ..keys import _stanzas
+from ..keys import stanzas as _stanzas
 from ..errors import FormatError, TruncatedError
 
 MAGIC = b"\x89SSEAL\r\n\x1a\n"

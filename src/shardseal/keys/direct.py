@@ -5,9 +5,9 @@ Envelope keys (recipients and identities) are in ``_envelope``; both end in ``in
 
 from __future__ import annotations
 
-from ..core import _backend
-from ..container import _container
-from ..container._container import Stanza
+from ..core import backend as _backend
+from ..container import header as _container
+from ..container.header import Stanza
 
 KEY_SIZE = 32
 KEY_ID_SIZE = _container.DIRECT_KEY_ID_SIZE

@@ -17,11 +17,11 @@ import os
 from dataclasses import dataclass
 from typing import ClassVar, Iterable, Optional, Sequence
 
-from ..core import _backend, _layout
-from ..container import _container
-from . import _direct as _keys, _stanzas
+from ..core import backend as _backend, layout as _layout
+from ..container import header as _container
+from . import direct as _keys, stanzas as _stanzas
 from .. import audit
-from ..container._container import Stanza
+from ..container.header import Stanza
 from ..errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError
 
 FILE_KEY_SIZE = _stanzas.FILE_KEY_SIZE

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 from .. import _redact, audit
-from ._stream import DecryptingReader, EncryptingWriter
+from .stream import DecryptingReader, EncryptingWriter
 
 try:
     import fcntl

@@ -8,9 +8,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from ..core import _backend, _buffers, _layout
-from . import _caches, _container
-from ..keys import _envelope, _direct as _keys, _stanzas
+from ..core import backend as _backend, buffers as _buffers, layout as _layout
+from . import _caches, header as _container
+from ..keys import envelope as _envelope, direct as _keys, stanzas as _stanzas
 from .. import _redact, audit
 from ..errors import FormatError
 

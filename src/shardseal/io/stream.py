@@ -16,11 +16,11 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional
 
-from ..core import _backend, _buffers, _layout
-from ..container import _container
-from ..keys import _envelope
+from ..core import backend as _backend, buffers as _buffers, layout as _layout
+from ..container import header as _container
+from ..keys import envelope as _envelope
 from .. import audit
-from ..core._layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
+from ..core.layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
 from ..errors import AuthenticationError, ShardsealError, TruncatedError
 
 # Reads of at least this many whole chunks skip the cache and decrypt straight into the
@@ -461,7 +461,7 @@ class EncryptingWriter(io.BufferedIOBase):
                  on_close: Optional[Callable[[], None]] = None,
                  on_abort: Optional[Callable[[], None]] = None) -> None:
         super().__init__()
-        from ..container._api import _header_metadata, _random_salt, plan_header
+        from ..container.blob import _header_metadata, _random_salt, plan_header
 
         self._raw = raw
         self._on_close = on_close
