@@ -40,7 +40,7 @@ def backend(request, monkeypatch):
 def fixed_salt(monkeypatch):
     """Makes every container use the same salt, so that two backends' bytes can be compared."""
     salt = bytes(range(24))
-    monkeypatch.setattr("shardseal.container.blob._random_salt", lambda: salt)
+    monkeypatch.setattr("shardseal.container.blob.random_salt", lambda: salt)
     return salt
 
 

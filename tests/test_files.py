@@ -1385,7 +1385,7 @@ def test_keyboard_interrupt_from_progress_leaves_nothing(backend, tmp_path, monk
 @pytest.mark.parametrize("where", ["read", "write"])
 @pytest.mark.parametrize("error", [KeyboardInterrupt, MemoryError, OSError])
 def test_interrupt_in_read_or_write_leaves_nothing(backend, tmp_path, monkeypatch, small_blocks, where, error):
-    original = _files._copy_blocks
+    original = _files.copy_blocks
     calls = {"n": 0}
 
     def interrupting(read_into, write, total, progress):
@@ -1402,7 +1402,7 @@ def test_interrupt_in_read_or_write_leaves_nothing(backend, tmp_path, monkeypatc
             write = wrap(write)
         return original(read_into, write, total, progress)
 
-    monkeypatch.setattr(_files, "_copy_blocks", interrupting)
+    monkeypatch.setattr(_files, "copy_blocks", interrupting)
     data = _data(1_000_000, 34)
     src, enc, dst = tmp_path / "src", tmp_path / "enc", tmp_path / "dst"
     src.write_bytes(data)

@@ -432,7 +432,7 @@ def test_save_refuses_to_overwrite_a_changed_manifest(folder, kek):
 def seal_manifest(folder, recipient, plaintext: bytes, content_type: str = CONTENT_TYPE) -> None:
     """Writes a manifest container holding an arbitrary plaintext."""
     folder.mkdir(exist_ok=True)
-    plan = _api.plan_header(None, [recipient], 256, _api._header_metadata(None, {"content_type": content_type}))
+    plan = _api.plan_header(None, [recipient], 256, _api.header_metadata(None, {"content_type": content_type}))
     blob = _backend.impl.seal(256, plan.input_key, os.urandom(24), plan.fixed, plaintext, 1, plan.header)
     manifest_path(folder).write_bytes(blob)
 

@@ -38,7 +38,7 @@ def tensor_header(blob) -> dict:
 def seal_with_metadata(header_metadata: dict, payload: bytes, key: bytes) -> bytes:
     """An authentic container with any header metadata (as a buggy or foreign writer makes)."""
     plan = _api.plan_header(key, None, 256, header_metadata)
-    return _backend.impl.seal(256, plan.input_key, _api._random_salt(), plan.fixed, payload, 1, plan.header)
+    return _backend.impl.seal(256, plan.input_key, _api.random_salt(), plan.fixed, payload, 1, plan.header)
 
 
 # ---- tensors -------------------------------------------------------------------------------

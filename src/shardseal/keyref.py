@@ -8,7 +8,6 @@ public names, so that user code keeps the short path.
 
 from .keys.keyref import (  # noqa: F401
     DEFAULT_ENV_VAR,
-    DatasetKey,
     EnvKey,
     KeyFile,
     KeyRef,
@@ -17,10 +16,10 @@ from .keys.keyref import (  # noqa: F401
     resolve_key,
     PathLike,
 )
+from .ops.manifest import DatasetKey  # noqa: F401
 
 __all__ = [
     "DEFAULT_ENV_VAR",
-    "DatasetKey",
     "EnvKey",
     "KeyFile",
     "KeyRef",
@@ -28,4 +27,5 @@ __all__ = [
     "as_key_ref",
     "resolve_key",
     "PathLike",
+    "DatasetKey",
 ]

@@ -11,7 +11,7 @@ The output is deterministic: every key, salt and plaintext is fixed.
 * plaintexts: pattern(n)  = bytes(i % 251 for i in range(n))
 
 Valid containers are made with shardseal's own public API (``encrypt``, ``encrypt_array``)
-with the salt injected through the test hook ``shardseal.container.blob._random_salt``; when the native
+with the salt injected through the test hook ``shardseal.container.blob.random_salt``; when the native
 module is present, the pure-Python backend is checked to give the same bytes. Invalid
 containers are derived from valid ones by hand, with the layout of docs/FORMAT.md.
 
@@ -102,15 +102,15 @@ def split(container: bytes) -> tuple[bytes, bytes, bytes]:
 def with_salt(salt_bytes: bytes, fn):
     """Calls fn with the salt hook set, on the default backend and, when the native module
     is loaded, on the Python backend too; checks both give the same bytes."""
-    saved_salt, saved_impl, saved_name = _api._random_salt, _backend.impl, _backend.name
-    _api._random_salt = lambda: salt_bytes
+    saved_salt, saved_impl, saved_name = _api.random_salt, _backend.impl, _backend.name
+    _api.random_salt = lambda: salt_bytes
     try:
         result = fn()
         if _backend.impl is not _pybackend:
             _backend.impl, _backend.name = _pybackend, "python"
             assert fn() == result, "the native and Python backends disagree"
     finally:
-        _api._random_salt, _backend.impl, _backend.name = saved_salt, saved_impl, saved_name
+        _api.random_salt, _backend.impl, _backend.name = saved_salt, saved_impl, saved_name
     return result
 
 

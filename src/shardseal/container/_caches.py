@@ -23,7 +23,7 @@ import os
 import threading
 from typing import Optional
 
-from . import header as _container
+from . import _plan, header as _container
 from ..keys import envelope as _envelope, direct as _keys
 from .. import audit
 
@@ -48,7 +48,7 @@ _lock = threading.Lock()
 _headers: dict[bytes, _container.Header] = {}
 _header_sizes: list[int] = []  # most recent first
 _direct_keys: dict[bytes, _envelope.DirectKey] = {}
-_direct_plans: dict[tuple, _envelope.Plan] = {}
+_direct_plans: dict[tuple, _plan.Plan] = {}
 # (id(header), id(identity)) -> (header, identity, input key): the objects are kept so that
 # their ids cannot be reused while the entry exists.
 _unwrapped: dict[tuple[int, int], tuple] = {}
@@ -129,7 +129,7 @@ def direct_key(key) -> _envelope.DirectKey:
     return identity
 
 
-def direct_plan(key, suite: int, fixed: bytes) -> _envelope.Plan:
+def direct_plan(key, suite: int, fixed: bytes) -> _plan.Plan:
     """The plan (fixed part, whole header, input key) of a direct-key container; cached for
     keys given as bytes.
 
@@ -149,9 +149,9 @@ def direct_plan(key, suite: int, fixed: bytes) -> _envelope.Plan:
     return plan
 
 
-def _make_direct_plan(key: bytes, suite: int, fixed: bytes) -> _envelope.Plan:
+def _make_direct_plan(key: bytes, suite: int, fixed: bytes) -> _plan.Plan:
     header = fixed + _container.encode_key_block([_keys.direct_stanza(key)])
-    return _envelope.Plan(fixed, header, _keys.input_key(key, suite))
+    return _plan.Plan(fixed, header, _keys.input_key(key, suite))
 
 def input_key(header: _container.Header, identity: _envelope.DirectKey) -> bytes:
     """``_envelope.unwrap_input_key(header, identity)``, remembered for a cached header and key.

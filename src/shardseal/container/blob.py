@@ -9,15 +9,15 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from ..core import backend as _backend, buffers as _buffers, layout as _layout
-from . import _caches, header as _container
-from ..keys import envelope as _envelope, direct as _keys, stanzas as _stanzas
+from . import _caches, _plan, header as _container
+from ..keys import envelope as _envelope, direct as _keys, registry as _registry, stanzas as _stanzas
 from .. import _redact, audit
 from ..errors import FormatError
 
 _ARRAY_CONTENT_TYPE = "numpy.ndarray"
 
 
-def _random_salt() -> bytes:
+def random_salt() -> bytes:
     # A module-level function so that tests can inject a fixed salt.
     return os.urandom(_layout.SALT_SIZE)
 
@@ -53,7 +53,7 @@ class ContainerInfo:
     tensor: Optional[dict] = None
 
 
-def _header_metadata(metadata: Optional[Mapping[str, Any]], extra: Optional[dict] = None) -> dict:
+def header_metadata(metadata: Optional[Mapping[str, Any]], extra: Optional[dict] = None) -> dict:
     fields = dict(extra or {})
     if metadata is not None:
         if not isinstance(metadata, Mapping):
@@ -68,13 +68,13 @@ def _check_suite(suite) -> int:
     return suite
 
 
-def plan_header(key, recipients, suite, header_metadata: dict) -> _envelope.Plan:
+def plan_header(key, recipients, suite, header_metadata: dict) -> _plan.Plan:
     """The header and input key for a new container (a direct key or recipients)."""
     suite = _check_suite(suite)
     if key is not None and recipients is None:
         # The direct-key header is cached per key: no key id derivation or encoding per call.
         return _caches.direct_plan(key, suite, _caches.fixed_part(suite, header_metadata))
-    return _envelope.plan(key, recipients, suite, header_metadata)
+    return _plan.plan(key, recipients, suite, header_metadata)
 
 
 def encrypted_size(plaintext_size: int, *, metadata: Optional[Mapping[str, Any]] = None, suite: int = 256,
@@ -91,13 +91,13 @@ def encrypted_size(plaintext_size: int, *, metadata: Optional[Mapping[str, Any]]
     """
     if isinstance(plaintext_size, bool) or not isinstance(plaintext_size, int) or plaintext_size < 0:
         raise ValueError(f"plaintext_size must be a non-negative int, got {_redact.shown(plaintext_size)}")
-    fixed = _container.encode_fixed(_check_suite(suite), _header_metadata(metadata))
+    fixed = _container.encode_fixed(_check_suite(suite), header_metadata(metadata))
     if recipients is None:
         stanza = _keys.direct_stanza(bytes(_keys.KEY_SIZE))  # the size does not depend on the key
         block_size = len(_container.encode_key_block([stanza]))
     else:
         block_size = 2 + sum(_envelope.stanza_size(r, suite, fixed)
-                             for r in _envelope.check_recipients(recipients))
+                             for r in _registry.check_recipients(recipients))
     return len(fixed) + block_size + _layout.message_size(plaintext_size)
 
 
@@ -126,8 +126,8 @@ def encrypt(data, key=None, *, recipients=None, metadata: Optional[Mapping[str, 
             recipients (empty, a passphrase beside others).
     """
     source = _buffers.readable_bytes(data, "data")
-    plan = plan_header(key, recipients, suite, _header_metadata(metadata))
-    return _backend.impl.seal(suite, plan.input_key, _random_salt(), plan.fixed, source,
+    plan = plan_header(key, recipients, suite, header_metadata(metadata))
+    return _backend.impl.seal(suite, plan.input_key, random_salt(), plan.fixed, source,
                               _buffers.thread_count(threads, len(source)), plan.header)
 
 
@@ -150,22 +150,22 @@ def encrypt_into(data, key=None, out=None, *, recipients=None, metadata: Optiona
         raise TypeError("encrypt_into() needs an output buffer, out=")
     target = _buffers.writable(out, "out")
     _buffers.check_no_overlap(source, target)
-    plan = plan_header(key, recipients, suite, _header_metadata(metadata))
+    plan = plan_header(key, recipients, suite, header_metadata(metadata))
     needed = len(plan.header) + _layout.message_size(source.nbytes)
     _buffers.require_room(target, needed)
     target[: len(plan.header)] = plan.header
-    _backend.impl.seal_into(suite, plan.input_key, _random_salt(), plan.fixed, source,
+    _backend.impl.seal_into(suite, plan.input_key, random_salt(), plan.fixed, source,
                             target[len(plan.header):], _buffers.thread_count(threads, source.nbytes))
     return needed
 
 
-def _open_header(blob) -> tuple[memoryview, _container.Header]:
+def open_header(blob) -> tuple[memoryview, _container.Header]:
     view = _buffers.readable(blob, "blob")
     return view, _container.parse_header(view)
 
 
 def _open_shared_header(blob) -> tuple[memoryview, _container.Header]:
-    """As _open_header, through the header cache: the Header may be shared, so callers must
+    """As open_header, through the header cache: the Header may be shared, so callers must
     neither change it nor hand it (or its metadata) to the user."""
     view = _buffers.readable(blob, "blob")
     return view, _caches.parse_header(view)
@@ -298,9 +298,9 @@ def encrypt_array(array, key=None, *, recipients=None, metadata: Optional[Mappin
     if not array.flags.c_contiguous:
         array = array.copy(order="C")
     info = {"content_type": _ARRAY_CONTENT_TYPE, "array": {"dtype": descr, "shape": list(array.shape)}}
-    plan = plan_header(key, recipients, suite, _header_metadata(metadata, info))
+    plan = plan_header(key, recipients, suite, header_metadata(metadata, info))
     data = array.reshape(-1).view(np.uint8)
-    return _backend.impl.seal(suite, plan.input_key, _random_salt(), plan.fixed, data,
+    return _backend.impl.seal(suite, plan.input_key, random_salt(), plan.fixed, data,
                               _buffers.thread_count(threads), plan.header)
 
 
@@ -354,7 +354,7 @@ def inspect(source, *, partial: bool = False, container_size: Optional[int] = No
             return _inspect_file(file, container_size)
     if hasattr(source, "read") and not _is_buffer(source):
         return _inspect_file(source, container_size)
-    view, header = _open_header(source)
+    view, header = open_header(source)
     if container_size is not None:
         return container_info(header, _check_container_size(container_size, header) - header.size)
     if partial:

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from ..keys import stanzas as _stanzas
+from ..keys.stanzas import Stanza
 from ..errors import FormatError, TruncatedError
 
 MAGIC = b"\x89SSEAL\r\n\x1a\n"
 VERSION = 1
 MAX_HEADER_SIZE = 1 << 20
-MAX_STANZAS = 1024
+MAX_STANZAS = _stanzas.MAX_STANZAS
 # Nesting levels of the metadata JSON (the top-level object is level 1). Python's JSON parser
 # and encoder recurse once per level, so deeper documents would fail, or not, depending on how
 # deep the caller's stack already is; a fixed bound makes the answer the same everywhere.
@@ -31,9 +32,8 @@ SUITE_IDS = {1: 256, 2: 128}
 SUITE_NAMES = {256: "cobblestone-256", 128: "cobblestone-128"}
 _SUITE_ID_OF = {bits: suite_id for suite_id, bits in SUITE_IDS.items()}
 
-# Stanza types. A set high bit marks a critical type: a reader that does not know it must
-# refuse the file instead of skipping the stanza.
-STANZA_CRITICAL = 0x8000
+# Stanza types (keys.stanzas): a set high bit marks a critical type.
+STANZA_CRITICAL = _stanzas.STANZA_CRITICAL
 STANZA_DIRECT = _stanzas.DIRECT
 DIRECT_KEY_ID_SIZE = _stanzas.KEY_ID_SIZE
 
@@ -43,22 +43,6 @@ _RESERVED_METADATA = {"user": dict, "content_type": str, "array": dict, "tensor"
 _PREFIX = struct.Struct(">10sBBI")  # magic, version, suite id, metadata length
 _STANZA_COUNT = struct.Struct(">H")
 _STANZA_HEAD = struct.Struct(">HI")  # type, body length
-
-
-@dataclass(frozen=True)
-class Stanza:
-    """One key stanza: a type and an opaque body the key layer interprets."""
-
-    type: int
-    body: bytes
-
-    @property
-    def critical(self) -> bool:
-        return bool(self.type & STANZA_CRITICAL)
-
-    @property
-    def type_name(self) -> str:
-        return _stanzas.type_name(self.type)
 
 
 @dataclass(frozen=True)

@@ -1,97 +1,23 @@
-"""Encrypted files: atomic writes, whole-file encryption and ``shardseal.open``."""
+"""Encrypted files: whole-file encryption and ``shardseal.open`` (atomic writes: ``_atomic``)."""
 
 from __future__ import annotations
 
 import builtins
 import contextlib
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Union
 
 from .. import _redact, audit
+from .._atomic import TEMP_STEM_BYTES, TEMP_SUFFIX, AtomicFile, folder_lock  # noqa: F401 - also used from here
 from .stream import DecryptingReader, EncryptingWriter
-
-try:
-    import fcntl
-except ImportError:  # Windows: no flock; concurrent writers are then not serialised
-    fcntl = None
 
 PathLike = Union[str, "os.PathLike[str]"]
 # progress=True shows a tqdm bar; a callable is called with each block's byte count.
 Progress = Union[bool, Callable[[int], object]]
 # Whole-file functions move data in blocks of this size: 3 blocks in flight bound the memory.
 FILE_BLOCK_SIZE = 8 * 2**20
-TEMP_SUFFIX = ".sseal-tmp"
-TEMP_STEM_BYTES = 200
-
-
-class AtomicFile:
-    """A temporary file beside `destination` that replaces it only when committed.
-
-    The data is fsynced before the rename and the folder after it, so after a crash the
-    destination is either absent (or its old version) or complete. Until then only a
-    ``.<name>.*.sseal-tmp`` file exists, removed on abort. The writer holds an exclusive
-    ``flock`` on it while it is open, so that ``shardseal clean`` (``cleanup.clean_temp_files``)
-    can tell a live writer's file from one a killed process left behind.
-    """
-
-    def __init__(self, destination: PathLike, mode: int = 0o600) -> None:
-        self.destination = Path(destination)
-        folder = self.destination.parent
-        # Shortened so that the temporary name stays within the 255-byte file name limit.
-        stem = os.fsencode(self.destination.name)[:TEMP_STEM_BYTES].decode(errors="ignore")
-        fd, temp = tempfile.mkstemp(prefix=f".{stem}.", suffix=TEMP_SUFFIX, dir=folder)
-        self.temp = Path(temp)
-        if fcntl is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
-        os.fchmod(fd, mode)
-        self.file = builtins.open(fd, "wb")
-
-    def commit(self) -> None:
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        os.replace(self.temp, self.destination)
-        _fsync_folder(self.destination.parent)
-
-    def abort(self) -> None:
-        try:
-            self.file.close()  # raises again when its buffered bytes cannot be written (disk full)
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.temp)
-
-
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def folder_lock(folder):
-    """Holds an exclusive ``flock`` on a folder while files in it are read, changed and replaced.
-
-    Files that are replaced by renaming a new file over them cannot carry the lock themselves,
-    and a lock on the folder leaves no lock file behind. Key rings, dataset manifests and key
-    rotation take it around each read-modify-replace, so two processes never overwrite each
-    other's change. Held per open descriptor: do not nest it for one folder in one process.
-    """
-    if fcntl is None:
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _is_path(obj) -> bool:
@@ -173,7 +99,7 @@ def _progress_bar(progress: Progress, total: int, description: str):
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description)
 
 
-def _copy_blocks(read_into, write, total: int, progress) -> None:
+def copy_blocks(read_into, write, total: int, progress) -> None:
     """Moves blocks from read_into to write, reading the next block while one is processed
     and written (write runs the crypto; the GIL is released in both)."""
     buffers = [bytearray(FILE_BLOCK_SIZE), bytearray(FILE_BLOCK_SIZE)]
@@ -218,7 +144,7 @@ def encrypt_file(src: PathLike, dst: PathLike, key=None, *, recipients=None,
                                   threads=threads, suite=suite, on_close=atomic.commit,
                                   on_abort=atomic.abort)
         with writer, _progress_bar(progress, total, f"encrypt {Path(src).name}") as bar:
-            _copy_blocks(source.readinto, writer.write, total, bar)
+            copy_blocks(source.readinto, writer.write, total, bar)
         return writer.tell()
 
 
@@ -245,7 +171,7 @@ def decrypt_file(src: PathLike, dst: PathLike, key=None, *, identities=None,
         atomic = AtomicFile(dst)
         try:
             with _progress_bar(progress, reader.size, f"decrypt {Path(src).name}") as bar:
-                _copy_blocks(reader.readinto, atomic.file.write, reader.size, bar)
+                copy_blocks(reader.readinto, atomic.file.write, reader.size, bar)
             atomic.commit()
         except BaseException:
             atomic.abort()

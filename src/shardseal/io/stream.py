@@ -461,7 +461,7 @@ class EncryptingWriter(io.BufferedIOBase):
                  on_close: Optional[Callable[[], None]] = None,
                  on_abort: Optional[Callable[[], None]] = None) -> None:
         super().__init__()
-        from ..container.blob import _header_metadata, _random_salt, plan_header
+        from ..container.blob import header_metadata as _header_metadata, plan_header, random_salt as _random_salt
 
         self._raw = raw
         self._on_close = on_close

@@ -1,16 +1,16 @@
 """The direct key: the caller's own 32-byte key, its public key id and the input key derived from it.
 
-Envelope keys (recipients and identities) are in ``_envelope``; both end in ``input_key``.
+Envelope keys (recipients and identities) are in ``keys.envelope``; both end in ``input_key``.
 """
 
 from __future__ import annotations
 
 from ..core import backend as _backend
-from ..container import header as _container
-from ..container.header import Stanza
+from . import stanzas as _stanzas
+from .stanzas import Stanza
 
 KEY_SIZE = 32
-KEY_ID_SIZE = _container.DIRECT_KEY_ID_SIZE
+KEY_ID_SIZE = _stanzas.KEY_ID_SIZE
 
 _KEY_ID_INFO = b"shardseal/v1/direct-key-id"
 _COBBLESTONE_128_KEY_INFO = b"shardseal/v1/cobblestone-128-key"
@@ -41,7 +41,7 @@ def key_id(key: bytes) -> bytes:
 
 def direct_stanza(key: bytes) -> Stanza:
     """The stanza that names a caller's key by its id."""
-    return Stanza(_container.STANZA_DIRECT, key_id(key))
+    return Stanza(_stanzas.DIRECT, key_id(key))
 
 
 def input_key(key: bytes, suite: int) -> bytes:

@@ -6,22 +6,21 @@ any one identity that opens a stanza recovers it. Either way the Cobblestone inp
 derived from the file key as for a direct key (``_keys.input_key``).
 
 Recipient and Identity are the extension points: a new key store (a KMS, an HSM) needs one
-class of each, or a ``kms.KeyProvider``.
+class of each, or a ``kms.KeyProvider``. Recipient strings are parsed in ``keys.registry``;
+the header of a new container is planned in ``container``.
 """
 
 from __future__ import annotations
 
 import abc
 import hashlib
-import os
 from dataclasses import dataclass
-from typing import ClassVar, Iterable, Optional, Sequence
+from typing import ClassVar, Iterable, Optional, Protocol, Sequence
 
 from ..core import backend as _backend, layout as _layout
-from ..container import header as _container
 from . import direct as _keys, stanzas as _stanzas
 from .. import audit
-from ..container.header import Stanza
+from .stanzas import Stanza
 from ..errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError
 
 FILE_KEY_SIZE = _stanzas.FILE_KEY_SIZE
@@ -31,6 +30,14 @@ FILE_KEY_SIZE = _stanzas.FILE_KEY_SIZE
 # provider; without a bound each would cost a KMS request, an HSM operation or a scrypt run.
 # Identity subclasses may lower it (a passphrase: 1). docs/FORMAT.md section 4, step 7.
 MAX_UNWRAP_ATTEMPTS = 8
+
+
+class SealedHeader(Protocol):
+    """What unwrapping needs of a parsed header (``container.header.Header``)."""
+
+    suite: int
+    fixed: bytes
+    stanzas: Sequence[Stanza]
 
 
 @dataclass(frozen=True)
@@ -123,60 +130,6 @@ class DirectKey(Identity):
         return f"DirectKey(key_id={self._id.hex()})"
 
 
-@dataclass(frozen=True)
-class Plan:
-    """Everything needed to write a container: the fixed part, the whole header, the input key."""
-
-    fixed: bytes
-    header: bytes
-    input_key: bytes
-
-
-def check_recipients(recipients) -> tuple[Recipient, ...]:
-    """Validates a recipients argument: a non-empty sequence of Recipient objects (or
-    recipient strings, see ``parse_recipient``).
-
-    Raises:
-        TypeError: not a sequence of recipients.
-        ValueError: empty, too many, or a passphrase beside other recipients.
-    """
-    if isinstance(recipients, (str, bytes, Recipient)):
-        recipients = [recipients]
-    try:
-        items = tuple(recipients)
-    except TypeError:
-        raise TypeError(f"recipients must be a list of recipients, not {type(recipients).__name__}") from None
-    result = tuple(parse_recipient(r) if isinstance(r, str) else r for r in items)
-    for recipient in result:
-        if not isinstance(recipient, Recipient):
-            raise TypeError(f"recipients must be Recipient objects or recipient strings, "
-                            f"not {type(recipient).__name__}")
-    if not 1 <= len(result) <= _container.MAX_STANZAS:
-        raise ValueError(f"give 1 to {_container.MAX_STANZAS} recipients, got {len(result)}")
-    if len(result) > 1 and any(r.stanza_type == _stanzas.PASSPHRASE for r in result):
-        raise ValueError("a passphrase must be the only recipient of a file")
-    return result
-
-
-def parse_recipient(text: str) -> Recipient:
-    """A recipient from its string form: an X25519 recipient (``ssealx1...``), an AWS KMS
-    key (``aws-kms:<key id, ARN or alias>``) or a PKCS#11 key (``pkcs11:token=...;object=...``,
-    module and PIN from the environment, see ``shardseal.pkcs11``).
-
-    Raises:
-        ValueError: not a recipient string this library knows.
-    """
-    if text.startswith("aws-kms:"):
-        from . import kms
-        return kms.parse_recipient(text)
-    if text.startswith("pkcs11:"):
-        from . import pkcs11
-        return pkcs11.Pkcs11Key.from_uri(text)
-    from . import x25519
-
-    return x25519.X25519Recipient.from_string(text)
-
-
 def check_identities(key=None, identities=None) -> tuple[Identity, ...]:
     """The identities to try, in order: the direct key first, then the given identities.
 
@@ -196,27 +149,6 @@ def check_identities(key=None, identities=None) -> tuple[Identity, ...]:
     if not result:
         raise TypeError("give key= or identities=")
     return tuple(result)
-
-
-def plan(key, recipients, suite: int, header_metadata: dict) -> Plan:
-    """The header and input key of a new container, for a direct key or for recipients.
-
-    Raises:
-        TypeError: both or neither of key and recipients, or bad values (see check_*).
-        ValueError: bad key length, empty recipients, metadata or key block too large.
-    """
-    fixed = _container.encode_fixed(suite, header_metadata)
-    if (key is None) == (recipients is None):
-        raise TypeError("give exactly one of key= and recipients=")
-    if key is not None:
-        key = _keys.check_key(key)
-        stanzas = [_keys.direct_stanza(key)]
-        file_key = key
-    else:
-        file_key = os.urandom(FILE_KEY_SIZE)
-        stanzas = wrap_for(check_recipients(recipients), file_key, WrapContext(suite, fixed))
-    header = fixed + _container.encode_key_block(stanzas)
-    return Plan(fixed, header, _keys.input_key(file_key, suite))
 
 
 def wrap_for(recipients: Sequence[Recipient], file_key: bytes, context: WrapContext) -> list[Stanza]:
@@ -239,7 +171,7 @@ def stanza_size(recipient: Recipient, suite: int, fixed: bytes) -> int:
     return 6 + size
 
 
-def unwrap_file_key(header: _container.Header, identities: Iterable[Identity]) -> bytes:
+def unwrap_file_key(header: SealedHeader, identities: Iterable[Identity]) -> bytes:
     """The file key, from the first identity (in the caller's order) that opens a stanza.
 
     Each identity, in order, is offered the stanzas of its type in header order; the first
@@ -286,7 +218,7 @@ def unwrap_file_key(header: _container.Header, identities: Iterable[Identity]) -
     raise _key_not_found(header, identities)
 
 
-def unwrap_input_key(header: _container.Header, key=None, identities=None) -> bytes:
+def unwrap_input_key(header: SealedHeader, key=None, identities=None) -> bytes:
     """The Cobblestone input key of a parsed header (see unwrap_file_key)."""
     file_key = unwrap_file_key(header, check_identities(key, identities))
     return _keys.input_key(file_key, header.suite)
@@ -302,7 +234,7 @@ _NEEDS = {
 }
 
 
-def proven_message_keys(header: _container.Header, file_key: bytes, message_head):
+def proven_message_keys(header: SealedHeader, file_key: bytes, message_head):
     """The message's keys (``MessageKeys``) for a file key, once the message's commitment
     (``message_head`` = salt || commitment) proves the key right.
 
@@ -319,7 +251,7 @@ def proven_message_keys(header: _container.Header, file_key: bytes, message_head
     return keys
 
 
-def _gave_up(header: _container.Header, identity: Identity,
+def _gave_up(header: SealedHeader, identity: Identity,
              failure: Optional[ShardsealError]) -> KeyNotFoundError:
     needed = tuple(_stanzas.key_id(s) for s in header.stanzas if s.type in _NEEDS)
     audit.record("key_not_found", needed=list(needed))
@@ -330,7 +262,7 @@ def _gave_up(header: _container.Header, identity: Identity,
         f"(a reader tries at most that many per identity{first})", needed)
 
 
-def _key_not_found(header: _container.Header, identities: Sequence[Identity]) -> KeyNotFoundError:
+def _key_not_found(header: SealedHeader, identities: Sequence[Identity]) -> KeyNotFoundError:
     stanzas = [s for s in header.stanzas if s.type in _NEEDS]
     needed = tuple(_stanzas.key_id(s) for s in stanzas)
     audit.record("key_not_found", needed=list(needed))

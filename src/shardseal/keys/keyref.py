@@ -12,8 +12,8 @@ reference* and resolve it in each process, so that key material is never pickled
 * :class:`RawKey` ``(key, allow_pickle=False)``: 32 key bytes already in memory. Pickling one
   raises ``TypeError`` unless it was created with ``allow_pickle=True``, the explicit opt-in
   for sending a raw key to other processes (inside the pickle, in the clear);
-* :class:`DatasetKey` ``(folder, identity)``: the dataset key of a dataset folder
-  (:mod:`shardseal.manifest`), unwrapped from its manifest in each process with an identity
+* ``DatasetKey`` ``(folder, identity)``: the dataset key of a dataset folder
+  (:mod:`shardseal.manifest`, where the class lives; also ``shardseal.keyref.DatasetKey``), unwrapped from its manifest in each process with an identity
   named by a string: the path of a key file, keyring file or X25519 identity file, a
   ``pkcs11:`` URI or ``aws-kms``, so that workers reach an HSM or a KMS themselves.
 
@@ -30,8 +30,7 @@ from typing import Union
 from . import direct as _keys
 from .keyfile import KeyFileError, parse_key_file, read_key_file
 
-__all__ = ["DEFAULT_ENV_VAR", "DatasetKey", "EnvKey", "KeyFile", "KeyRef", "RawKey", "as_key_ref",
-           "resolve_key"]
+__all__ = ["DEFAULT_ENV_VAR", "EnvKey", "KeyFile", "KeyRef", "RawKey", "as_key_ref", "resolve_key"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -172,65 +171,6 @@ class RawKey(KeyRef):
 
     def __deepcopy__(self, memo) -> "RawKey":
         return self
-
-
-class DatasetKey(KeyRef):
-    """The dataset key in a dataset folder's manifest, unwrapped when resolved.
-
-    Each process opens the manifest with the identity itself, so nothing secret is pickled:
-    the reference pickles as its folder, identity string and manifest name. Relative paths are
-    made absolute when the reference is created.
-
-    Args:
-        folder: the dataset folder (holding ``manifest.sseal``).
-        identity: what opens the manifest, as the command line's ``-i`` takes it: the path of
-            a key file, keyring file or X25519 identity file, ``pkcs11:token=...;object=...``
-            (module and PIN from the environment) or ``aws-kms[:KEY]``.
-        manifest_name: the manifest's file name in the folder.
-
-    Raises:
-        TypeError: folder or identity is not a str or path.
-    """
-
-    __slots__ = ("folder", "identity", "manifest_name")
-
-    def __init__(self, folder: PathLike, identity: PathLike, manifest_name: str = "manifest.sseal") -> None:
-        if not isinstance(folder, (str, os.PathLike)) or not isinstance(identity, (str, os.PathLike)):
-            raise TypeError("DatasetKey takes a folder path and an identity path or URI")
-        self.folder = os.path.abspath(os.fspath(folder))
-        identity = os.fspath(identity)
-        named = identity.startswith(("pkcs11:", "aws-kms"))
-        self.identity = identity if named else os.path.abspath(identity)
-        self.manifest_name = manifest_name
-
-    def resolve(self) -> bytes:
-        """Opens the manifest with the identity and returns the dataset key.
-
-        Raises:
-            OSError: the manifest or identity file cannot be read.
-            ValueError: the identity string names nothing usable.
-            ShardsealError: the identity does not open the manifest, or it was tampered with.
-        """
-        from . import specs as _keyspec
-        from ..ops import manifest
-
-        identity = _keyspec.load_identity(self.identity)
-        with manifest.Dataset.open(self.folder, identities=[identity],
-                                   manifest_name=self.manifest_name) as dataset:
-            return dataset.key
-
-    def __repr__(self) -> str:
-        return f"DatasetKey({self.folder!r}, {self.identity!r})"
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, DatasetKey) and (self.folder, self.identity, self.manifest_name) == (
-            other.folder, other.identity, other.manifest_name)
-
-    def __hash__(self) -> int:
-        return hash((DatasetKey, self.folder, self.identity, self.manifest_name))
-
-    def __reduce__(self):
-        return (DatasetKey, (self.folder, self.identity, self.manifest_name))
 
 
 def as_key_ref(key) -> KeyRef:

@@ -67,7 +67,7 @@ from ..core import backend as _backend
 from .. import _redact
 from . import stanzas as _stanzas
 from .envelope import Identity, Recipient, WrapContext
-from ..io.files import folder_lock
+from .._atomic import folder_lock
 from ._secretfile import read_secret_file
 # Saves go through this module-level name: tests patch it to make a save fail.
 from ._secretfile import write_secret_file as _write_file

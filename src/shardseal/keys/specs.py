@@ -22,7 +22,7 @@ import getpass
 import os
 from typing import Optional
 
-from . import envelope as _envelope, keyfile
+from . import keyfile, registry as _registry
 from .. import _redact
 from .envelope import DirectKey, Identity, Recipient
 from ..errors import KeyLoadError, KeySpecError, ShardsealError
@@ -50,7 +50,7 @@ def parse_recipient(text: str) -> Recipient:
             path, _, name = text[len("keyring:"):].partition("#")
             return _load_keyring(path).recipient(name or None)
         # The forms the library itself takes as recipient strings.
-        return _envelope.parse_recipient(text)
+        return _registry.parse_recipient(text)
     except (ValueError, OSError, ShardsealError) as exc:
         reason = _reason(exc)
     # Raised here, not in the except block: the failure (an OSError's filename is the text)

@@ -16,6 +16,12 @@ from typing import Callable
 from ._pkcs11uri import parse_uri
 from ..errors import FormatError
 
+# A set high bit marks a critical type: a reader that does not know it must refuse the file
+# instead of skipping the stanza.
+STANZA_CRITICAL = 0x8000
+# How many stanzas one header may hold (docs/FORMAT.md), and so how many recipients a file has.
+MAX_STANZAS = 1024
+
 # Stanza type numbers (bit 15, 0x8000, is the critical bit; none of these set it).
 DIRECT = 0x0001
 KEYRING = 0x0002
@@ -292,3 +298,19 @@ def key_id(stanza) -> str:
     """The public name of the key a stanza needs ("" for types that name none)."""
     known = TYPES.get(stanza.type)
     return known.key_id(stanza.body) if known else ""
+
+
+@dataclass(frozen=True)
+class Stanza:
+    """One key stanza: a type and an opaque body the key layer interprets."""
+
+    type: int
+    body: bytes
+
+    @property
+    def critical(self) -> bool:
+        return bool(self.type & STANZA_CRITICAL)
+
+    @property
+    def type_name(self) -> str:
+        return type_name(self.type)

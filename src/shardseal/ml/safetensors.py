@@ -177,7 +177,7 @@ def save_file(tensors: Mapping[str, Any], path, key=None, metadata: Optional[Map
     """
     sstorch = _torch()
     torch = sstorch.torch
-    sstorch._check_byte_order()
+    sstorch.check_byte_order()
     if not isinstance(tensors, Mapping):
         raise TypeError(f"tensors must be a mapping of names to tensors, not {type(tensors).__name__}")
     metadata = _check_metadata(metadata)
@@ -349,16 +349,16 @@ def load_file(path, key=None, device="cpu", *, identities=None, threads: Optiona
     """
     sstorch = _torch()
     torch = sstorch.torch
-    sstorch._check_byte_order()
+    sstorch.check_byte_order()
     with _files.open(path, "rb", key=key, identities=identities, threads=threads) as reader:
         if reader.seekable():
             header = _parse_header(reader.pread, reader.size)
-            data = sstorch._empty((reader.size - header.data_start,), torch.uint8, device)
+            data = sstorch.empty_tensor((reader.size - header.data_start,), torch.uint8, device)
             _read_exact(reader, header.data_start, data.numpy())
         else:
             plain = reader.read()
             header = _parse_header(lambda offset, n: plain[offset : offset + n], len(plain))
-            data = sstorch._empty((len(plain) - header.data_start,), torch.uint8, device)
+            data = sstorch.empty_tensor((len(plain) - header.data_start,), torch.uint8, device)
             data.numpy()[:] = np.frombuffer(memoryview(plain)[header.data_start :], np.uint8)
             del plain
     result = {}
@@ -366,13 +366,13 @@ def load_file(path, key=None, device="cpu", *, identities=None, threads: Optiona
         info = header.tensors[name]
         dtype = sstorch.DTYPES[_DTYPES[info.dtype][1]]
         if info.begin == info.end:  # zero-size: an empty slice cannot be reinterpreted
-            result[name] = sstorch._to_device(torch.empty(info.shape, dtype=dtype), device)
+            result[name] = sstorch.to_device(torch.empty(info.shape, dtype=dtype), device)
             continue
         raw = data[info.begin : info.end]
         if info.begin % info.itemsize:
             raw = raw.clone()  # a misaligned view: torch refuses to reinterpret it
         tensor = raw.view(dtype).reshape(info.shape)
-        result[name] = sstorch._to_device(tensor, device)
+        result[name] = sstorch.to_device(tensor, device)
     return result
 
 
@@ -477,7 +477,7 @@ class safe_open:
             out = result.reshape(-1).view(np.uint8)
         else:
             dtype = self._sstorch.DTYPES[_DTYPES[info.dtype][1]]
-            result = self._sstorch._empty(shape, dtype, self._device if pin else "cpu")
+            result = self._sstorch.empty_tensor(shape, dtype, self._device if pin else "cpu")
             out = self._sstorch.byte_view(result)
         _read_exact(self._reader, self._header.data_start + info.begin + lo * row_bytes, out)
         return result
@@ -487,7 +487,7 @@ class safe_open:
         if self._sstorch is None:
             result = np.asarray(result)
             return result if result.flags.c_contiguous else result.copy()
-        return self._sstorch._to_device(result.contiguous(), self._device)
+        return self._sstorch.to_device(result.contiguous(), self._device)
 
 
 def _row_index(index) -> Optional[int]:

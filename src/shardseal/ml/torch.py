@@ -42,7 +42,7 @@ DTYPES: dict[str, torch.dtype] = {
 _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 
-def _check_byte_order() -> None:
+def check_byte_order() -> None:
     if sys.byteorder != "little":  # pragma: no cover - no big-endian test machine
         raise NotImplementedError("shardseal.torch stores little-endian bytes and runs on little-endian hosts only")
 
@@ -108,7 +108,7 @@ def element_count(shape, limit: int) -> Optional[int]:
     return count
 
 
-def _empty(shape, dtype: torch.dtype, device) -> torch.Tensor:
+def empty_tensor(shape, dtype: torch.dtype, device) -> torch.Tensor:
     """An uninitialised CPU tensor; pinned when it is bound for a CUDA device."""
     pin = torch.device(device).type == "cuda" and torch.cuda.is_available()
     if pin or dtype != torch.uint8:
@@ -118,7 +118,7 @@ def _empty(shape, dtype: torch.dtype, device) -> torch.Tensor:
     return torch.from_numpy(np.empty(shape, np.uint8))
 
 
-def _to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
     device = torch.device(device)
     return tensor if device.type == "cpu" else tensor.to(device)
 
@@ -150,12 +150,12 @@ def encrypt_tensor(tensor, key=None, *, recipients=None, metadata: Optional[Mapp
         TypeError: not a tensor; a sparse, nested or quantized tensor; a bad key or metadata.
         ValueError: a meta tensor, a key that is not 32 bytes, a bad thread count or suite.
     """
-    _check_byte_order()
+    check_byte_order()
     t = cpu_contiguous(tensor)
     info = {"content_type": TENSOR_CONTENT_TYPE,
             "tensor": {"dtype": dtype_name(t.dtype), "shape": list(t.shape)}}
-    plan = _api.plan_header(key, recipients, suite, _api._header_metadata(metadata, info))
-    return _backend.impl.seal(suite, plan.input_key, _api._random_salt(), plan.fixed,
+    plan = _api.plan_header(key, recipients, suite, _api.header_metadata(metadata, info))
+    return _backend.impl.seal(suite, plan.input_key, _api.random_salt(), plan.fixed,
                               byte_view(t), _buffers.thread_count(threads), plan.header)
 
 
@@ -191,8 +191,8 @@ def decrypt_tensor(blob, key=None, *, identities=None, device="cpu", threads: Op
             (and as ``shardseal.decrypt``).
         KeyNotFoundError, AuthenticationError, TruncatedError: as ``shardseal.decrypt``.
     """
-    _check_byte_order()
-    view, header = _api._open_header(blob)
+    check_byte_order()
+    view, header = _api.open_header(blob)
     dtype, shape = _tensor_spec(header.metadata.get("tensor"))
     plaintext_size = _layout.message_plaintext_size(view.nbytes - header.size)
     count = element_count(shape, plaintext_size)
@@ -200,9 +200,9 @@ def decrypt_tensor(blob, key=None, *, identities=None, device="cpu", threads: Op
         # Either tampering (decryption then fails authentication) or a writer bug.
         _api.decrypt(view, key, identities=identities, threads=threads)
         raise FormatError("the header's tensor shape and dtype do not match the payload size")
-    result = _empty(shape, dtype, device)
+    result = empty_tensor(shape, dtype, device)
     _api.decrypt_into(view, key, byte_view(result), identities=identities, threads=threads)
-    return _to_device(result, device)
+    return to_device(result, device)
 
 
 def save(obj, f, key=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,

@@ -52,7 +52,8 @@ from typing import Any, Iterator, Mapping, NamedTuple, Optional, Union
 
 from ..container import blob as _api, header as _container
 from ..core import backend as _backend, buffers as _buffers
-from ..keys import envelope as _envelope, direct as _keys
+from ..keys import envelope as _envelope, direct as _keys, specs as _keyspec
+from ..keys.keyref import KeyRef
 from ..io import files as _files
 from .. import audit
 from ..io.stream import DecryptingReader, EncryptingWriter
@@ -69,6 +70,7 @@ __all__ = [
     "FORMAT",
     "MANIFEST_NAME",
     "Dataset",
+    "DatasetKey",
     "ManifestChangedError",
     "Problem",
     "ShardInfo",
@@ -441,7 +443,7 @@ class Dataset:
         if manifest_path.exists():
             raise FileExistsError(errno.EEXIST, "a dataset manifest already exists (open it instead)",
                                   str(manifest_path))
-        header_metadata = _api._header_metadata(None, {"content_type": CONTENT_TYPE})
+        header_metadata = _api.header_metadata(None, {"content_type": CONTENT_TYPE})
         plan = _api.plan_header(None, recipients, MANIFEST_SUITE, header_metadata)
         folder.mkdir(parents=True, exist_ok=True)
         now = _now()
@@ -679,7 +681,7 @@ class Dataset:
         with builtins.open(src, "rb", buffering=0) as source:
             total = os.fstat(source.fileno()).st_size
             with self.open_shard(name, "wb", metadata=metadata, threads=threads) as writer:
-                _files._copy_blocks(source.readinto, writer.write, total, None)
+                _files.copy_blocks(source.readinto, writer.write, total, None)
             return writer.tell()
 
     def add_existing(self, name: str) -> ShardInfo:
@@ -772,7 +774,7 @@ class Dataset:
             # for key rotation, which takes the same lock.
             with audit.target(self._manifest_path), _files.folder_lock(self._manifest_path.parent):
                 self._check_unchanged_on_disk()
-                blob = _backend.impl.seal(self._suite, bytes(self._input_key), _api._random_salt(),
+                blob = _backend.impl.seal(self._suite, bytes(self._input_key), _api.random_salt(),
                                           self._fixed, plaintext, _buffers.thread_count(self._threads),
                                           self._header)
                 self._replace_manifest(blob)
@@ -944,3 +946,59 @@ def verify(folder: PathLike, *, identities, deep: bool = False, manifest_name: s
         return dataset.verify(deep=deep)
     finally:
         dataset.close()
+
+
+class DatasetKey(KeyRef):
+    """The dataset key in a dataset folder's manifest, unwrapped when resolved.
+
+    Each process opens the manifest with the identity itself, so nothing secret is pickled:
+    the reference pickles as its folder, identity string and manifest name. Relative paths are
+    made absolute when the reference is created.
+
+    Args:
+        folder: the dataset folder (holding ``manifest.sseal``).
+        identity: what opens the manifest, as the command line's ``-i`` takes it: the path of
+            a key file, keyring file or X25519 identity file, ``pkcs11:token=...;object=...``
+            (module and PIN from the environment) or ``aws-kms[:KEY]``.
+        manifest_name: the manifest's file name in the folder.
+
+    Raises:
+        TypeError: folder or identity is not a str or path.
+    """
+
+    __slots__ = ("folder", "identity", "manifest_name")
+
+    def __init__(self, folder: PathLike, identity: PathLike, manifest_name: str = "manifest.sseal") -> None:
+        if not isinstance(folder, (str, os.PathLike)) or not isinstance(identity, (str, os.PathLike)):
+            raise TypeError("DatasetKey takes a folder path and an identity path or URI")
+        self.folder = os.path.abspath(os.fspath(folder))
+        identity = os.fspath(identity)
+        named = identity.startswith(("pkcs11:", "aws-kms"))
+        self.identity = identity if named else os.path.abspath(identity)
+        self.manifest_name = manifest_name
+
+    def resolve(self) -> bytes:
+        """Opens the manifest with the identity and returns the dataset key.
+
+        Raises:
+            OSError: the manifest or identity file cannot be read.
+            ValueError: the identity string names nothing usable.
+            ShardsealError: the identity does not open the manifest, or it was tampered with.
+        """
+        identity = _keyspec.load_identity(self.identity)
+        with Dataset.open(self.folder, identities=[identity],
+                                   manifest_name=self.manifest_name) as dataset:
+            return dataset.key
+
+    def __repr__(self) -> str:
+        return f"DatasetKey({self.folder!r}, {self.identity!r})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, DatasetKey) and (self.folder, self.identity, self.manifest_name) == (
+            other.folder, other.identity, other.manifest_name)
+
+    def __hash__(self) -> int:
+        return hash((DatasetKey, self.folder, self.identity, self.manifest_name))
+
+    def __reduce__(self):
+        return (DatasetKey, (self.folder, self.identity, self.manifest_name))

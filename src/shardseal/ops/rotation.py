@@ -68,12 +68,13 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 
 from ..container import blob as _api, header as _container
 from ..core import backend as _backend, buffers as _buffers, layout as _layout
-from ..keys import envelope as _envelope, direct as _keys, stanzas as _stanzas
+from ..keys import envelope as _envelope, direct as _keys, registry as _registry, stanzas as _stanzas
 from .. import audit
 from ..container.header import Header, Stanza
 from ..keys.envelope import Recipient, WrapContext
-from ..io.files import TEMP_STEM_BYTES, _copy_blocks, _fsync_folder, folder_lock
-from ..io.files import TEMP_SUFFIX as _ATOMIC_TEMP_SUFFIX
+from .._atomic import TEMP_STEM_BYTES, folder_lock, fsync_folder
+from ..io.files import copy_blocks
+from .._atomic import TEMP_SUFFIX as _ATOMIC_TEMP_SUFFIX
 from ..io.stream import DecryptingReader
 from ..errors import ShardsealError, TruncatedError
 
@@ -258,14 +259,14 @@ class _Request:
         if recipients is not None:
             if add or remove_ids:
                 raise TypeError("give recipients= (the complete new set) or add=/remove=, not both")
-            recipients = _unique(_envelope.check_recipients(recipients))
+            recipients = _unique(_registry.check_recipients(recipients))
         elif reencrypt:
             raise ValueError("reencrypt=True wraps a fresh file key for every recipient: "
                              "give the complete new set as recipients=")
         elif not add and not remove_ids:
             raise ValueError("nothing to rotate: give add=, remove= or recipients=")
         if add:
-            add = _unique(_envelope.check_recipients(add))
+            add = _unique(_registry.check_recipients(add))
         return cls(checked_identities, add, remove_ids, recipients, bool(reencrypt),
                    _buffers.thread_count(threads), bool(dry_run))
 
@@ -699,7 +700,7 @@ def _write_in_place(path: Path, fd: int, fixed_size: int, block: bytes, journal:
         os.fsync(fd)
         _checkpoint("header")
         os.unlink(journal_file)
-        _fsync_folder(path.parent)
+        fsync_folder(path.parent)
     return len(journal) + len(block)
 
 
@@ -731,13 +732,13 @@ def _reencrypt(path: Path, fd: int, header: Header, request: _Request) -> int:
         context = WrapContext(header.suite, header.fixed)
         stanzas = _envelope.wrap_for(request.recipients, file_key, context)
         new_header = header.fixed + _container.encode_key_block(stanzas)
-        salt = _api._random_salt()
+        salt = _api.random_salt()
         keys = _backend.impl.MessageKeys(header.suite, _keys.input_key(file_key, header.suite),
                                          salt, header.fixed)
         with _TempFile.like(path, os.fstat(fd)) as temp:
             _write_all(temp.fd, new_header + salt + keys.commitment)
             sealer = _Sealer(temp.fd, keys, reader.size, request.threads)
-            _copy_blocks(reader.readinto, sealer.write, reader.size, None)
+            copy_blocks(reader.readinto, sealer.write, reader.size, None)
             sealer.finish()
             _checkpoint("copied")
             temp.commit()
@@ -827,7 +828,7 @@ class _TempFile:
         else:
             _link_new(self.path, self.destination)
         self._committed = True
-        _fsync_folder(self.destination.parent)
+        fsync_folder(self.destination.parent)
 
     def _discard(self) -> None:
         os.close(self.fd)
@@ -1005,7 +1006,7 @@ def _remove_if_dead(temp: Path) -> None:
 def _remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    _fsync_folder(path.parent)
+    fsync_folder(path.parent)
 
 
 # ---- small helpers ----------------------------------------------------------------------
