@@ -12,7 +12,7 @@ Layers, top to bottom:
 
 Keys are only ever read from key files (``-k KEYFILE`` or ``SHARDSEAL_KEY_FILE``), identity
 files (``-i``) or key stores (PKCS#11, KMS), never taken from the command line, and never
-printed; passphrases are read without echo or from a file descriptor (``_keyspec``).
+printed; passphrases are read without echo or from a file descriptor (``keys.specs``).
 """
 
 from __future__ import annotations

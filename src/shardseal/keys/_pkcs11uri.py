@@ -1,6 +1,6 @@
 """RFC 7512 PKCS#11 URIs naming a key-encryption key: ``pkcs11:token=...;object=...``.
 
-Used by ``pkcs11`` (to name keys) and by ``_stanzas`` (to check the URI of every PKCS#11 stanza
+Used by ``pkcs11`` (to name keys) and by ``stanzas`` (to check the URI of every PKCS#11 stanza
 when a header is parsed, without importing python-pkcs11 or touching a token).
 """
 

@@ -3,7 +3,7 @@
 A container made with a direct key uses that key as its *file key*. A container made for
 recipients gets a fresh random 32-byte file key, wrapped once per recipient into a key stanza;
 any one identity that opens a stanza recovers it. Either way the Cobblestone input key is
-derived from the file key as for a direct key (``_keys.input_key``).
+derived from the file key as for a direct key (``direct.input_key``).
 
 Recipient and Identity are the extension points: a new key store (a KMS, an HSM) needs one
 class of each, or a ``kms.KeyProvider``. Recipient strings are parsed in ``keys.registry``;

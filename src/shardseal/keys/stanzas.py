@@ -2,7 +2,7 @@
 
 docs/FORMAT.md section 2.4-2.12 is the specification. This module only encodes and validates
 bodies and names the key a stanza needs; the cryptography lives in the recipient modules
-(``keyring``, ``passphrase``, ``x25519``, ``pkcs11``, ``kms``) and ``_keys`` (direct).
+(``keyring``, ``passphrase``, ``x25519``, ``pkcs11``, ``kms``) and ``direct``.
 """
 
 from __future__ import annotations
