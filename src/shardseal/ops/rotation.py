@@ -90,7 +90,7 @@ PathArg = Union[str, "os.PathLike[str]"]
 JOURNAL_SUFFIX = ".sseal-rotate"
 TEMP_SUFFIX = ".sseal-rotate-tmp"
 # Test hook: seconds to sleep at every step of a file's rotation, so that
-# tests/test_rotate_crash.py can kill a rotating process between steps. Never set it otherwise.
+# tests/ops/test_rotate_crash.py can kill a rotating process between steps. Never set it otherwise.
 TEST_DELAY_ENV = "SHARDSEAL_ROTATE_TEST_DELAY"
 
 _PADDING_HEAD = 6  # a stanza's type and body length

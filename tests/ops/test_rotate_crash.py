@@ -47,13 +47,13 @@ EXPECTED = {"swap": [B.id], "swap-second": [C.id, B.id], "shrink": [B.id], "grow
 PER_GROUP = 8
 RUNS = 10
 STEP_DELAY = "0.004"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGE_ROOT = Path(shardseal.__file__).resolve().parent.parent
 
 CHILD = r"""
 import sys, time
 from shardseal.rotation import rotate
-from tests.test_rotate import A, B, C
+from tests.ops.test_rotate import A, B, C
 print("ready", flush=True)
 started = time.perf_counter()
 report = rotate(sys.argv[1], identities=[A.identity, C.identity], add=[B.recipient], remove=[A.id])

@@ -20,7 +20,7 @@ from shardseal.core import backend as _backend, layout as _layout
 from shardseal.keys import direct as _keys
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 
-from .conftest import NATIVE
+from ..conftest import NATIVE
 
 OTHER_KEY = bytes(range(1, 33))
 

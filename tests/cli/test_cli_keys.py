@@ -11,9 +11,9 @@ import pytest
 
 import shardseal
 
-from . import softhsm
-from .cli_helpers import assert_error, assert_ok, child_env, run
-from .kms_server import DUMMY_CREDENTIALS, KmsServer
+from .. import softhsm
+from ..cli_helpers import assert_error, assert_ok, child_env, run
+from ..kms_server import DUMMY_CREDENTIALS, KmsServer
 
 DATA = os.urandom(100_000)
 

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.skipif(NATIVE is None, reason="native module not built"
 
 KERNELS = sorted(NATIVE.kernel_status()) if NATIVE is not None else []
 AVAILABLE = [k for k in KERNELS if NATIVE.kernel_status()[k] is None]
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=KERNELS)
@@ -57,11 +57,11 @@ def backend(kernel, monkeypatch):
 
 
 # The backend-parametrised suites, re-run here once per kernel (pytest collects imported tests).
-from tests.test_api import *  # noqa: E402,F401,F403
-from tests.test_tampering import *  # noqa: E402,F401,F403
-from tests.test_threads import *  # noqa: E402,F401,F403
-from tests.test_vectors import *  # noqa: E402,F401,F403
-from tests.test_wycheproof import test_aes_gcm  # noqa: E402,F401
+from tests.container.test_api import *  # noqa: E402,F401,F403
+from tests.container.test_tampering import *  # noqa: E402,F401,F403
+from tests.core.test_threads import *  # noqa: E402,F401,F403
+from tests.container.test_vectors import *  # noqa: E402,F401,F403
+from tests.core.test_wycheproof import test_aes_gcm  # noqa: E402,F401
 
 SIZES = [0, 1, 15, 16, 17, 16383, 16384, 16385, 2 * 16384 + 500, 64 * 16384 + 7, (1 << 21) + 3]
 

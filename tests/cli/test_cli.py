@@ -15,7 +15,7 @@ import shardseal
 from shardseal import keyfile
 from shardseal.keys import direct as _keys
 
-from .cli_helpers import (
+from ..cli_helpers import (
     assert_error,
     assert_no_secret,
     assert_ok,

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 import shardseal
 from shardseal import errors
 
-VECTORS = json.loads((Path(__file__).resolve().parent / "vectors" / "container_v1.json").read_text("utf-8"))
+VECTORS = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "container_v1.json").read_text("utf-8"))
 VALID = VECTORS["valid"]
 INVALID = VECTORS["invalid"]
 ENCRYPTABLE = [v for v in VALID if not v["decrypt_only"]]

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap, aes_key_wrap
 import shardseal
 from shardseal.keys import keyring, passphrase, x25519
 
-DOCUMENT = json.loads((Path(__file__).resolve().parent / "vectors" / "stanzas_v1.json").read_text("utf-8"))
+DOCUMENT = json.loads((Path(__file__).resolve().parents[1] / "vectors" / "stanzas_v1.json").read_text("utf-8"))
 VECTORS = {v["name"]: v for v in DOCUMENT["vectors"]}
 PLAINTEXT = bytes(i % 251 for i in range(1000))
 ZERO_NONCE = bytes(12)

@@ -38,7 +38,7 @@ from shardseal.manifest import (
     ShardMismatchError,
 )
 
-from .kek_helpers import KekIdentity, KekRecipient
+from ..kek_helpers import KekIdentity, KekRecipient
 
 CHUNK = 16384
 HAVE_KEYRING = importlib.util.find_spec("shardseal.keyring") is not None

@@ -32,7 +32,7 @@ from shardseal.errors import AuthenticationError, FormatError, ShardsealError  #
 from shardseal.keyref import EnvKey, KeyFile, RawKey  # noqa: E402
 
 KEY = bytes(range(1, 33))
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 N_SAMPLES = 60
 PER_SHARD = 9  # 7 shards: 6 of 9 samples and one of 6
 

@@ -28,9 +28,9 @@ from shardseal.core import backend as _backend
 from shardseal.core.layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 
-from .conftest import NATIVE
+from ..conftest import NATIVE
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OTHER_KEY = bytes(range(1, 33))
 
 # Every dtype safetensors stores, by its torch name.

@@ -27,7 +27,7 @@ from fsspec.core import OpenFile  # noqa: E402  (what fsspec.open returns)
 from shardseal.fsspec import SealFileSystem  # noqa: E402
 
 KEY = bytes(range(32))
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 MiB = 2**20
 # More than one 4 MiB write batch: sealed chunks reach the destination before the failure.
 BIG = 5 * MiB + 123

@@ -14,7 +14,7 @@ from shardseal import keyfile
 from shardseal.keys import direct as _keys
 from shardseal.keyfile import KeyFileError, KeyFilePermissionWarning
 
-from .cli_helpers import assert_error, assert_ok, child_env, register_secret, run
+from ..cli_helpers import assert_error, assert_ok, child_env, register_secret, run
 
 KEY = bytes(range(32))
 register_secret(KEY)

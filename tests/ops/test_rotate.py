@@ -43,7 +43,7 @@ from shardseal.rotation import (
     rotate,
 )
 
-from .kek_helpers import KekIdentity, KekRecipient
+from ..kek_helpers import KekIdentity, KekRecipient
 
 HAS_KEYRING = importlib.util.find_spec("shardseal.keyring") is not None
 HAS_PASSPHRASE = importlib.util.find_spec("shardseal.passphrase") is not None

@@ -15,7 +15,7 @@ import shardseal
 from shardseal import errors, keyfile, keyring, x25519
 from shardseal.io.files import TEMP_SUFFIX
 
-from .cli_helpers import assert_error, assert_ok, child_env, register_secret, run
+from ..cli_helpers import assert_error, assert_ok, child_env, register_secret, run
 
 KEY = bytes(range(50, 82))
 register_secret(KEY)
@@ -196,7 +196,7 @@ def test_fallback_warning_says_how_to_get_the_native_module_and_q_silences_it(wo
 
 
 def test_license_file_is_apache_2():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     with open(os.path.join(root, "LICENSE"), encoding="utf-8") as f:
         text = f.read()
     assert "Apache License" in text and "Version 2.0, January 2004" in text

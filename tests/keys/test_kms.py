@@ -37,7 +37,7 @@ from shardseal.kms import (
     parse_recipient,
 )
 
-from .kms_server import KmsServer, enforce_key_states, kms_client, unused_endpoint_url
+from ..kms_server import KmsServer, enforce_key_states, kms_client, unused_endpoint_url
 
 DATA = os.urandom(40_000)  # a few Cobblestone chunks
 
