@@ -12,15 +12,13 @@ Recipients (``-r``, ``--add``), public by nature:
 Identities (``-i``): the path of a key file, a keyring file or an X25519 identity file (told
 apart by their contents), or ``pkcs11:...`` / ``aws-kms`` / ``aws-kms:KEY`` as above.
 
-Passphrases are never given on the command line: ``-p`` prompts on the terminal without echo,
-``--passphrase-fd N`` reads the first line of an open file descriptor (for scripts).
+Passphrases are never given on the command line: the command prompts for them
+(``shardseal.cli._prompt``).
 """
 
 from __future__ import annotations
 
-import getpass
 import os
-from typing import Optional
 
 from . import keyfile, registry as _registry
 from .. import _redact
@@ -102,34 +100,6 @@ def _load_identity_file(path: str) -> Identity:
 def _load_keyring(path: str):
     from . import keyring
     return keyring.Keyring.load(path)
-
-
-def read_passphrase(fd: Optional[int], *, confirm: bool, prompt: str = "passphrase") -> str:
-    """A passphrase from file descriptor fd (its first line) or, without fd, from the terminal.
-
-    Raises:
-        KeySpecError: no terminal to prompt on, an empty passphrase, or a mismatch on confirm.
-    """
-    if fd is not None:
-        with os.fdopen(os.dup(fd), "r", encoding="utf-8", errors="strict") as source:
-            passphrase = source.readline().rstrip("\r\n")
-    else:
-        if not os.isatty(0) and not _has_tty():
-            raise KeyLoadError("no terminal to ask for the passphrase: use --passphrase-fd N")
-        passphrase = getpass.getpass(f"{prompt}: ")
-        if confirm and getpass.getpass(f"{prompt} (again): ") != passphrase:
-            raise KeyLoadError("the passphrases do not match")
-    if not passphrase:
-        raise KeyLoadError("the passphrase is empty")
-    return passphrase
-
-
-def _has_tty() -> bool:
-    try:
-        with open("/dev/tty"):
-            return True
-    except OSError:
-        return False
 
 
 def _looks_like_secret(text: str) -> bool:
