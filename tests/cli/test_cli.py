@@ -13,7 +13,7 @@ import pytest
 
 import shardseal
 from shardseal import keyfile
-from shardseal.keys import direct as _keys
+from shardseal.keys import direct as _direct
 
 from ..cli_helpers import (
     assert_error,
@@ -29,7 +29,7 @@ KEY = bytes(range(100, 132))
 OTHER_KEY = bytes(range(200, 232))
 register_secret(KEY)
 register_secret(OTHER_KEY)
-KEY_ID = _keys.key_id(KEY).hex()
+KEY_ID = _direct.key_id(KEY).hex()
 MIB = 2**20
 
 

@@ -11,7 +11,7 @@ import pytest
 
 import shardseal
 from shardseal import keyfile
-from shardseal.keys import direct as _keys
+from shardseal.keys import direct as _direct
 from shardseal.keyfile import KeyFileError, KeyFilePermissionWarning
 
 from ..cli_helpers import assert_error, assert_ok, child_env, register_secret, run
@@ -32,7 +32,7 @@ def test_format_round_trip():
     text = keyfile.format_key_file(KEY)
     lines = text.splitlines()
     assert lines[0].startswith("# shardseal key, created ") and lines[0].endswith("Z")
-    assert lines[1] == f"# key id: {_keys.key_id(KEY).hex()}"
+    assert lines[1] == f"# key id: {_direct.key_id(KEY).hex()}"
     assert lines[2] == "shardseal-key-1:" + base64.b64encode(KEY).decode()
     assert keyfile.parse_key_file(text.encode()) == KEY
 
@@ -160,7 +160,7 @@ def test_keygen_writes_0600_key_file_even_with_umask_0(tmp_path):
     assert mode(path) == 0o600
     key = keyfile.read_key_file(path)
     register_secret(key)
-    key_id = _keys.key_id(key).hex()
+    key_id = _direct.key_id(key).hex()
     assert f"# key id: {key_id}" in path.read_text()
     assert result.stdout == b"" and f"key id {key_id}".encode() in result.stderr
     assert base64.b64encode(key) not in result.stderr

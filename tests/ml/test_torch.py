@@ -15,9 +15,9 @@ torch = pytest.importorskip("torch")
 import shardseal
 import shardseal.torch as sst
 from tests.torch_helpers import ReadOnlyPipe, random_tensor, same_bytes
-from shardseal.container import blob as _api, header as _container
+from shardseal.container import blob as _blob, header as _container
 from shardseal.core import backend as _backend, layout as _layout
-from shardseal.keys import direct as _keys
+from shardseal.keys import direct as _direct
 from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError
 
 from ..conftest import NATIVE
@@ -37,8 +37,8 @@ def tensor_header(blob) -> dict:
 
 def seal_with_metadata(header_metadata: dict, payload: bytes, key: bytes) -> bytes:
     """An authentic container with any header metadata (as a buggy or foreign writer makes)."""
-    plan = _api.plan_header(key, None, 256, header_metadata)
-    return _backend.impl.seal(256, plan.input_key, _api.random_salt(), plan.fixed, payload, 1, plan.header)
+    plan = _blob.plan_header(key, None, 256, header_metadata)
+    return _backend.impl.seal(256, plan.input_key, _blob.random_salt(), plan.fixed, payload, 1, plan.header)
 
 
 # ---- tensors -------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ def test_invalid_descriptions_from_an_authentic_writer(backend, key, spec, match
 
 def test_tensor_is_a_reserved_key():
     fixed = _container.encode_fixed(256, {"tensor": "float32"})
-    header = fixed + _container.encode_key_block([_keys.direct_stanza(bytes(32))])
+    header = fixed + _container.encode_key_block([_direct.direct_stanza(bytes(32))])
     with pytest.raises(FormatError, match="'tensor' must be a JSON object"):
         _container.parse_header(header)
 

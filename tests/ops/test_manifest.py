@@ -19,9 +19,9 @@ import pytest
 
 import shardseal
 from shardseal import manifest
-from shardseal.container import blob as _api, header as _container
+from shardseal.container import blob as _blob, header as _container
 from shardseal.core import backend as _backend
-from shardseal.keys import envelope as _envelope, direct as _keys
+from shardseal.keys import envelope as _envelope, direct as _direct
 from shardseal.errors import (
     AuthenticationError,
     FormatError,
@@ -136,7 +136,7 @@ def test_manifest_plaintext_schema(folder, kek):
     assert set(parsed) == {"format", "dataset_key", "dataset_key_id", "shards", "created", "updated"}
     assert parsed["format"] == FORMAT
     key = base64.b64decode(parsed["dataset_key"])
-    assert parsed["dataset_key_id"] == _keys.key_id(key).hex()
+    assert parsed["dataset_key_id"] == _direct.key_id(key).hex()
     assert [s["name"] for s in parsed["shards"]] == ["a.sseal", "b.sseal"]
 
 
@@ -432,7 +432,7 @@ def test_save_refuses_to_overwrite_a_changed_manifest(folder, kek):
 def seal_manifest(folder, recipient, plaintext: bytes, content_type: str = CONTENT_TYPE) -> None:
     """Writes a manifest container holding an arbitrary plaintext."""
     folder.mkdir(exist_ok=True)
-    plan = _api.plan_header(None, [recipient], 256, _api.header_metadata(None, {"content_type": content_type}))
+    plan = _blob.plan_header(None, [recipient], 256, _blob.header_metadata(None, {"content_type": content_type}))
     blob = _backend.impl.seal(256, plan.input_key, os.urandom(24), plan.fixed, plaintext, 1, plan.header)
     manifest_path(folder).write_bytes(blob)
 
@@ -442,7 +442,7 @@ def valid_document(**changes) -> dict:
     document = {
         "format": FORMAT,
         "dataset_key": base64.b64encode(key).decode(),
-        "dataset_key_id": _keys.key_id(key).hex(),
+        "dataset_key_id": _direct.key_id(key).hex(),
         "shards": [{"name": "a.sseal", "size": 100, "sha256": "0" * 64}],
         "created": "2024-05-01T12:00:00+00:00",
         "updated": "2024-05-01T12:00:00+00:00",
@@ -561,7 +561,7 @@ def test_keys_never_pickle_or_print_and_close_wipes(folder, kek):
         key = ds.key
         with pytest.raises(TypeError, match="not picklable"):
             pickle.dumps(ds)
-        assert len(key) == 32 and ds.key_id == _keys.key_id(key).hex()
+        assert len(key) == 32 and ds.key_id == _direct.key_id(key).hex()
         for text in (repr(ds), str(ds)):
             assert key.hex() not in text and base64.b64encode(key).decode() not in text
             assert ds.key_id in text

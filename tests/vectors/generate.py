@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 import shardseal
-from shardseal.container import blob as _api
+from shardseal.container import blob as _blob
 from shardseal.core import backend as _backend, _pybackend
 
 OUT = Path(__file__).resolve().parent / "container_v1.json"
@@ -102,15 +102,15 @@ def split(container: bytes) -> tuple[bytes, bytes, bytes]:
 def with_salt(salt_bytes: bytes, fn):
     """Calls fn with the salt hook set, on the default backend and, when the native module
     is loaded, on the Python backend too; checks both give the same bytes."""
-    saved_salt, saved_impl, saved_name = _api.random_salt, _backend.impl, _backend.name
-    _api.random_salt = lambda: salt_bytes
+    saved_salt, saved_impl, saved_name = _blob.random_salt, _backend.impl, _backend.name
+    _blob.random_salt = lambda: salt_bytes
     try:
         result = fn()
         if _backend.impl is not _pybackend:
             _backend.impl, _backend.name = _pybackend, "python"
             assert fn() == result, "the native and Python backends disagree"
     finally:
-        _api.random_salt, _backend.impl, _backend.name = saved_salt, saved_impl, saved_name
+        _blob.random_salt, _backend.impl, _backend.name = saved_salt, saved_impl, saved_name
     return result
 
 

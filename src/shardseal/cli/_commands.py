@@ -17,7 +17,7 @@ from typing import BinaryIO, Callable, Optional
 import shardseal
 
 from ..container import header as _container
-from ..keys import direct as _keys, specs as _keyspec, keyfile
+from ..keys import direct as _direct, specs as _specs, keyfile
 from ..keys.specs import KeySpecError
 from ..keys.envelope import DirectKey
 from ..container.blob import container_info
@@ -68,7 +68,7 @@ def load_key(args: argparse.Namespace) -> bytes:
 
 def encryption_keys(args: argparse.Namespace) -> dict:
     """``key=`` or ``recipients=`` for encrypt, from -k, -r and -p."""
-    recipients = [_keyspec.parse_recipient(text) for text in args.recipient]
+    recipients = [_specs.parse_recipient(text) for text in args.recipient]
     if args.passphrase or args.passphrase_fd is not None:
         if recipients or args.key_file:
             raise KeySpecError("a passphrase must be the only recipient: drop -r and -k")
@@ -84,7 +84,7 @@ def encryption_keys(args: argparse.Namespace) -> dict:
 
 def decryption_keys(args: argparse.Namespace) -> dict:
     """``key=`` and/or ``identities=`` for decrypt, rotate and verify, from -k, -i and -p."""
-    identities = [_keyspec.load_identity(spec) for spec in args.identity]
+    identities = [_specs.load_identity(spec) for spec in args.identity]
     if args.passphrase or args.passphrase_fd is not None:
         from ..keys import passphrase
         secret = read_passphrase(args.passphrase_fd, confirm=False)
@@ -110,7 +110,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     if args.x25519:
         return keygen_x25519(args)
     key = shardseal.generate_key()
-    key_id = _keys.key_id(key).hex()
+    key_id = _direct.key_id(key).hex()
     if args.output in (None, STDIO):
         if sys.stdout.isatty():
             print_warning("the key is shown on the terminal: anyone who sees it can decrypt your data "
@@ -202,7 +202,7 @@ def _stamp(created) -> str:
 def cmd_rotate(args: argparse.Namespace) -> int:
     from ..ops import rotation
 
-    recipients = [_keyspec.parse_recipient(text) for text in args.recipient]
+    recipients = [_specs.parse_recipient(text) for text in args.recipient]
     if args.new_passphrase or args.new_passphrase_fd is not None:
         if recipients or args.add or args.remove:
             raise KeySpecError("a new passphrase must be the only recipient: drop -r, --add and --remove")
@@ -211,7 +211,7 @@ def cmd_rotate(args: argparse.Namespace) -> int:
         recipients = [passphrase.Passphrase(secret)]
     options = dict(
         identities=identity_list(decryption_keys(args)),
-        add=[_keyspec.parse_recipient(text) for text in args.add],
+        add=[_specs.parse_recipient(text) for text in args.add],
         remove=list(args.remove),
         recipients=recipients or None,
         reencrypt=args.reencrypt, recursive=not args.no_recursive, threads=args.threads,

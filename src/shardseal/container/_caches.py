@@ -24,7 +24,7 @@ import threading
 from typing import Optional
 
 from . import _plan, header as _container
-from ..keys import envelope as _envelope, direct as _keys
+from ..keys import envelope as _envelope, direct as _direct
 from .. import audit
 
 HEADER_CACHE_SIZE = 64
@@ -105,7 +105,7 @@ def fixed_part(suite: int, header_metadata: dict) -> bytes:
 
 def _key_bytes(key) -> Optional[bytes]:
     """The key as bytes when it is a valid direct key that may be cached, else None."""
-    if type(key) is bytes and len(key) == _keys.KEY_SIZE and KEY_CACHE_SIZE:
+    if type(key) is bytes and len(key) == _direct.KEY_SIZE and KEY_CACHE_SIZE:
         return key
     return None
 
@@ -114,7 +114,7 @@ def direct_key(key) -> _envelope.DirectKey:
     """The DirectKey of a caller's key (cached for bytes keys).
 
     Raises:
-        TypeError, ValueError: as ``_keys.check_key``.
+        TypeError, ValueError: as ``_direct.check_key``.
     """
     if isinstance(key, _envelope.DirectKey):
         return key
@@ -134,11 +134,11 @@ def direct_plan(key, suite: int, fixed: bytes) -> _plan.Plan:
     keys given as bytes.
 
     Raises:
-        TypeError, ValueError: as ``_keys.check_key``.
+        TypeError, ValueError: as ``_direct.check_key``.
     """
     cacheable = _key_bytes(key)
     if cacheable is None:
-        return _make_direct_plan(_keys.check_key(key), suite, fixed)
+        return _make_direct_plan(_direct.check_key(key), suite, fixed)
     entry = (suite, fixed, cacheable)
     plan = _direct_plans.get(entry)
     if plan is None:
@@ -150,8 +150,8 @@ def direct_plan(key, suite: int, fixed: bytes) -> _plan.Plan:
 
 
 def _make_direct_plan(key: bytes, suite: int, fixed: bytes) -> _plan.Plan:
-    header = fixed + _container.encode_key_block([_keys.direct_stanza(key)])
-    return _plan.Plan(fixed, header, _keys.input_key(key, suite))
+    header = fixed + _container.encode_key_block([_direct.direct_stanza(key)])
+    return _plan.Plan(fixed, header, _direct.input_key(key, suite))
 
 def input_key(header: _container.Header, identity: _envelope.DirectKey) -> bytes:
     """``_envelope.unwrap_input_key(header, identity)``, remembered for a cached header and key.

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 
 from . import header as _container
-from ..keys import direct as _keys
+from ..keys import direct as _direct
 from ..keys.envelope import FILE_KEY_SIZE, WrapContext, wrap_for
 from ..keys.registry import check_recipients
 
@@ -32,11 +32,11 @@ def plan(key, recipients, suite: int, header_metadata: dict) -> Plan:
     if (key is None) == (recipients is None):
         raise TypeError("give exactly one of key= and recipients=")
     if key is not None:
-        key = _keys.check_key(key)
-        stanzas = [_keys.direct_stanza(key)]
+        key = _direct.check_key(key)
+        stanzas = [_direct.direct_stanza(key)]
         file_key = key
     else:
         file_key = os.urandom(FILE_KEY_SIZE)
         stanzas = wrap_for(check_recipients(recipients), file_key, WrapContext(suite, fixed))
     header = fixed + _container.encode_key_block(stanzas)
-    return Plan(fixed, header, _keys.input_key(file_key, suite))
+    return Plan(fixed, header, _direct.input_key(file_key, suite))

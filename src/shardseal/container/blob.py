@@ -10,7 +10,7 @@ import numpy as np
 
 from ..core import backend as _backend, buffers as _buffers, layout as _layout
 from . import _caches, _plan, header as _container
-from ..keys import envelope as _envelope, direct as _keys, registry as _registry, stanzas as _stanzas
+from ..keys import envelope as _envelope, direct as _direct, registry as _registry, stanzas as _stanzas
 from .. import _redact, audit
 from ..errors import FormatError
 
@@ -24,7 +24,7 @@ def random_salt() -> bytes:
 
 def generate_key() -> bytes:
     """Returns a new random 32-byte key from the operating system's CSPRNG."""
-    return os.urandom(_keys.KEY_SIZE)
+    return os.urandom(_direct.KEY_SIZE)
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def encrypted_size(plaintext_size: int, *, metadata: Optional[Mapping[str, Any]]
         raise ValueError(f"plaintext_size must be a non-negative int, got {_redact.shown(plaintext_size)}")
     fixed = _container.encode_fixed(_check_suite(suite), header_metadata(metadata))
     if recipients is None:
-        stanza = _keys.direct_stanza(bytes(_keys.KEY_SIZE))  # the size does not depend on the key
+        stanza = _direct.direct_stanza(bytes(_direct.KEY_SIZE))  # the size does not depend on the key
         block_size = len(_container.encode_key_block([stanza]))
     else:
         block_size = 2 + sum(_envelope.stanza_size(r, suite, fixed)

@@ -35,7 +35,7 @@ import fsspec
 from fsspec import AbstractFileSystem
 
 from ..core import buffers as _buffers
-from ..keys import direct as _keys
+from ..keys import direct as _direct
 from .. import _redact
 from ..container.blob import encrypted_size
 from .stream import DEFAULT_CACHE_CHUNKS, DecryptingReader, EncryptingWriter
@@ -72,8 +72,8 @@ class _KeyedFileSystemType(type(AbstractFileSystem)):
         key = kwargs.pop("key", None)
         kwargs.pop("key_id", None)  # only ever derived from the key
         if key is not None:
-            key = _keys.check_key(key)
-            kwargs["key_id"] = _keys.key_id(key).hex()
+            key = _direct.check_key(key)
+            kwargs["key_id"] = _direct.key_id(key).hex()
         fs = super().__call__(*args, **kwargs)
         fs._key = key
         return fs

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Iterable, Optional, Protocol, Sequence
 
 from ..core import backend as _backend, layout as _layout
-from . import direct as _keys, stanzas as _stanzas
+from . import direct as _direct, stanzas as _stanzas
 from .. import audit
 from .stanzas import Stanza
 from ..errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError
@@ -116,8 +116,8 @@ class DirectKey(Identity):
     stanza_type = _stanzas.DIRECT
 
     def __init__(self, key) -> None:
-        self._key = _keys.check_key(key)
-        self._id = _keys.key_id(self._key)
+        self._key = _direct.check_key(key)
+        self._id = _direct.key_id(self._key)
 
     @property
     def key_ids(self) -> tuple[str, ...]:
@@ -221,7 +221,7 @@ def unwrap_file_key(header: SealedHeader, identities: Iterable[Identity]) -> byt
 def unwrap_input_key(header: SealedHeader, key=None, identities=None) -> bytes:
     """The Cobblestone input key of a parsed header (see unwrap_file_key)."""
     file_key = unwrap_file_key(header, check_identities(key, identities))
-    return _keys.input_key(file_key, header.suite)
+    return _direct.input_key(file_key, header.suite)
 
 
 _NEEDS = {
@@ -243,7 +243,7 @@ def proven_message_keys(header: SealedHeader, file_key: bytes, message_head):
             or commitment (audited as ``authentication_failed``).
     """
     salt, commitment = message_head[:_layout.SALT_SIZE], message_head[_layout.SALT_SIZE:]
-    keys = _backend.impl.MessageKeys(header.suite, _keys.input_key(file_key, header.suite), salt,
+    keys = _backend.impl.MessageKeys(header.suite, _direct.input_key(file_key, header.suite), salt,
                                      header.fixed)
     if not keys.commitment_matches(commitment):
         audit.record("authentication_failed", error="commitment mismatch")

@@ -34,7 +34,7 @@ import os
 from datetime import datetime, timezone
 from typing import Optional, Union
 
-from . import direct as _keys
+from . import direct as _direct
 from .. import _redact
 from ._secretfile import KeyFilePermissionWarning, read_secret_file, write_secret_file
 from ..errors import KeyFileError  # defined in errors; kept importable from here
@@ -53,7 +53,7 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 KEY_LINE_PREFIX = "shardseal-key-1:"
-KEY_SIZE = _keys.KEY_SIZE
+KEY_SIZE = _direct.KEY_SIZE
 # A key file is a few lines; anything larger is not one (and is not read whole).
 MAX_KEY_FILE_SIZE = 64 * 1024
 _PRINTABLE = frozenset(range(0x20, 0x7F)) | frozenset(b"\t\r\n")
@@ -65,13 +65,13 @@ def format_key_file(key: bytes, created: Optional[datetime] = None) -> str:
     Raises:
         TypeError, ValueError: key is not 32 bytes.
     """
-    key = _keys.check_key(key)
+    key = _direct.check_key(key)
     created = created or datetime.now(timezone.utc)
     stamp = created.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
     encoded = base64.b64encode(key).decode("ascii")
     return (
         f"# shardseal key, created {stamp}\n"
-        f"# key id: {_keys.key_id(key).hex()}\n"
+        f"# key id: {_direct.key_id(key).hex()}\n"
         f"{KEY_LINE_PREFIX}{encoded}\n"
     )
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 from typing import Union
 
-from . import direct as _keys
+from . import direct as _direct
 from .keyfile import KeyFileError, parse_key_file, read_key_file
 
 __all__ = ["DEFAULT_ENV_VAR", "EnvKey", "KeyFile", "KeyRef", "RawKey", "as_key_ref", "resolve_key"]
@@ -147,7 +147,7 @@ class RawKey(KeyRef):
     __slots__ = ("_key", "allow_pickle")
 
     def __init__(self, key, allow_pickle: bool = False) -> None:
-        self._key = _keys.check_key(key)
+        self._key = _direct.check_key(key)
         self.allow_pickle = bool(allow_pickle)
 
     def resolve(self) -> bytes:
@@ -156,7 +156,7 @@ class RawKey(KeyRef):
     @property
     def key_id(self) -> str:
         """The key's public fingerprint (hex), as ``shardseal inspect`` shows it."""
-        return _keys.key_id(self._key).hex()
+        return _direct.key_id(self._key).hex()
 
     def __repr__(self) -> str:
         return f"RawKey(<key id {self.key_id}>, allow_pickle={self.allow_pickle})"
@@ -205,4 +205,4 @@ def resolve_key(key) -> bytes:
             not 32 bytes.
         OSError, KeyFileError: a KeyFile or EnvKey that cannot be read.
     """
-    return _keys.check_key(as_key_ref(key).resolve())
+    return _direct.check_key(as_key_ref(key).resolve())

@@ -23,7 +23,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("shardseal.torch needs PyTorch: pip install 'shardseal[torch]'") from exc
 
-from ..container import blob as _api
+from ..container import blob as _blob
 from ..core import backend as _backend, buffers as _buffers, layout as _layout
 from ..io import files as _files
 from ..errors import FormatError
@@ -154,8 +154,8 @@ def encrypt_tensor(tensor, key=None, *, recipients=None, metadata: Optional[Mapp
     t = cpu_contiguous(tensor)
     info = {"content_type": TENSOR_CONTENT_TYPE,
             "tensor": {"dtype": dtype_name(t.dtype), "shape": list(t.shape)}}
-    plan = _api.plan_header(key, recipients, suite, _api.header_metadata(metadata, info))
-    return _backend.impl.seal(suite, plan.input_key, _api.random_salt(), plan.fixed,
+    plan = _blob.plan_header(key, recipients, suite, _blob.header_metadata(metadata, info))
+    return _backend.impl.seal(suite, plan.input_key, _blob.random_salt(), plan.fixed,
                               byte_view(t), _buffers.thread_count(threads), plan.header)
 
 
@@ -192,16 +192,16 @@ def decrypt_tensor(blob, key=None, *, identities=None, device="cpu", threads: Op
         KeyNotFoundError, AuthenticationError, TruncatedError: as ``shardseal.decrypt``.
     """
     check_byte_order()
-    view, header = _api.open_header(blob)
+    view, header = _blob.open_header(blob)
     dtype, shape = _tensor_spec(header.metadata.get("tensor"))
     plaintext_size = _layout.message_plaintext_size(view.nbytes - header.size)
     count = element_count(shape, plaintext_size)
     if count is None or count * dtype.itemsize != plaintext_size:
         # Either tampering (decryption then fails authentication) or a writer bug.
-        _api.decrypt(view, key, identities=identities, threads=threads)
+        _blob.decrypt(view, key, identities=identities, threads=threads)
         raise FormatError("the header's tensor shape and dtype do not match the payload size")
     result = empty_tensor(shape, dtype, device)
-    _api.decrypt_into(view, key, byte_view(result), identities=identities, threads=threads)
+    _blob.decrypt_into(view, key, byte_view(result), identities=identities, threads=threads)
     return to_device(result, device)
 
 

@@ -50,9 +50,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NamedTuple, Optional, Union
 
-from ..container import blob as _api, header as _container
+from ..container import blob as _blob, header as _container
 from ..core import backend as _backend, buffers as _buffers
-from ..keys import envelope as _envelope, direct as _keys, specs as _keyspec
+from ..keys import envelope as _envelope, direct as _direct, specs as _specs
 from ..keys.keyref import KeyRef
 from ..io import files as _files
 from .. import audit
@@ -278,7 +278,7 @@ def _encode_document(key: bytes, shards: Mapping[str, ShardInfo], created: str, 
     return _container.canonical_json({
         "format": FORMAT,
         "dataset_key": base64.b64encode(key).decode("ascii"),
-        "dataset_key_id": _keys.key_id(key).hex(),
+        "dataset_key_id": _direct.key_id(key).hex(),
         "shards": [{"name": s.name, "size": s.size, "sha256": s.sha256}
                    for s in sorted(shards.values(), key=lambda s: s.name)],
         "created": created,
@@ -300,7 +300,7 @@ def _parse_document(plaintext: bytes, manifest_name: str) -> _Document:
     key_id = document["dataset_key_id"]
     if not isinstance(key_id, str) or not _KEY_ID_HEX.fullmatch(key_id):
         raise FormatError("the manifest's dataset_key_id must be 32 lowercase hex digits")
-    if key_id != _keys.key_id(key).hex():
+    if key_id != _direct.key_id(key).hex():
         raise FormatError("the manifest's dataset_key_id does not match its dataset_key")
     return _Document(key, _parse_shards(document["shards"], manifest_name),
                      _parse_time(document["created"], "created"), _parse_time(document["updated"], "updated"))
@@ -331,8 +331,8 @@ def _parse_key(text) -> bytes:
         key = base64.b64decode(text, validate=True) if isinstance(text, str) else None
     except (binascii.Error, ValueError):
         key = None
-    if key is None or len(key) != _keys.KEY_SIZE or base64.b64encode(key).decode("ascii") != text:
-        raise FormatError(f"the manifest's dataset_key must be {_keys.KEY_SIZE} bytes in canonical base64")
+    if key is None or len(key) != _direct.KEY_SIZE or base64.b64encode(key).decode("ascii") != text:
+        raise FormatError(f"the manifest's dataset_key must be {_direct.KEY_SIZE} bytes in canonical base64")
     return key
 
 
@@ -443,13 +443,13 @@ class Dataset:
         if manifest_path.exists():
             raise FileExistsError(errno.EEXIST, "a dataset manifest already exists (open it instead)",
                                   str(manifest_path))
-        header_metadata = _api.header_metadata(None, {"content_type": CONTENT_TYPE})
-        plan = _api.plan_header(None, recipients, MANIFEST_SUITE, header_metadata)
+        header_metadata = _blob.header_metadata(None, {"content_type": CONTENT_TYPE})
+        plan = _blob.plan_header(None, recipients, MANIFEST_SUITE, header_metadata)
         folder.mkdir(parents=True, exist_ok=True)
         now = _now()
         dataset = cls._build(manifest_path, threads, suite=MANIFEST_SUITE, fixed=plan.fixed,
                              header=plan.header, input_key=plan.input_key,
-                             document=_Document(os.urandom(_keys.KEY_SIZE), {}, now, now))
+                             document=_Document(os.urandom(_direct.KEY_SIZE), {}, now, now))
         dataset._dirty = True
         try:
             dataset.save()
@@ -514,7 +514,7 @@ class Dataset:
         self._header = bytes(header)
         self._input_key = bytearray(input_key)
         self._key = bytearray(document.key)
-        self._key_id = _keys.key_id(document.key).hex()
+        self._key_id = _direct.key_id(document.key).hex()
         self._shards = dict(document.shards)
         self._created = document.created
         self._updated = document.updated
@@ -774,7 +774,7 @@ class Dataset:
             # for key rotation, which takes the same lock.
             with audit.target(self._manifest_path), _files.folder_lock(self._manifest_path.parent):
                 self._check_unchanged_on_disk()
-                blob = _backend.impl.seal(self._suite, bytes(self._input_key), _api.random_salt(),
+                blob = _backend.impl.seal(self._suite, bytes(self._input_key), _blob.random_salt(),
                                           self._fixed, plaintext, _buffers.thread_count(self._threads),
                                           self._header)
                 self._replace_manifest(blob)
@@ -985,7 +985,7 @@ class DatasetKey(KeyRef):
             ValueError: the identity string names nothing usable.
             ShardsealError: the identity does not open the manifest, or it was tampered with.
         """
-        identity = _keyspec.load_identity(self.identity)
+        identity = _specs.load_identity(self.identity)
         with Dataset.open(self.folder, identities=[identity],
                                    manifest_name=self.manifest_name) as dataset:
             return dataset.key

@@ -66,9 +66,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence, Union
 
-from ..container import blob as _api, header as _container
+from ..container import blob as _blob, header as _container
 from ..core import backend as _backend, buffers as _buffers, layout as _layout
-from ..keys import envelope as _envelope, direct as _keys, registry as _registry, stanzas as _stanzas
+from ..keys import envelope as _envelope, direct as _direct, registry as _registry, stanzas as _stanzas
 from .. import audit
 from ..container.header import Header, Stanza
 from ..keys.envelope import Recipient, WrapContext
@@ -732,8 +732,8 @@ def _reencrypt(path: Path, fd: int, header: Header, request: _Request) -> int:
         context = WrapContext(header.suite, header.fixed)
         stanzas = _envelope.wrap_for(request.recipients, file_key, context)
         new_header = header.fixed + _container.encode_key_block(stanzas)
-        salt = _api.random_salt()
-        keys = _backend.impl.MessageKeys(header.suite, _keys.input_key(file_key, header.suite),
+        salt = _blob.random_salt()
+        keys = _backend.impl.MessageKeys(header.suite, _direct.input_key(file_key, header.suite),
                                          salt, header.fixed)
         with _TempFile.like(path, os.fstat(fd)) as temp:
             _write_all(temp.fd, new_header + salt + keys.commitment)
