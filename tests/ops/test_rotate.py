@@ -27,6 +27,7 @@ from shardseal import audit
 from shardseal.container import header as _container
 from shardseal.keys import envelope as _envelope, stanzas as _stanzas
 from shardseal.io import files as _files
+from shardseal.ops import _journal as rotate_journal
 from shardseal.ops import rotation as rotate_module
 from shardseal.errors import (
     AuthenticationError,
@@ -557,7 +558,7 @@ def test_recover_completes_an_interrupted_rotation(tmp_path, monkeypatch, step, 
 def test_recover_repairs_a_torn_key_block(tmp_path, monkeypatch):
     path, old = interrupted(tmp_path, monkeypatch, "journal")
     header = _container.parse_header(old)
-    rotate_module_journal = rotate_module._decode_journal(journal_path(path).read_bytes())
+    rotate_module_journal = rotate_journal.decode(journal_path(path).read_bytes())
     torn = bytearray(old)
     half = len(header.fixed) + (header.size - len(header.fixed)) // 2
     torn[half:header.size] = rotate_module_journal.new_block[half - len(header.fixed):]

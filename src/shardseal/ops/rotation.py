@@ -58,7 +58,6 @@ import errno
 import hashlib
 import os
 import stat
-import struct
 import tempfile
 import time
 import warnings
@@ -70,6 +69,7 @@ from ..container import blob as _blob, header as _container
 from ..core import backend as _backend, buffers as _buffers, layout as _layout
 from ..keys import envelope as _envelope, direct as _direct, registry as _registry, stanzas as _stanzas
 from .. import audit
+from . import _journal
 from ..container.header import Header, Stanza
 from ..keys.envelope import Recipient, WrapContext
 from .._atomic import TEMP_STEM_BYTES, folder_lock, fsync_folder
@@ -95,13 +95,6 @@ TEST_DELAY_ENV = "SHARDSEAL_ROTATE_TEST_DELAY"
 
 _PADDING_HEAD = 6  # a stanza's type and body length
 _MESSAGE_HEAD = _layout.MESSAGE_HEADER_SIZE  # salt || commitment
-# A journal: magic, the file's name and size, the fixed part, the old and new key blocks, the
-# message's salt and commitment, then a SHA-256 of all of it (a torn journal fails it).
-_JOURNAL_MAGIC = b"\x89SSEAL-ROTATE\r\n\x1a\n\x01"
-# magic, name length, file size, fixed part / old block / new block lengths, salt || commitment
-_JOURNAL_HEAD = struct.Struct(f">{len(_JOURNAL_MAGIC)}sHQIII56s")
-_JOURNAL_DIGEST = 32
-_MAX_JOURNAL_SIZE = _JOURNAL_HEAD.size + 255 + 2 * _container.MAX_HEADER_SIZE + _JOURNAL_DIGEST
 
 
 @dataclass(frozen=True)
@@ -655,7 +648,7 @@ def _rewrap(path: Path, fd: int, writable: bool, parsed: tuple, plan: _Plan,
     wrapped = _envelope.wrap_for(plan.add, file_key, WrapContext(header.suite, header.fixed))
     block = _new_key_block(list(plan.kept) + wrapped, old_block_size)
     if len(block) == old_block_size and writable:
-        journal = _encode_journal(path.name, size, header.fixed,
+        journal = _journal.encode(path.name, size, header.fixed,
                                   _pread_exact(fd, old_block_size, len(header.fixed)), block,
                                   message_head)
         return True, _write_in_place(path, fd, len(header.fixed), block, journal)
@@ -858,51 +851,6 @@ def _link_new(temp: Path, destination: Path) -> None:
 # ---- recovery ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Journal:
-    name: str
-    size: int
-    fixed: bytes
-    old_block: bytes
-    new_block: bytes
-    message_head: bytes
-
-
-def _encode_journal(name: str, size: int, fixed: bytes, old_block: bytes, new_block: bytes,
-                    message_head: bytes) -> bytes:
-    encoded_name = os.fsencode(name)
-    body = _JOURNAL_HEAD.pack(_JOURNAL_MAGIC, len(encoded_name), size, len(fixed), len(old_block),
-                              len(new_block), message_head)
-    body += encoded_name + fixed + old_block + new_block
-    return body + hashlib.sha256(body).digest()
-
-
-def _decode_journal(data: bytes) -> Optional[_Journal]:
-    """The journal, or None when it is torn (incomplete or failing its checksum).
-
-    Raises:
-        ValueError: the data is not a journal at all (another program's file).
-    """
-    if data[:len(_JOURNAL_MAGIC)] != _JOURNAL_MAGIC:
-        if len(data) < len(_JOURNAL_MAGIC) and _JOURNAL_MAGIC.startswith(data):
-            return None  # torn within its first bytes
-        raise ValueError("not a shardseal rotation journal")
-    if len(data) < _JOURNAL_HEAD.size + _JOURNAL_DIGEST:
-        return None
-    body, digest = data[:-_JOURNAL_DIGEST], data[-_JOURNAL_DIGEST:]
-    if hashlib.sha256(body).digest() != digest:
-        return None
-    _, name_len, size, fixed_len, old_len, new_len, message_head = _JOURNAL_HEAD.unpack_from(body)
-    parts, position = [], _JOURNAL_HEAD.size
-    for length in (name_len, fixed_len, old_len, new_len):
-        parts.append(body[position:position + length])
-        position += length
-    if position != len(body):
-        return None
-    name, fixed, old_block, new_block = parts
-    return _Journal(os.fsdecode(name), size, fixed, old_block, new_block, message_head)
-
-
 def _recover_found(found: _Found) -> int:
     repaired = 0
     for journal in found.journals:
@@ -921,9 +869,9 @@ def _replay_journal(journal_file: Path) -> bool:
     try:
         if not _try_lock(fd):
             return False  # a rotation still running owns it
-        data = os.pread(fd, _MAX_JOURNAL_SIZE + 1, 0)
+        data = os.pread(fd, _journal.MAX_SIZE + 1, 0)
         try:
-            journal = _decode_journal(data)
+            journal = _journal.decode(data)
         except ValueError:
             warnings.warn(f"{journal_file}: not a shardseal rotation journal; left alone",
                           RuntimeWarning, stacklevel=4)
@@ -944,7 +892,7 @@ def _replay_journal(journal_file: Path) -> bool:
         os.close(fd)
 
 
-def _apply_journal(folder: Path, journal: _Journal) -> Optional[str]:
+def _apply_journal(folder: Path, journal: _journal.Journal) -> Optional[str]:
     """Writes the journal's new key block into its file; returns why not, if it cannot."""
     if "/" in journal.name or journal.name in ("", ".", ".."):
         return "the journal names no file in its folder"
@@ -973,7 +921,7 @@ def _key_ids(header: bytes) -> list:
             if s.type != _stanzas.PADDING]
 
 
-def _journal_mismatch(fd: int, journal: _Journal) -> Optional[str]:
+def _journal_mismatch(fd: int, journal: _journal.Journal) -> Optional[str]:
     """Why the file does not hold the journal's payload under an old, new or torn key block."""
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode) or st.st_size != journal.size:
