@@ -22,6 +22,7 @@ import pytest
 
 import shardseal
 from shardseal import cli, cobblestone, keyfile, keyref, passphrase, x25519
+import shardseal.keyring
 
 from .cli_helpers import child_env, command, register_secret
 
@@ -165,6 +166,21 @@ def _api_calls(folder, blob):
          lambda: x25519.parse_identity_file(x25519.IDENTITY_PREFIX.encode() + line + b"\xff")),
         ("passphrase surrogate", lambda: passphrase.Passphrase(B64 + "\ud800")),
         ("rotate identities", lambda: shardseal.rotate(path, identities=[KEY[:31]], dry_run=True)),
+        # A key where a path belongs: the FileNotFoundError must not name it.
+        ("read_key_file bytes", lambda: keyfile.read_key_file(KEY.replace(b"\x00", b"\x01"))),
+        ("read_key_file hex", lambda: keyfile.read_key_file(HEX)),
+        ("read_key_file b64", lambda: keyfile.read_key_file(B64)),
+        ("KeyFile resolve hex", lambda: keyref.KeyFile(HEX).resolve()),
+        ("encrypt_file src hex", lambda: shardseal.encrypt_file(HEX, out, KEY)),
+        ("encrypt_file src b64", lambda: shardseal.encrypt_file(B64, out, KEY)),
+        ("encrypt_file dst hex", lambda: shardseal.encrypt_file(plain, "/nonexistent/" + HEX, KEY)),
+        ("decrypt_file src hex", lambda: shardseal.decrypt_file(HEX, out, KEY)),
+        ("open rb hex", lambda: shardseal.open(HEX, "rb", KEY)),
+        ("open wb hex", lambda: shardseal.open("/nonexistent/" + HEX, "wb", KEY)),
+        ("Keyring create", lambda: shardseal.keyring.Keyring.create("/x/" + HEX)),
+        ("Keyring load", lambda: shardseal.keyring.Keyring.load(B64)),
+        ("write_key_file", lambda: keyfile.write_key_file("/x/" + HEX, KEY)),
+        ("clean_temp_files hex", lambda: shardseal.clean_temp_files(HEX)),
         ("rotate add", lambda: shardseal.rotate(path, identities=[], add=[KEY], dry_run=True)),
     ]
     return calls
@@ -183,6 +199,21 @@ def test_no_api_error_holds_the_key(files):
                 raise AssertionError(f"{label}: {type(exc).__name__}: {failure}") from None
             checked += 1
     assert checked > 300
+
+
+def test_key_shaped_missing_paths_raise_file_not_found_without_the_name(files):
+    folder, _ = files
+    for call in (lambda: keyfile.read_key_file(HEX), lambda: keyref.KeyFile(B64).resolve(),
+                 lambda: shardseal.encrypt_file(HEX, str(folder / "o.sseal"), KEY),
+                 lambda: shardseal.keyring.Keyring.create("/x/" + HEX),
+                 lambda: shardseal.clean_temp_files(HEX)):
+        exc = raised_by(call)
+        assert isinstance(exc, FileNotFoundError)
+        assert "not shown in case it is a key" in exc.filename
+        assert exc.__context__ is None and exc.__cause__ is None
+    # An ordinary missing path is still named.
+    exc = raised_by(lambda: keyfile.read_key_file(str(folder / "missing.key")))
+    assert isinstance(exc, FileNotFoundError) and exc.filename.endswith("missing.key")
 
 
 def test_key_file_error_has_no_context_holding_the_file():

@@ -8,6 +8,8 @@ formatting the value with ``{value!r}``.
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 import string
 from typing import Optional
@@ -96,3 +98,44 @@ def ascii_bytes(text: str) -> Optional[bytes]:
         return text.encode("ascii")
     except UnicodeEncodeError:
         return None
+
+
+def hidden_path(path) -> Optional[str]:
+    """How a message names path when it names nothing and might be a key, else None.
+
+    A key pasted where a path belongs (``read_key_file(key)``, ``encrypt_file(hex_key, ...)``)
+    would otherwise come back in the FileNotFoundError's message and ``filename``.
+    """
+    try:
+        text = os.fsdecode(path)
+    except TypeError:  # a file descriptor or a file object: no name to hide
+        return None
+    if not looks_like_secret(text):
+        return None
+    try:
+        if os.path.lexists(text):
+            return None
+    except ValueError:  # an embedded NUL byte: names no file
+        pass
+    return f"(a path of {len(text)} characters, not shown in case it is a key)"
+
+
+def refuse_missing_secret_path(path, *, for_writing: bool = False) -> None:
+    """Raises FileNotFoundError naming path by its length when it names nothing and might be a
+    key; does nothing otherwise (the caller's own open then reports any other failure).
+    With for_writing, a path that is about to be created is refused only when its folder is
+    missing too.
+
+    Call it before opening, outside any ``except`` block, so that no OSError holding the path
+    becomes the error's ``__context__``.
+
+    Raises:
+        FileNotFoundError: path names nothing and looks like a key.
+    """
+    shown_name = hidden_path(path)
+    if shown_name is not None and for_writing:
+        folder = os.path.dirname(os.fsdecode(path)) or os.curdir
+        if os.path.isdir(folder):
+            return
+    if shown_name is not None:
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), shown_name)

@@ -8,6 +8,7 @@ public names, so that user code keeps the short path.
 
 from .ml.safetensors import (  # noqa: F401
     MAX_HEADER_SIZE,
+    MAX_NDIM,
     MAX_TENSOR_BYTES,
     load_file,
     safe_open,
@@ -19,6 +20,7 @@ from .ml.safetensors import (  # noqa: F401
 
 __all__ = [
     "MAX_HEADER_SIZE",
+    "MAX_NDIM",
     "MAX_TENSOR_BYTES",
     "load_file",
     "safe_open",

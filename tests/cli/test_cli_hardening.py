@@ -80,6 +80,7 @@ def test_decrypt_folder_refuses_to_write_through_a_link_in_the_output(work):
 def _leftover(folder, name: str, age: float = OLD):
     path = folder / f".{name}.abc123{TEMP_SUFFIX}"
     path.write_bytes(b"plaintext a killed decrypt left")
+    path.chmod(0o600)  # as shardseal creates its temporary files (clean removes no other)
     os.utime(path, (age, age))
     return path
 

@@ -1256,8 +1256,8 @@ def full_disk(monkeypatch):
     settings = {}
     original = _files.AtomicFile.__init__
 
-    def init(self, destination, mode=0o600):
-        original(self, destination, mode)
+    def init(self, destination, mode=0o600, **options):
+        original(self, destination, mode, **options)
         if settings["layer"] == "file":
             self.file = _FullDiskFile(self.file, settings["room"])
         else:

@@ -35,15 +35,17 @@ from ._messages import (
     Terminated,
     describe,
     exit_status,
+    lines_safe,
     note_secret_arguments,
     on_sigterm,
     print_error,
     scrubbed,
     show_warning,
+    terminal_safe,
 )
 from ._parser import build_parser
 
-__all__ = ["build_parser", "describe", "exit_status", "main"]
+__all__ = ["build_parser", "describe", "exit_status", "main", "terminal_safe"]
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -64,7 +66,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             getattr(args, "subparser", parser).error(str(exc))
         except (Exception, KeyboardInterrupt, Terminated) as exc:
             if os.environ.get(DEBUG_ENV) == "1":
-                print(scrubbed(traceback.format_exc()), end="", file=sys.stderr)
+                print(lines_safe(scrubbed(traceback.format_exc())), end="", file=sys.stderr)
             if isinstance(exc, BrokenPipeError) or (isinstance(exc, FileFailed)
                                                     and isinstance(exc.cause, BrokenPipeError)):
                 _silence_stdout()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import re
@@ -35,6 +36,7 @@ from ._messages import (
     print_note,
     print_warning,
     shown_path,
+    terminal_safe,
 )
 
 SUFFIX = ".sseal"
@@ -177,7 +179,7 @@ def cmd_keyring(args: argparse.Namespace) -> int:
         print_note(f"key {info.name} (id {info.id}) is now {info.state}")
     else:
         for info in ring.keys:
-            print(f"{info.id}  {info.state:<12}  {_stamp(info.created)}  {info.name}")
+            print(terminal_safe(f"{info.id}  {info.state:<12}  {_stamp(info.created)}  {info.name}"))
     return EXIT_OK
 
 
@@ -231,7 +233,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True, default=str))
     else:
         for name, kind, detail in report.problems:
-            print(f"{kind}: {name}: {detail}")
+            print(terminal_safe(f"{kind}: {name}: {detail}"))
         print_note(report.summary())
     return EXIT_OK if report.ok else EXIT_AUTHENTICATION
 
@@ -242,7 +244,7 @@ class Direction:
 
     name: str                                      # "encrypt" / "decrypt"
     verb: str                                      # "encrypted" / "decrypted"
-    file: Callable[[str, str, object], int]        # (source, target, progress) -> plaintext bytes
+    file: Callable[..., int]                       # (source, target, progress[, dir_fd]) -> plaintext bytes
     stream: Callable[[BinaryIO, str], int]         # (source, target path or "-") -> plaintext bytes
     output_name: Callable[[str], str]              # default output for an input path
     selects: Callable[[str], bool]                 # which file names a folder run takes
@@ -263,8 +265,8 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
     direction = Direction(
         name="encrypt",
         verb="encrypted",
-        file=lambda source, target, progress: shardseal.encrypt_file(
-            source, target, progress=progress, **options),
+        file=lambda source, target, progress, dir_fd=None: shardseal.encrypt_file(
+            source, target, progress=progress, dir_fd=dir_fd, **options),
         stream=encrypt_stream,
         output_name=lambda path: path + SUFFIX,
         selects=lambda name: not name.endswith((SUFFIX, TEMP_SUFFIX)),
@@ -301,8 +303,8 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
     direction = Direction(
         name="decrypt",
         verb="decrypted",
-        file=lambda source, target, progress: _refuse_empty_file(source) or shardseal.decrypt_file(
-            source, target, threads=args.threads, progress=progress, **keys),
+        file=lambda source, target, progress, dir_fd=None: _refuse_empty_file(source) or shardseal.decrypt_file(
+            source, target, threads=args.threads, progress=progress, dir_fd=dir_fd, **keys),
         stream=decrypt_stream,
         output_name=output_name,
         selects=lambda name: name.endswith(SUFFIX),
@@ -328,6 +330,7 @@ def _refuse_empty_file(path: str) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     try:
         with _open_input(args.input) as source:
+            _refuse_empty(source)  # no container at all (5), as decrypt says, not a cut one (3)
             info, size = inspect_stream(source)
     except Exception as exc:
         raise FileFailed(args.input, None, exc) from exc
@@ -350,7 +353,7 @@ def cmd_clean(args: argparse.Namespace) -> int:
                                           recursive=not args.no_recursive, dry_run=args.dry_run)
         for path in report.removed:
             if not args.quiet:
-                print(f"{'would remove' if args.dry_run else 'removed'} {path}")
+                print(terminal_safe(f"{'would remove' if args.dry_run else 'removed'} {path}"))
         for path, why in report.kept:
             if not args.quiet:
                 print_note(f"kept {path}: {why}")
@@ -450,18 +453,65 @@ def transfer_folder(direction: Direction, folder: str, output: Optional[str], fo
     os.makedirs(output, exist_ok=True)
     totals = Totals()
     description = f"{direction.name} {folder}"
-    with _folder_progress(progress, sum(size for _, _, size in plan), description) as bar:
-        for index, (source, target, _) in enumerate(plan):
-            try:
-                _refuse_links_below(output, target)  # again: one may have appeared since
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                totals.nbytes += direction.file(source, target, bar.update if bar is not None else False)
-            except Exception as exc:
-                raise FileFailed(source, target, exc, done=index, total=len(plan)) from exc
-            totals.files += 1
-            if bar is not None:
-                bar.set_postfix_str(f"{index + 1}/{len(plan)} files", refresh=False)
+    root_fd = os.open(output, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    try:
+        with _folder_progress(progress, sum(size for _, _, size in plan), description) as bar:
+            for index, (source, target, _) in enumerate(plan):
+                try:
+                    # Each folder is opened from root_fd without following links and the
+                    # file written relative to it: a link swapped in after the checks above
+                    # makes this write fail instead of leading it out of the output folder.
+                    with _output_folder(root_fd, output, target) as folder_fd:
+                        totals.nbytes += direction.file(
+                            source, os.path.basename(target),
+                            bar.update if bar is not None else False, folder_fd)
+                except Exception as exc:
+                    raise FileFailed(source, target, exc, done=index, total=len(plan)) from exc
+                totals.files += 1
+                if bar is not None:
+                    bar.set_postfix_str(f"{index + 1}/{len(plan)} files", refresh=False)
+    finally:
+        os.close(root_fd)
     return totals
+
+
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+@contextlib.contextmanager
+def _output_folder(root_fd: int, root: str, target: str):
+    """The folder of target, opened component by component from root_fd (created where
+    missing) with O_NOFOLLOW: a symbolic link anywhere below root is refused, never followed."""
+    relative = os.path.relpath(os.path.dirname(target), root)
+    parts = [] if relative == os.curdir else relative.split(os.sep)
+    fd = os.dup(root_fd)
+    try:
+        path = root
+        for part in parts:
+            path = os.path.join(path, part)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(part, 0o777, dir_fd=fd)
+            child = _open_folder_at(fd, part, path, target)
+            os.close(fd)
+            fd = child
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _open_folder_at(dir_fd: int, name: str, path: str, target: str) -> int:
+    try:
+        return os.open(name, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+    # Raised outside the except block: the OSError is of no use to the user.
+    if stat.S_ISLNK(os.lstat(name, dir_fd=dir_fd).st_mode):
+        raise CliError(f"refusing to write {target}: {path} is a symbolic link "
+                       "(outputs are never written through links)")
+    raise CliError(f"{path} exists and is not a folder")
 
 
 def _plan_folder(direction: Direction, folder: str,
@@ -584,7 +634,7 @@ def inspect_stream(source: BinaryIO) -> tuple[shardseal.ContainerInfo, int]:
     return container_info(header, size - header.size), size
 
 
-_C1_CONTROLS = re.compile("[\x7f-\x9f]")
+_C1_CONTROLS = re.compile("[\x7f-\x9f\u2028\u2029]")
 def _json_text(value) -> str:
     """JSON for a terminal: control characters escaped (header text is untrusted)."""
     text = json.dumps(value, ensure_ascii=False, sort_keys=True)
@@ -610,4 +660,4 @@ def _inspect_text(report: dict) -> str:
     plain, size = report["plaintext_size"], report["container_size"]
     lines.append(f"plaintext:   {plain} bytes ({_human_size(plain)})")
     lines.append(f"container:   {size} bytes (header {report['header_size']} bytes)")
-    return "\n".join(lines)
+    return "\n".join(terminal_safe(line) for line in lines)  # header text is untrusted

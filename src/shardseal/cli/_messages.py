@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import Optional
 
@@ -152,7 +153,25 @@ def backend_line() -> str:
 
 
 def _one_line(message: str) -> str:
-    return " ".join(scrubbed(message).split())
+    return terminal_safe(" ".join(scrubbed(message).split()))
+
+
+# C0 and C1 control characters, DEL and the Unicode line and paragraph separators: text from
+# a header (a KMS key reference, metadata) or a file name could otherwise move the cursor,
+# recolour or rewrite the terminal, or forge extra lines of output.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def terminal_safe(text: str) -> str:
+    """text with every control character escaped (\\x1b, \\u2028): safe to print."""
+    return _CONTROL_CHARACTERS.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}",
+        text)
+
+
+def lines_safe(text: str) -> str:
+    """terminal_safe for each line of text (its line breaks kept)."""
+    return "\n".join(terminal_safe(line) for line in text.split("\n"))
 
 
 def print_error(message: str) -> None:
@@ -160,7 +179,7 @@ def print_error(message: str) -> None:
 
 
 def print_note(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(lines_safe(message), file=sys.stderr, flush=True)
 
 
 def print_warning(message: str) -> None:

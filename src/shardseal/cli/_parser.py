@@ -22,14 +22,15 @@ from ._commands import (
     cmd_rotate,
     cmd_verify,
 )
-from ._messages import EXIT_USAGE, backend_line, scrubbed
+from ._messages import EXIT_USAGE, backend_line, scrubbed, terminal_safe
 
 EPILOG = """\
 exit status:
   0    success
   1    error: a missing or unreadable file, an output that exists (see --force),
-       a bad key file
-  2    bad command-line usage
+       a bad key file, a passphrase that cannot be read (not UTF-8), a forced
+       SHARDSEAL_BACKEND or SHARDSEAL_KERNEL that cannot run here
+  2    bad command-line usage, or an unknown SHARDSEAL_BACKEND/SHARDSEAL_KERNEL value
   3    authentication failed: the data was modified, corrupted or truncated
        (verify: a shard is missing, modified or unlisted)
   4    wrong key: the container was not encrypted to the given key, identities or
@@ -54,7 +55,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {scrubbed(message)}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {terminal_safe(scrubbed(message))}\n")
 
 
 # ---- argument parsing -----------------------------------------------------------------------
@@ -269,7 +270,8 @@ def _add_clean(commands) -> None:
         "Removes the .*.sseal-tmp files that a killed writer (SIGKILL, power loss) left in "
         "FOLDER and its sub-folders; a decrypt's holds plaintext. A file is removed only when "
         "it is older than --older-than minutes and no live writer holds its lock, so a running "
-        "encrypt or decrypt is never disturbed. Symbolic links are neither followed nor removed.")
+        "encrypt or decrypt is never disturbed. Only regular files owned by you with mode 0600 "
+        "(as shardseal creates them) are removed. Symbolic links are neither followed nor removed.")
     sub.add_argument("folders", nargs="+", metavar="FOLDER", help="the folders to clean")
     sub.add_argument("--older-than", type=_minutes, default=10.0, metavar="MINUTES",
                      help="only remove files last modified at least this long ago (default 10)")

@@ -15,6 +15,11 @@ from .. import _redact, audit
 from ..errors import FormatError
 
 _ARRAY_CONTENT_TYPE = "numpy.ndarray"
+# Limits on the shape of an array or tensor header (FORMAT.md 2.3.1), checked before anything
+# is allocated: numpy's limit on dimensions, and sizes and strides (zero dimensions counted as
+# one) that fit a signed 64-bit integer, as numpy and torch compute them.
+MAX_NDIM = 64
+MAX_TENSOR_BYTES = 2**63 - 1
 
 
 def random_salt() -> bytes:
@@ -256,6 +261,35 @@ def decrypt_into(blob, key=None, out=None, *, identities=None, threads: Optional
                                        _buffers.thread_count(threads, payload.nbytes))
 
 
+def strided_size(shape, itemsize: int) -> int:
+    """The byte size of shape with zero dimensions counted as one: the largest stride (and
+    size) numpy or torch computes for it. Stops once past MAX_TENSOR_BYTES (no huge integers)."""
+    size = itemsize
+    for n in shape:
+        size *= max(n, 1)
+        if size > MAX_TENSOR_BYTES:
+            break
+    return size
+
+
+def check_shape(shape, itemsize: int, what: str) -> list:
+    """Checks the shape of a header's array or tensor description against FORMAT.md 2.3.1.
+
+    Raises:
+        FormatError: not a list of at most MAX_NDIM integers 0 ... 2**63 - 1 (no bools), or
+            a byte size (zero dimensions counted as one) over MAX_TENSOR_BYTES.
+    """
+    if isinstance(shape, list) and len(shape) > MAX_NDIM:
+        raise FormatError(f"the header's {what} shape has {len(shape)} dimensions (at most {MAX_NDIM})")
+    if not isinstance(shape, list) or not all(type(n) is int and 0 <= n <= MAX_TENSOR_BYTES for n in shape):
+        raise FormatError(f"the header's {what} shape is not a list of integers 0 ... 2**63 - 1")
+    if strided_size(shape, itemsize) > MAX_TENSOR_BYTES:
+        raise FormatError(f"the header's {what} shape and dtype do not match any payload: they describe "
+                          f"more than {MAX_TENSOR_BYTES} bytes (zero dimensions counted as one), past "
+                          "any 64-bit size or stride")
+    return shape
+
+
 def _dtype_descr(dtype: np.dtype):
     if dtype.hasobject:
         raise TypeError(f"arrays of dtype {dtype} hold Python objects and cannot be encrypted")
@@ -316,9 +350,7 @@ def decrypt_array(blob, key=None, *, identities=None, threads: Optional[int] = N
     if not isinstance(spec, dict) or "dtype" not in spec or "shape" not in spec:
         raise FormatError("this container does not hold a numpy array (use decrypt())")
     dtype = _descr_to_dtype(spec["dtype"])
-    shape = spec["shape"]
-    if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):  # no bools
-        raise FormatError("the header's array shape is not a list of non-negative ints")
+    shape = check_shape(spec["shape"], dtype.itemsize, "array")  # before np.empty, no bools
     plaintext_size = _layout.message_plaintext_size(view.nbytes - header.size)
     if int(np.prod(shape, dtype=object)) * dtype.itemsize != plaintext_size:
         # Either tampering (decryption then fails authentication) or a writer bug.
@@ -344,8 +376,12 @@ def inspect(source, *, partial: bool = False, container_size: Optional[int] = No
             the file, or partial=True.
         container_size: the whole container's size in bytes, when source is a prefix.
 
+    A seekable file object is left at the position it had before the call (a pipe cannot be:
+    the header has been read from it).
+
     Raises:
-        FormatError: not a shardseal container this version reads.
+        FormatError: not a shardseal container this version reads, or a size (of the
+            container, or container_size) whose message would have more than 2^38 chunks.
         TruncatedError: the container (or the header, with partial) is cut short.
         OSError: a path or file that cannot be read.
     """
@@ -393,13 +429,18 @@ def _check_container_size(size, header: _container.Header) -> int:
 
 
 def _inspect_file(file, container_size: Optional[int]) -> ContainerInfo:
-    start = file.tell() if file.seekable() else 0
-    header = _container.read_header(lambda n: _read_exact(file, n))
-    if container_size is None:
-        if not file.seekable():
-            return container_info(header, None)  # a pipe: its size is not known
-        container_size = file.seek(0, os.SEEK_END) - start
-    return container_info(header, _check_container_size(container_size, header) - header.size)
+    seekable = file.seekable()
+    start = file.tell() if seekable else 0
+    try:
+        header = _container.read_header(lambda n: _read_exact(file, n))
+        if container_size is None:
+            if not seekable:
+                return container_info(header, None)  # a pipe: its size is not known
+            container_size = file.seek(0, os.SEEK_END) - start
+        return container_info(header, _check_container_size(container_size, header) - header.size)
+    finally:
+        if seekable:
+            file.seek(start)  # the caller's position, as before the call (even on an error)
 
 
 def _read_exact(file, size: int) -> bytes:

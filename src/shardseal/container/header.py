@@ -26,6 +26,9 @@ MAX_STANZAS = _stanzas.MAX_STANZAS
 # and encoder recurse once per level, so deeper documents would fail, or not, depending on how
 # deep the caller's stack already is; a fixed bound makes the answer the same everywhere.
 MAX_METADATA_DEPTH = 64
+# The largest magnitude of an integer in the metadata (FORMAT.md 2.3): a signed 64-bit value
+# without its extra negative one, so every reader can hold it exactly.
+MAX_JSON_INT = 2**63 - 1
 
 # Suite identifiers in the header, mapped to Cobblestone suite sizes.
 SUITE_IDS = {1: 256, 2: 128}
@@ -88,6 +91,8 @@ def encode_fixed(suite: int, metadata: Mapping[str, Any]) -> bytes:
                          "(the top-level object counts as one)")
     if _PREFIX.size + len(body) > MAX_HEADER_SIZE // 2:
         raise ValueError(f"metadata too large: {len(body)} bytes of JSON (limit 512 KiB)")
+    if re.search(rb"[0-9]{19}", body) and _has_large_int(body):  # the rare case: parse to be sure
+        raise ValueError(f"metadata holds an integer beyond ±{MAX_JSON_INT}, which readers refuse")
     return _PREFIX.pack(MAGIC, VERSION, _SUITE_ID_OF[suite], len(body)) + body
 
 
@@ -213,11 +218,28 @@ def json_depth(data: bytes, limit: int = MAX_METADATA_DEPTH) -> int:
     return deepest
 
 
+def _has_large_int(body: bytes) -> bool:
+    try:
+        json.loads(body.decode("utf-8"), parse_int=_bounded_int)
+    except FormatError:
+        return True
+    return False
+
+
+def _bounded_int(text: str) -> int:
+    # Length first: int() of a long digit string is slow, and over 4,300 digits a bare ValueError.
+    if len(text.lstrip("-")) > 19 or abs(int(text)) > MAX_JSON_INT:
+        raise FormatError("integer out of range")
+    return int(text)
+
+
 def _parse_metadata(data: bytes) -> dict:
     if json_depth(data) > MAX_METADATA_DEPTH:
         raise FormatError(f"header metadata is nested more than {MAX_METADATA_DEPTH} levels deep")
     try:
-        metadata = json.loads(data.decode("utf-8"))
+        metadata = json.loads(data.decode("utf-8"), parse_int=_bounded_int)
+    except FormatError:
+        raise FormatError(f"header metadata holds an integer beyond ±{MAX_JSON_INT}") from None
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise FormatError("header metadata is not valid UTF-8 JSON") from None
     if not isinstance(metadata, dict):

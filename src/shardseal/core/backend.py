@@ -19,6 +19,8 @@ import sys
 import warnings
 from types import ModuleType
 
+from .. import _redact
+
 _CHOICES = ("auto", "native", "python")
 _KERNEL_CHOICES = ("auto", "ipsec-mb", "openssl")
 FALLBACK_WARNING = (
@@ -31,18 +33,23 @@ FALLBACK_WARNING = (
 )
 
 
+def _is_command_line() -> bool:
+    """Whether this process is the shardseal command (python -m shardseal, or its script)."""
+    argv = list(getattr(sys, "orig_argv", sys.argv))
+    return os.path.basename(sys.argv[0] if sys.argv else "") == "shardseal" or any(
+        argv[i:i + 2] == ["-m", "shardseal"] for i in range(len(argv)))
+
+
 def _quiet_command_line() -> bool:
     """Whether this process is the shardseal command run with -q (which silences the warning:
     the package is imported before the command can parse its options)."""
-    argv = list(getattr(sys, "orig_argv", sys.argv))
-    is_command = os.path.basename(sys.argv[0] if sys.argv else "") == "shardseal" or any(
-        argv[i:i + 2] == ["-m", "shardseal"] for i in range(len(argv)))
-    return is_command and any(arg in ("-q", "--quiet") for arg in sys.argv[1:])
+    return _is_command_line() and any(arg in ("-q", "--quiet") for arg in sys.argv[1:])
 
 
 def _load(choice: str) -> tuple[str, ModuleType]:
     if choice not in _CHOICES:
-        raise ValueError(f"SHARDSEAL_BACKEND must be one of {', '.join(_CHOICES)}, got {choice!r}")
+        raise ValueError(f"SHARDSEAL_BACKEND must be one of {', '.join(_CHOICES)}, "
+                         f"got {_redact.shown_argument(choice)}")
     if choice != "python":
         try:
             _native = importlib.import_module(".._native", __package__)
@@ -69,7 +76,8 @@ def _select_kernel(native, choice: str) -> None:
         ImportError: the forced kernel cannot run here (not built in, or the CPU lacks it).
     """
     if choice not in _KERNEL_CHOICES:
-        raise ValueError(f"SHARDSEAL_KERNEL must be one of {', '.join(_KERNEL_CHOICES)}, got {choice!r}")
+        raise ValueError(f"SHARDSEAL_KERNEL must be one of {', '.join(_KERNEL_CHOICES)}, "
+                         f"got {_redact.shown_argument(choice)}")
     if choice == "auto":
         return  # the native module picked the fastest kernel for this CPU at import
     reason = native.kernel_status().get(choice)
@@ -99,6 +107,27 @@ def backend_info() -> dict:
             "kernels": {}}
 
 
-name, impl = _load(os.environ.get("SHARDSEAL_BACKEND", "auto").strip().lower() or "auto")
-if name == "native":
-    _select_kernel(impl, os.environ.get("SHARDSEAL_KERNEL", "auto").strip().lower() or "auto")
+def _choose() -> tuple[str, ModuleType]:
+    """The engine the environment asks for. In the shardseal command, a bad or unusable choice
+    is one ``shardseal: error:`` line and exit status 2 (bad value) or 1 (the engine cannot
+    run here), not a traceback: the package is imported before the command's own error
+    handling exists.
+
+    Raises:
+        ValueError: SHARDSEAL_BACKEND or SHARDSEAL_KERNEL is not a known choice.
+        ImportError: the forced backend or kernel cannot run here.
+    """
+    try:
+        chosen, module = _load(os.environ.get("SHARDSEAL_BACKEND", "auto").strip().lower() or "auto")
+        if chosen == "native":
+            _select_kernel(module, os.environ.get("SHARDSEAL_KERNEL", "auto").strip().lower() or "auto")
+        return chosen, module
+    except (ValueError, ImportError) as exc:
+        if not _is_command_line():
+            raise
+        message, status = " ".join(str(exc).split()), 2 if isinstance(exc, ValueError) else 1
+    print(f"shardseal: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(status)
+
+
+name, impl = _choose()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import TruncatedError
+from ..errors import FormatError, TruncatedError
 
 CHUNK_SIZE = 16384
 TAG_SIZE = 16
@@ -37,9 +37,12 @@ def opened_size(ciphertext_size: int, final: bool = True) -> int:
 
     Raises:
         TruncatedError: a final run without its short final chunk.
+        FormatError: a final run of more than MAX_CHUNKS chunks (no message is that long).
         ValueError: a non-final run that does not hold whole sealed chunks.
     """
     full, rest = divmod(ciphertext_size, SEALED_CHUNK_SIZE)
+    if final and full >= MAX_CHUNKS:  # a final chunk after MAX_CHUNKS full ones: too many
+        raise FormatError(f"message too long: {ciphertext_size} bytes of chunks would pass the 2^38-chunk limit")
     if not final:
         if rest:
             raise ValueError("a non-final run of chunks must hold whole sealed chunks")
@@ -61,6 +64,7 @@ def message_plaintext_size(message_size: int) -> int:
 
     Raises:
         TruncatedError: the size is not that of any complete message.
+        FormatError: a size of more than 2^38 chunks.
     """
     if message_size < MESSAGE_HEADER_SIZE:
         raise TruncatedError("message truncated: shorter than its salt and commitment")

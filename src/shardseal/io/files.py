@@ -63,6 +63,7 @@ def open(file, mode: str = "rb", key=None, *, recipients=None, identities=None,
         if key is None and identities is None:
             raise TypeError("open(..., 'rb') needs key= or identities=")
         if _is_path(file):
+            _redact.refuse_missing_secret_path(file)
             return DecryptingReader(builtins.open(file, "rb"), key, identities=identities,
                                     threads=threads, cache_chunks=cache_chunks, close_raw=True)
         return DecryptingReader(file, key, identities=identities, threads=threads,
@@ -120,7 +121,7 @@ def copy_blocks(read_into, write, total: int, progress) -> None:
 
 def encrypt_file(src: PathLike, dst: PathLike, key=None, *, recipients=None,
                  metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None,
-                 suite: int = 256, progress: Progress = False) -> int:
+                 suite: int = 256, progress: Progress = False, dir_fd: Optional[int] = None) -> int:
     """Encrypts the file src into dst in bounded memory, atomically.
 
     dst is written as a temporary file in its folder, fsynced and renamed into place; on any
@@ -128,6 +129,8 @@ def encrypt_file(src: PathLike, dst: PathLike, key=None, *, recipients=None,
     src and dst may be the same path. dst gets src's permission bits. progress=True shows a
     tqdm bar on stderr; a callable is called with the byte count of each block done.
     Give key (a 32-byte key) or recipients (envelope encryption, see ``shardseal.encrypt``).
+    dir_fd: an open folder; dst is then a file name in it, written without following any
+    link (see ``AtomicFile``).
 
     Returns:
         The number of plaintext bytes encrypted.
@@ -136,10 +139,11 @@ def encrypt_file(src: PathLike, dst: PathLike, key=None, *, recipients=None,
         OSError: src cannot be read or dst cannot be written.
         TypeError, ValueError: bad arguments (as for ``shardseal.encrypt``).
     """
+    _redact.refuse_missing_secret_path(src)
     with builtins.open(src, "rb", buffering=0) as source, audit.target(dst):
         mode = os.fstat(source.fileno()).st_mode & 0o777
         total = os.fstat(source.fileno()).st_size
-        atomic = AtomicFile(dst, mode)
+        atomic = AtomicFile(dst, mode, dir_fd=dir_fd)
         writer = EncryptingWriter(atomic.file, key, recipients=recipients, metadata=metadata,
                                   threads=threads, suite=suite, on_close=atomic.commit,
                                   on_abort=atomic.abort)
@@ -149,14 +153,15 @@ def encrypt_file(src: PathLike, dst: PathLike, key=None, *, recipients=None,
 
 
 def decrypt_file(src: PathLike, dst: PathLike, key=None, *, identities=None,
-                 threads: Optional[int] = None, progress: Progress = False) -> int:
+                 threads: Optional[int] = None, progress: Progress = False,
+                 dir_fd: Optional[int] = None) -> int:
     """Decrypts the container src into dst in bounded memory, atomically.
 
     Every chunk is authenticated before it is written, and dst appears only once the whole
     file has authenticated: on any failure (tampering, a wrong key, truncation, Ctrl-C) nothing
     exists under dst. A process killed outright (SIGKILL, power loss) can leave its temporary
     ``.<name>.*.sseal-tmp`` file (mode 0600) holding authenticated plaintext written so far. src and dst may be the same path. dst is created with mode 0600.
-    progress: as for ``encrypt_file``. Give key or identities (see ``shardseal.decrypt``).
+    progress, dir_fd: as for ``encrypt_file``. Give key or identities (see ``shardseal.decrypt``).
 
     Returns:
         The number of plaintext bytes written.
@@ -166,9 +171,10 @@ def decrypt_file(src: PathLike, dst: PathLike, key=None, *, identities=None,
             ``shardseal.decrypt``.
         OSError: src cannot be read or dst cannot be written.
     """
+    _redact.refuse_missing_secret_path(src)
     with DecryptingReader(builtins.open(src, "rb", buffering=0), key, identities=identities,
                           threads=threads, close_raw=True) as reader:
-        atomic = AtomicFile(dst)
+        atomic = AtomicFile(dst, dir_fd=dir_fd)
         try:
             with _progress_bar(progress, reader.size, f"decrypt {Path(src).name}") as bar:
                 copy_blocks(reader.readinto, atomic.file.write, reader.size, bar)

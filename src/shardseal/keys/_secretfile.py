@@ -16,6 +16,13 @@ import warnings
 from pathlib import Path
 from typing import Callable, Union
 
+from .. import _redact
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock
+    fcntl = None
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -45,6 +52,7 @@ def read_secret_file(name: str, *, what: str, limit: int, too_large: Callable[[]
         OSError: the file cannot be opened or read (IsADirectoryError for a folder).
         Exception: what too_large returns, when the file is larger than limit.
     """
+    _redact.refuse_missing_secret_path(name)
     fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     with open(fd, "rb", closefd=True) as file:
         info = os.fstat(fd)
@@ -82,6 +90,7 @@ def write_secret_file(path: PathLike, data: bytes, *, overwrite: bool,
         FileExistsError: path exists and overwrite is false.
         OSError: the file cannot be written.
     """
+    _redact.refuse_missing_secret_path(path, for_writing=True)
     path = Path(path)
     if overwrite:
         _replace(path, data)
@@ -106,7 +115,7 @@ def _create_in_place(path: Path, data: bytes) -> None:
 
 def _replace(path: Path, data: bytes) -> None:
     # mkstemp creates the file with O_EXCL and mode 0600.
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, temp = _temp_file(path)
     try:
         _write_all(fd, data)
         os.close(fd)
@@ -121,7 +130,7 @@ def _replace(path: Path, data: bytes) -> None:
 
 
 def _create_by_link(path: Path, data: bytes) -> None:
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, temp = _temp_file(path)
     try:
         try:
             _write_all(fd, data)
@@ -137,6 +146,19 @@ def _create_by_link(path: Path, data: bytes) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
+
+
+def _temp_file(path: Path) -> tuple[int, str]:
+    """A new temporary file beside path, mode 0600 (mkstemp uses O_EXCL), locked while open.
+
+    Named and locked as the atomic writer's temporary files are (``.<name>.*.sseal-tmp``, an
+    exclusive ``flock``), so that ``shardseal clean`` removes one a killed writer left behind
+    (it holds a key) and never one a live writer is using.
+    """
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".sseal-tmp", dir=path.parent)
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
+    return fd, temp
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -272,5 +272,12 @@ def _key_not_found(header: SealedHeader, identities: Sequence[Identity]) -> KeyN
         subject = "the key does not open this container"
     else:
         subject = "none of the given keys and identities opens this container"
-    wants = " or ".join(_NEEDS[s.type].format(_stanzas.key_id(s)) for s in stanzas)
+    # A hostile header can hold a thousand stanzas: the message names the first few only
+    # (key_ids keeps them all).
+    wants = " or ".join(_NEEDS[s.type].format(_stanzas.key_id(s)) for s in stanzas[:_LISTED_KEYS])
+    if len(stanzas) > _LISTED_KEYS:
+        wants += f" (and {len(stanzas) - _LISTED_KEYS} more)"
     return KeyNotFoundError(f"{subject}; it needs {wants}", needed)
+
+
+_LISTED_KEYS = 8

@@ -639,13 +639,21 @@ def _parse_json(data: bytes, name: str):
     def no_constants(_):
         raise KeyringFileError(f"{name}: not a valid keyring: NaN or Infinity in the JSON")
 
+    def bounded_int(text):
+        # No keyring field is a number; a long one must not reach int(), which refuses over
+        # 4,300 digits with a bare ValueError.
+        if len(text) > 20:
+            raise KeyringFileError(f"{name}: not a valid keyring: a number of {len(text)} characters")
+        return int(text)
+
     # The errors are raised outside the except blocks: a decoding error kept as __context__
     # would hold the whole file (UnicodeDecodeError.object, JSONDecodeError.doc), keys included.
     text = _redact.utf8_text(data)
     if text is None:
         raise KeyringFileError(f"{name}: not a shardseal keyring (not UTF-8 text)")
     try:
-        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants)
+        return json.loads(text, object_pairs_hook=no_duplicates, parse_constant=no_constants,
+                          parse_int=bounded_int)
     except RecursionError:  # Python's parser recurses per nesting level; holds no file bytes
         raise KeyringFileError(f"{name}: not a shardseal keyring (JSON nested too deeply)") from None
     except json.JSONDecodeError as exc:

@@ -10,7 +10,7 @@ service (Vault Transit, Google Cloud KMS, Azure Key Vault, an in-house service):
 
     kms = AwsKms(region_name="eu-west-1")
     blob = shardseal.encrypt(data, recipients=[KmsKey(kms, "arn:aws:kms:eu-west-1:111122223333:key/...")])
-    data = shardseal.decrypt(blob, identities=[KmsIdentity(kms)])
+    data = shardseal.decrypt(blob, identities=[KmsIdentity(kms, allowed_accounts=["111122223333"])])
 
 **Encryption context.** Every wrap and unwrap sends the KMS the encryption context
 ``{"shardseal:header-sha256": <SHA-256 hex of the header's fixed part>}`` (see
@@ -20,6 +20,16 @@ the KMS binds the wrapped key to the file it was made for: a stanza copied into 
 CloudTrail logs name the file header each decryption was for. Re-wrapping a file's key for new
 recipients (key rotation) rewrites only the key block and keeps the fixed part, so the context,
 and every existing KMS stanza, stays valid.
+
+**Who chooses the key.** A ``KmsIdentity(provider)`` with neither ``key_ids`` nor
+``allowed_accounts`` sends ``Decrypt`` for whatever key ARNs the file names (at most 8 per
+file). A hostile file can name a key in its author's account: the call fails, but that
+account's CloudTrail records it, with your principal, time and source address, and so learns
+that and when you opened the file (a beacon); a provider other than AWS leaks the same way to
+whoever runs the key it is pointed at. Name the keys you expect (``key_ids=``, or
+``-i aws-kms:<ARN>`` on the command line) or the accounts you trust (``allowed_accounts=``,
+like the AWS Encryption SDK's discovery filter); a file that names any other key is then
+declined without a request.
 
 **Stanza.** A KMS stanza (type ``0x0006``) holds the provider's name, the key reference exactly
 as it was given to :class:`KmsKey`, and the provider's opaque wrapped key; ``inspect`` and
@@ -34,6 +44,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import os
+import re
 from typing import Iterable, Iterator, Mapping, Optional
 
 from .. import _redact
@@ -55,6 +66,7 @@ __all__ = [
 
 CONTEXT_KEY = "shardseal:header-sha256"
 AWS_KMS = "aws-kms"
+_AWS_ACCOUNT = re.compile(r"[0-9]{12}")
 
 # A provider name is the prefix of "<provider>:<key reference>" strings, so no colon.
 _PROVIDER_NAME = _stanzas.KMS_PROVIDER_NAME
@@ -196,25 +208,45 @@ class KmsKey(Recipient):
 class KmsIdentity(Identity):
     """Opens KMS stanzas of one provider by asking the KMS to unwrap them.
 
+    Without key_ids the **file** chooses which keys your credentials are asked to use: a
+    hostile file can name a key in its author's AWS account, and your ``Decrypt`` call, which
+    that account's CloudTrail logs with your identity, tells the author that (and when, and
+    from where) you opened the file. At most 8 such calls per file
+    (``Identity.max_unwrap_attempts``). Name the keys you expect (key_ids), or at least the
+    accounts you trust (allowed_accounts, like the AWS Encryption SDK's discovery filter).
+
     Args:
         provider: the KeyProvider that talks to the KMS.
         key_ids: the key references to try (as stored in stanzas, see ``KmsKey``); None tries
-            every stanza of this provider, which suits a caller whose KMS permissions decide.
+            every stanza of this provider that allowed_accounts lets through.
+        allowed_accounts: AWS account ids (12 digits) whose keys may be tried: a stanza is
+            then tried only when its key reference is a KMS ARN
+            (``arn:<partition>:kms:<region>:<account>:key/...`` or ``...:alias/...``) of one of
+            these accounts; bare key ids and alias names (which resolve in the caller's own
+            account) are declined, as are references of other providers' forms. None: no
+            account filter.
 
     Raises:
-        TypeError: provider is not a KeyProvider, or key_ids holds a non-str.
-        ValueError: a bad provider name, an empty key_ids, or a bad key id.
+        TypeError: provider is not a KeyProvider, key_ids or allowed_accounts holds a non-str.
+        ValueError: a bad provider name, an empty key_ids or allowed_accounts, a bad key id,
+            an account id that is not 12 digits.
     """
 
     stanza_type = _stanzas.KMS
 
-    def __init__(self, provider: KeyProvider, key_ids: Optional[Iterable[str]] = None) -> None:
+    def __init__(self, provider: KeyProvider, key_ids: Optional[Iterable[str]] = None, *,
+                 allowed_accounts: Optional[Iterable[str]] = None) -> None:
         self._provider = _check_provider(provider)
         if isinstance(key_ids, str):
             key_ids = [key_ids]
         self._key_refs = None if key_ids is None else tuple(_check_key_ref(k) for k in key_ids)
         if self._key_refs == ():
             raise ValueError("key_ids must name at least one key (or be None for any key)")
+        if isinstance(allowed_accounts, str):
+            allowed_accounts = [allowed_accounts]
+        self._accounts = None if allowed_accounts is None else frozenset(_check_account(a) for a in allowed_accounts)
+        if self._accounts == frozenset():
+            raise ValueError("allowed_accounts must name at least one account (or be None for any)")
 
     @property
     def provider(self) -> KeyProvider:
@@ -241,11 +273,30 @@ class KmsIdentity(Identity):
             return None
         if self._key_refs is not None and stanza.key_ref not in self._key_refs:
             return None
+        if self._accounts is not None and _arn_account(stanza.key_ref) not in self._accounts:
+            return None  # declined before any request: not an attempt
         return bytes(self._provider.unwrap(stanza.key_ref, stanza.wrapped_key,
                                            encryption_context(context)))
 
     def __repr__(self) -> str:
-        return f"KmsIdentity(key_ids={self.key_ids!r})"
+        accounts = "" if self._accounts is None else f", allowed_accounts={sorted(self._accounts)!r}"
+        return f"KmsIdentity(key_ids={self.key_ids!r}{accounts})"
+
+
+def _check_account(account) -> str:
+    if not isinstance(account, str):
+        raise TypeError(f"an AWS account id must be a str, not {type(account).__name__}")
+    if not _AWS_ACCOUNT.fullmatch(account):
+        raise ValueError(f"an AWS account id is 12 ASCII digits, got {_redact.shown(account)}")
+    return account
+
+
+def _arn_account(key_ref: str) -> Optional[str]:
+    """The account of a KMS key or alias ARN, or None for any other reference."""
+    parts = key_ref.split(":", 5)
+    if len(parts) == 6 and parts[0] == "arn" and parts[2] == "kms" and _AWS_ACCOUNT.fullmatch(parts[4]):
+        return parts[4]
+    return None
 
 
 # -- AWS KMS --------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ gives an ordinary ``.safetensors`` file. Reading needs no plaintext file either:
 A header that is not a valid safetensors header raises ``FormatError`` (a ``ValueError``) when
 the file is opened, never later: this includes a shape whose byte size, zero dimensions counted
 as one, passes ``2**63 - 1`` (``MAX_TENSOR_BYTES``; torch could not compute its strides), which
-safetensors itself accepts. A file whose tensors are all zero-size loads, as with safetensors.
+safetensors itself accepts, and a shape of more than 64 dimensions (``MAX_NDIM``, numpy's limit). A file whose tensors are all zero-size loads, as with safetensors.
 """
 
 from __future__ import annotations
@@ -29,16 +29,20 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from ..container import blob as _blob
 from ..io import files as _files
 from ..errors import FormatError, TruncatedError
 
-__all__ = ["MAX_HEADER_SIZE", "MAX_TENSOR_BYTES", "load_file", "safe_open", "save_file"]
+__all__ = ["MAX_HEADER_SIZE", "MAX_NDIM", "MAX_TENSOR_BYTES", "load_file", "safe_open", "save_file"]
 
 # safetensors' own limit on its JSON header.
 MAX_HEADER_SIZE = 100_000_000
 # The largest tensor (in bytes, zero dimensions counted as one) a header may describe: sizes
-# and strides must fit a signed 64-bit integer, as torch and numpy compute them.
-MAX_TENSOR_BYTES = 2**63 - 1
+# and strides must fit a signed 64-bit integer, as torch and numpy compute them. The same
+# rules as for shardseal's own array and tensor headers (FORMAT.md 2.3.1), from one definition.
+MAX_TENSOR_BYTES = _blob.MAX_TENSOR_BYTES
+# At most numpy's number of dimensions.
+MAX_NDIM = _blob.MAX_NDIM
 _METADATA_KEY = "__metadata__"
 
 # safetensors dtype: (bytes per element, torch dtype name, numpy dtype or None). The order is
@@ -236,12 +240,7 @@ def _nbytes_matches(shape, itemsize: int, expected: int) -> bool:
 def _strided_size(shape, itemsize: int) -> int:
     """The byte size of shape with zero dimensions counted as one: the largest stride (and
     size) torch or numpy computes for a tensor of that shape."""
-    size = itemsize
-    for n in shape:
-        size *= max(n, 1)
-        if size > MAX_TENSOR_BYTES:
-            break  # no need to build a huge integer from a hostile shape
-    return size
+    return _blob.strided_size(shape, itemsize)
 
 
 def _parse_entry(name: str, entry, data_size: int) -> _TensorInfo:
@@ -264,6 +263,8 @@ def _parse_entry(name: str, entry, data_size: int) -> _TensorInfo:
     if not _nbytes_matches(shape, _DTYPES[dtype][0], end - begin):
         raise FormatError(f"safetensors header: tensor {name!r} has shape {shape} and dtype {dtype}, "
                           f"which do not fill its data_offsets [{begin}, {end}]")
+    if len(shape) > MAX_NDIM:  # numpy cannot make such an array, torch not always either
+        raise FormatError(f"safetensors header: tensor {name!r} has {len(shape)} dimensions (at most {MAX_NDIM})")
     if _strided_size(shape, _DTYPES[dtype][0]) > MAX_TENSOR_BYTES:
         # A zero-size tensor fills [begin, begin) whatever its other dimensions, but torch and
         # numpy still compute strides from them: refuse what would overflow a 64-bit size.

@@ -32,12 +32,23 @@ __all__ = ["TENSOR_CONTENT_TYPE", "decrypt_tensor", "encrypt_tensor", "load", "s
 
 TENSOR_CONTENT_TYPE = "torch.Tensor"
 
-# Every dtype of this torch by its name without "torch.": "float32", "bfloat16",
-# "float8_e4m3fn", ... Quantized dtypes are left out: their scale and zero point are not bytes.
+# The closed table of tensor dtypes a header may name (FORMAT.md 2.3.1): the name without
+# "torch." and the bytes per element. Anything else is refused, whatever the installed torch
+# knows. Quantized dtypes are left out: their scale and zero point are not bytes. The sub-byte
+# "shell" dtypes (uint1 ... uint7, int1 ... int7, bits*) hold one element per byte, as torch
+# stores them; float4_e2m1fn_x2 packs two 4-bit values in each byte.
+DTYPE_SIZES: dict[str, int] = {
+    "bool": 1, "uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "uint32": 4, "int32": 4,
+    "uint64": 8, "int64": 8, "float16": 2, "bfloat16": 2, "float32": 4, "float64": 8,
+    "complex32": 4, "complex64": 8, "complex128": 16,
+    "float8_e4m3fn": 1, "float8_e4m3fnuz": 1, "float8_e5m2": 1, "float8_e5m2fnuz": 1,
+    "float8_e8m0fnu": 1, "float4_e2m1fn_x2": 1,
+    "bits8": 1, "bits16": 2, "bits1x8": 1, "bits2x4": 1, "bits4x2": 1,
+    **{f"uint{bits}": 1 for bits in range(1, 8)}, **{f"int{bits}": 1 for bits in range(1, 8)},
+}
+# The dtypes of the table that this torch has, by name: "float32", "bfloat16", ...
 DTYPES: dict[str, torch.dtype] = {
-    str(value).split(".", 1)[1]: value
-    for value in vars(torch).values()
-    if isinstance(value, torch.dtype) and not str(value).startswith(("torch.qint", "torch.quint"))
+    name: getattr(torch, name) for name in DTYPE_SIZES if isinstance(getattr(torch, name, None), torch.dtype)
 }
 _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
@@ -163,13 +174,20 @@ def _tensor_spec(spec) -> tuple[torch.dtype, list]:
     if not isinstance(spec, dict) or "dtype" not in spec or "shape" not in spec:
         raise FormatError("this container does not hold a torch tensor (made by encrypt_tensor); "
                           "use shardseal.decrypt() or shardseal.decrypt_array()")
-    dtype = DTYPES.get(spec["dtype"]) if isinstance(spec["dtype"], str) else None
+    name = spec["dtype"]
+    if not isinstance(name, str) or name not in DTYPE_SIZES:
+        raise FormatError(f"the header's tensor dtype {_shown_name(name)} is not a dtype of the table of FORMAT.md 2.3.1")
+    dtype = DTYPES.get(name)
     if dtype is None:
-        raise FormatError(f"the header's tensor dtype {spec['dtype']!r} is not a dtype of this torch")
-    shape = spec["shape"]
-    if not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
-        raise FormatError("the header's tensor shape is not a list of non-negative ints")
+        raise FormatError(f"the header's tensor dtype {name!r} is not a dtype of this torch ({torch.__version__})")
+    # Before torch.empty: a hostile shape must not reach torch's stride computation.
+    shape = _blob.check_shape(spec["shape"], DTYPE_SIZES[name], "tensor")
     return dtype, shape
+
+
+def _shown_name(name) -> str:
+    # A header's string may be long or odd: show a short, escaped form.
+    return repr(name[:40]) + ("..." if len(name) > 40 else "") if isinstance(name, str) else type(name).__name__
 
 
 def decrypt_tensor(blob, key=None, *, identities=None, device="cpu", threads: Optional[int] = None) -> torch.Tensor:
