@@ -24,7 +24,7 @@ from typing import Callable, Optional
 import numpy as np
 
 import shardseal
-from shardseal import _backend, _pybackend
+from shardseal.core import backend as _backend, _pybackend
 
 GB = 1e9
 SLOW_RUN_SECONDS = 1.0  # a peer run slower than this gets fewer repeats

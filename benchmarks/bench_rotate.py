@@ -40,8 +40,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import shardseal
-from shardseal import _envelope, _layout, _stanzas
-from shardseal.rotation import _human_bytes as fmt_bytes  # the report's own byte counts
+from shardseal.keys import envelope as _envelope, stanzas as _stanzas
+from shardseal.core import layout as _layout
+from shardseal.ops.rotation import _human_bytes as fmt_bytes  # the report's own byte counts
 from shardseal.rotation import rotate
 
 if __package__:  # python -m benchmarks.bench_rotate

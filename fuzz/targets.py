@@ -27,6 +27,7 @@ from typing import Callable
 import shardseal
 from shardseal import keyfile, keyring, manifest, x25519
 from shardseal.errors import ShardsealError
+from shardseal.ops import manifest as manifest_home
 from shardseal.passphrase import Passphrase
 
 # Fixed secrets: fuzzing needs files it can open, not secrecy.
@@ -246,12 +247,13 @@ _KEYRING_BLOB = shardseal.encrypt(b"keyring target", recipients=[KEYRING.recipie
 def _plaintext_writer(plaintext: bytes):
     # Seam: the manifest writer encodes its plaintext in one function; replacing it makes
     # Dataset.create write a real manifest container around the fuzzer's plaintext.
-    original = manifest._encode_document
-    manifest._encode_document = lambda *args: plaintext
+    # Patched in its home module (shardseal.ops.manifest): the short path only re-exports.
+    original = manifest_home._encode_document
+    manifest_home._encode_document = lambda *args: plaintext
     try:
         yield
     finally:
-        manifest._encode_document = original
+        manifest_home._encode_document = original
 
 
 def _fresh_dataset_folder() -> Path:

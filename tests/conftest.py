@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from shardseal import _backend, _pybackend
+from shardseal.core import backend as _backend, _pybackend
 
 WYCHEPROOF = Path(__file__).resolve().parents[1] / "testdata" / "wycheproof"
 
@@ -40,7 +40,7 @@ def backend(request, monkeypatch):
 def fixed_salt(monkeypatch):
     """Makes every container use the same salt, so that two backends' bytes can be compared."""
     salt = bytes(range(24))
-    monkeypatch.setattr("shardseal._api._random_salt", lambda: salt)
+    monkeypatch.setattr("shardseal.container.blob.random_salt", lambda: salt)
     return salt
 
 

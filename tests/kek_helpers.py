@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-from shardseal import _envelope, _stanzas
+from shardseal.keys import envelope as _envelope, stanzas as _stanzas
 from shardseal.errors import AuthenticationError
 
 

@@ -14,7 +14,11 @@ import struct
 import pytest
 
 import shardseal
-from shardseal import _api, _backend, _container, _keys, _layout, _stanzas, keyfile, keyring, kms, manifest
+from shardseal import keyfile, keyring, kms
+from shardseal.container import blob as _blob, header as _container
+from shardseal.core import backend as _backend, layout as _layout
+from shardseal.keys import direct as _direct, stanzas as _stanzas
+from shardseal.ops import manifest
 from shardseal.errors import FormatError, KeyNotFoundError, KeyringFileError
 
 from . import cli_helpers
@@ -26,14 +30,14 @@ import shardseal.torch as stt  # noqa: E402
 
 def seal_with_metadata(key: bytes, header_metadata: dict, payload: bytes = b"") -> bytes:
     """An authentic direct-key container with any header metadata (a foreign or hostile writer)."""
-    plan = _api.plan_header(key, None, 256, header_metadata)
-    return _backend.impl.seal(256, plan.input_key, _api._random_salt(), plan.fixed, payload, 1, plan.header)
+    plan = _blob.plan_header(key, None, 256, header_metadata)
+    return _backend.impl.seal(256, plan.input_key, _blob.random_salt(), plan.fixed, payload, 1, plan.header)
 
 
 def raw_container(key: bytes, metadata_json: bytes, payload: bytes = b"") -> bytes:
     """A container whose metadata bytes are given as they are (bypassing the writer's checks)."""
     fixed = struct.pack(">10sBBI", _container.MAGIC, 1, 1, len(metadata_json)) + metadata_json
-    block = _container.encode_key_block([_keys.direct_stanza(key)])
+    block = _container.encode_key_block([_direct.direct_stanza(key)])
     return _backend.impl.seal(256, key, os.urandom(24), fixed, payload, 1, fixed + block)
 
 
@@ -89,8 +93,8 @@ def test_the_largest_shapes_still_open(key):
 
 
 def test_one_definition_of_the_limits():
-    assert sst.MAX_TENSOR_BYTES is _api.MAX_TENSOR_BYTES == 2**63 - 1
-    assert sst.MAX_NDIM is _api.MAX_NDIM == 64
+    assert sst.MAX_TENSOR_BYTES is _blob.MAX_TENSOR_BYTES == 2**63 - 1
+    assert sst.MAX_NDIM is _blob.MAX_NDIM == 64
 
 
 # ---- 2: safe_open --------------------------------------------------------------------------

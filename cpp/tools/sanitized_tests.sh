@@ -31,5 +31,6 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export PYTHONPATH="$PWD/$BUILD/pkg:$PWD"
 export SHARDSEAL_REQUIRE_NATIVE=1
 "$PYTHON" -c "import shardseal._native as n, sys; assert '$BUILD' in n.__file__, n.__file__; print('sanitized module:', n.__file__, '| kernels:', n.kernel_status())"
-exec "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_wycheproof.py \
-  tests/test_interop.py tests/test_native_stub.py "$@"
+exec "$PYTHON" -m pytest -q -p no:cacheprovider tests/core/test_kernels.py tests/core/test_wycheproof.py \
+  tests/core/test_interop.py tests/core/test_native_stub.py tests/core/test_native_hkdf.py \
+  tests/io/test_random_read.py "$@"

@@ -12,9 +12,10 @@ C++ engine does the bulk work on all cores, with a byte-identical pure-Python fa
 
 from __future__ import annotations
 
-from . import _backend, cobblestone, errors
-from ._backend import backend_info
-from ._api import (
+from .core import backend as _backend, cobblestone
+from . import errors
+from .core.backend import backend_info
+from .container.blob import (
     ContainerInfo,
     StanzaInfo,
     clear_key_cache,
@@ -29,9 +30,9 @@ from ._api import (
     generate_key,
     inspect,
 )
-from ._files import decrypt_file, encrypt_file, open
-from ._stream import DecryptingReader, EncryptingWriter
-from ._envelope import Identity, Recipient, WrapContext
+from .io.files import decrypt_file, encrypt_file, open
+from .io.stream import DecryptingReader, EncryptingWriter
+from .keys.envelope import Identity, Recipient, WrapContext
 from .errors import (
     AuthenticationError,
     FormatError,
@@ -108,9 +109,9 @@ def __getattr__(name: str):
     # Rotation is imported on first use: a large module that readers and DataLoader workers,
     # which import shardseal in every process, never need.
     if name in ("rotate", "RotationReport"):
-        from . import rotation
+        from .ops import rotation
         return getattr(rotation, name)
     if name == "clean_temp_files":
-        from . import cleanup
+        from .io import cleanup
         return cleanup.clean_temp_files
     raise AttributeError(f"module 'shardseal' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Type stub of the native module (cpp/bindings/_native.cpp). tests/test_native_stub.py
+"""Type stub of the native module (cpp/bindings/_native.cpp). tests/core/test_native_stub.py
 checks that it matches the compiled module."""
 
 from collections.abc import Buffer

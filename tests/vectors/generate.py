@@ -11,7 +11,7 @@ The output is deterministic: every key, salt and plaintext is fixed.
 * plaintexts: pattern(n)  = bytes(i % 251 for i in range(n))
 
 Valid containers are made with shardseal's own public API (``encrypt``, ``encrypt_array``)
-with the salt injected through the test hook ``shardseal._api._random_salt``; when the native
+with the salt injected through the test hook ``shardseal.container.blob.random_salt``; when the native
 module is present, the pure-Python backend is checked to give the same bytes. Invalid
 containers are derived from valid ones by hand, with the layout of docs/FORMAT.md.
 
@@ -43,7 +43,8 @@ from pathlib import Path
 import numpy as np
 
 import shardseal
-from shardseal import _api, _backend, _pybackend
+from shardseal.container import blob as _blob
+from shardseal.core import backend as _backend, _pybackend
 
 OUT = Path(__file__).resolve().parent / "container_v1.json"
 
@@ -101,15 +102,15 @@ def split(container: bytes) -> tuple[bytes, bytes, bytes]:
 def with_salt(salt_bytes: bytes, fn):
     """Calls fn with the salt hook set, on the default backend and, when the native module
     is loaded, on the Python backend too; checks both give the same bytes."""
-    saved_salt, saved_impl, saved_name = _api._random_salt, _backend.impl, _backend.name
-    _api._random_salt = lambda: salt_bytes
+    saved_salt, saved_impl, saved_name = _blob.random_salt, _backend.impl, _backend.name
+    _blob.random_salt = lambda: salt_bytes
     try:
         result = fn()
         if _backend.impl is not _pybackend:
             _backend.impl, _backend.name = _pybackend, "python"
             assert fn() == result, "the native and Python backends disagree"
     finally:
-        _api._random_salt, _backend.impl, _backend.name = saved_salt, saved_impl, saved_name
+        _blob.random_salt, _backend.impl, _backend.name = saved_salt, saved_impl, saved_name
     return result
 
 
@@ -125,7 +126,7 @@ def valid_vector(name, comment, *, n=0, suite=256, metadata=None, key_label="A",
     fixed, block, payload = split(container)
     info = shardseal.inspect(container)
     header_metadata = json.loads(fixed[16:].decode("utf-8"))
-    input_key = k if suite == 256 else shardseal._keys.input_key(k, 128)
+    input_key = k if suite == 256 else shardseal.keys.direct.input_key(k, 128)
     vector = {
         "name": name,
         "comment": comment,
@@ -194,8 +195,8 @@ def main() -> int:
     # the payload: here an unknown non-critical stanza and another key's direct stanza first.
     base = containers["small-256-user-metadata"]
     fixed, _, payload = split(base)
-    other_id = shardseal._keys.key_id(key("B"))
-    own_id = shardseal._keys.key_id(key("A"))
+    other_id = shardseal.keys.direct.key_id(key("B"))
+    own_id = shardseal.keys.direct.key_id(key("A"))
     rewrapped = fixed + key_block([(0x0042, b"ignored by v1 readers"), (0x0001, other_id),
                                    (0x0001, own_id)]) + payload
     vector = dict(valid[2])

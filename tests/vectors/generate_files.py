@@ -24,7 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from shardseal import _backend, _container, _keys, keyfile, keyring, manifest, x25519
+from shardseal.keys import keyfile, keyring, x25519
+from shardseal.ops import manifest
+from shardseal.core import backend as _backend
+from shardseal.container import header as _container
+from shardseal.keys import direct as _direct
 
 OUT = Path(__file__).resolve().parent / "files_v1.json"
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -42,12 +46,12 @@ def pattern(n: int) -> bytes:
 def seal(file_key: bytes, metadata: dict, stanzas: list, plaintext: bytes, salt_label: str, suite: int = 256) -> bytes:
     fixed = _container.encode_fixed(suite, metadata)
     header = fixed + _container.encode_key_block(stanzas)
-    return bytes(_backend.impl.seal(suite, _keys.input_key(file_key, suite), derived(salt_label, 24),
+    return bytes(_backend.impl.seal(suite, _direct.input_key(file_key, suite), derived(salt_label, 24),
                                     fixed, plaintext, 1, header))
 
 
 def direct(key: bytes, metadata: dict, plaintext: bytes, salt_label: str) -> bytes:
-    return seal(key, metadata, [_container.Stanza(_container.STANZA_DIRECT, _keys.key_id(key))],
+    return seal(key, metadata, [_container.Stanza(_container.STANZA_DIRECT, _direct.key_id(key))],
                 plaintext, salt_label)
 
 
@@ -68,7 +72,7 @@ def key_files() -> dict:
     printable = b"0123456789abcdef0123456789abcdef"
     return {
         "key": key.hex(),
-        "key_id": _keys.key_id(key).hex(),
+        "key_id": _direct.key_id(key).hex(),
         "file": keyfile.format_key_file(key, CREATED),
         "container": direct(key, {}, pattern(100), "key-file salt").hex(),
         "plaintext_length": 100,
@@ -255,7 +259,7 @@ SHARDS = [("a/0.sseal", 5000), ("b.sseal", 0), ("e\u0301.sseal", 10), ("\u00e9.s
 def _document(**changes) -> dict:
     key = derived("dataset key")
     document = {"format": manifest.FORMAT, "dataset_key": base64.b64encode(key).decode(),
-                "dataset_key_id": _keys.key_id(key).hex(),
+                "dataset_key_id": _direct.key_id(key).hex(),
                 "shards": [{"name": "a.sseal", "size": 100, "sha256": "0" * 64}],
                 "created": MANIFEST_TIME, "updated": MANIFEST_TIME}
     document.update(changes)
@@ -303,12 +307,12 @@ def datasets() -> dict:
         {"name": "upper-case sha256", "text": _canonical(_document(shards=[dict(entry, sha256="A" * 64)]))},
         {"name": "non-canonical base64 key", "text": _canonical(_document(
             dataset_key=base64.b64encode(key).decode()[:-2] + chr(ord(base64.b64encode(key).decode()[-2]) + 1) + "="))},
-        {"name": "upper-case key id", "text": _canonical(_document(dataset_key_id=_keys.key_id(key).hex().upper()))},
+        {"name": "upper-case key id", "text": _canonical(_document(dataset_key_id=_direct.key_id(key).hex().upper()))},
         {"name": "not canonical JSON", "text": json.dumps(_document())},
     ]
     return {
         "dataset_key": key.hex(),
-        "dataset_key_id": _keys.key_id(key).hex(),
+        "dataset_key_id": _direct.key_id(key).hex(),
         "identity": identity.to_string(),
         "manifest_name": manifest.MANIFEST_NAME,
         "manifest_plaintext": plaintext.decode(),

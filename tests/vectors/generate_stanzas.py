@@ -35,8 +35,11 @@ import json
 import struct
 from pathlib import Path
 
-from shardseal import _backend, _container, _keys, _stanzas, keyring, kms, passphrase, x25519
-from shardseal._envelope import WrapContext
+from shardseal.keys import keyring, kms, passphrase, x25519
+from shardseal.core import backend as _backend
+from shardseal.container import header as _container
+from shardseal.keys import direct as _direct, stanzas as _stanzas
+from shardseal.keys.envelope import WrapContext
 
 OUT = Path(__file__).resolve().parent / "stanzas_v1.json"
 PLAINTEXT = bytes(i % 251 for i in range(1000))
@@ -54,7 +57,7 @@ def derived(label: str, name: str, n: int = 32) -> bytes:
 def container(name: str, stanza_type: int, body: bytes, file_key: bytes) -> bytes:
     fixed = _container.encode_fixed(256, {"user": {"vector": name}})
     header = fixed + _container.encode_key_block([_container.Stanza(stanza_type, body)])
-    return bytes(_backend.impl.seal(256, _keys.input_key(file_key, 256), derived("salt", name, 24),
+    return bytes(_backend.impl.seal(256, _direct.input_key(file_key, 256), derived("salt", name, 24),
                                     fixed, PLAINTEXT, 1, header))
 
 
@@ -77,7 +80,7 @@ def raw_container(name: str, stanzas: list[tuple[int, bytes]], file_key: bytes, 
         fixed = _container.MAGIC + struct.pack(">BBI", 1, 1, len(metadata)) + metadata
     block = struct.pack(">H", len(stanzas)) + b"".join(
         struct.pack(">HI", stanza_type, len(body)) + body for stanza_type, body in stanzas)
-    return bytes(_backend.impl.seal(256, _keys.input_key(file_key, 256), derived("salt", name, 24),
+    return bytes(_backend.impl.seal(256, _direct.input_key(file_key, 256), derived("salt", name, 24),
                                     fixed, PLAINTEXT, 1, fixed + block))
 
 
@@ -97,7 +100,7 @@ def header_checks(vectors: list[dict]) -> list[dict]:
     section 4): each is opened with a direct key (key, hex) or a passphrase, and must raise
     error (null: decrypt succeeds) and make inspect raise inspect_error (null: it succeeds)."""
     key = derived("direct key", "header checks")
-    direct = (_stanzas.DIRECT, bytes(_keys.direct_stanza(key).body))
+    direct = (_stanzas.DIRECT, bytes(_direct.direct_stanza(key).body))
     pkcs11_uri = PKCS11_URI.encode()
     pass_vector = next(v for v in vectors if v["name"] == "passphrase")
     pass_stanza = (_stanzas.PASSPHRASE, bytes.fromhex(pass_vector["body"]))

@@ -1,0 +1,1 @@
+"""Machine-learning integrations: torch tensors, safetensors files and datasets for data loaders."""

@@ -1,0 +1,1 @@
+"""Operations on many files: key rotation and dataset manifests."""

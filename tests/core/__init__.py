@@ -1,0 +1,1 @@
+"""The payload engine: kernels, threads, Wycheproof AES-GCM, interoperability, the native stub."""

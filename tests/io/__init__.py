@@ -1,0 +1,1 @@
+"""Streams and files: open(), encrypt_file(), crash safety, fsspec."""

@@ -1,0 +1,1 @@
+"""ML integrations: torch, safetensors, datasets."""

@@ -1,0 +1,1 @@
+"""Operations: key rotation (and its crash recovery) and dataset manifests."""
