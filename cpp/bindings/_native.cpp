@@ -2,7 +2,9 @@
 // the GIL is released around the bulk work.
 #include <pybind11/pybind11.h>
 
-#include <sys/mman.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <sys/mman.h>  // madvise (a hint; skipped where there is none)
+#endif
 
 #include <cerrno>
 #include <cstring>
@@ -15,6 +17,7 @@
 #include "shardseal/errors.hpp"
 #include "shardseal/kernel.hpp"
 #include "shardseal/random_read.hpp"
+#include "shardseal/secure.hpp"
 #include "shardseal/thread_pool.hpp"
 
 namespace py = pybind11;
@@ -72,7 +75,7 @@ constexpr size_t kHugePage = size_t{2} << 20;
 constexpr size_t kHugePagesAbove = 8 * kHugePage;
 
 void advise_huge_pages(uint8_t* data, size_t size) {
-#ifdef MADV_HUGEPAGE
+#if defined(MADV_HUGEPAGE)
   if (size < kHugePagesAbove) return;
   uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + kHugePage - 1) & ~(kHugePage - 1);
   uintptr_t end = (reinterpret_cast<uintptr_t>(data) + size) & ~(kHugePage - 1);
@@ -92,7 +95,10 @@ py::bytes new_bytes(size_t size, uint8_t** data) {
   return py::reinterpret_steal<py::bytes>(obj);
 }
 
-py::bytes to_bytes(const std::vector<uint8_t>& v) {
+// Copies bytes into a new bytes object. Secrets arrive as SecretBytes, wiped when freed, so
+// the only copy left is the one Python owns.
+template <typename Bytes>
+py::bytes to_bytes(const Bytes& v) {
   return py::bytes(reinterpret_cast<const char*>(v.data()), v.size());
 }
 
@@ -350,7 +356,7 @@ PYBIND11_MODULE(_native, m) {
       "hkdf_sha512",
       [](py::handle ikm, py::handle salt, py::handle info, size_t length) {
         Buffer i(ikm, "ikm"), s(salt, "salt"), f(info, "info");
-        std::vector<uint8_t> out(length);
+        shardseal::SecretBytes out(length);
         shardseal::hkdf_sha512(i.data(), i.size(), s.data(), s.size(), f.data(), f.size(),
                                out.data(), length);
         return to_bytes(out);
@@ -361,7 +367,7 @@ PYBIND11_MODULE(_native, m) {
       "hkdf_expand_sha512",
       [](py::handle prk, py::handle info, size_t length) {
         Buffer p(prk, "prk"), f(info, "info");
-        std::vector<uint8_t> out(length);
+        shardseal::SecretBytes out(length);
         shardseal::hkdf_expand_sha512(p.data(), p.size(), f.data(), f.size(), out.data(),
                                       length);
         return to_bytes(out);

@@ -9,8 +9,6 @@
 #include <openssl/params.h>
 #include <openssl/sha.h>
 
-#include <string.h>  // explicit_bzero
-
 #include <algorithm>
 #include <stdexcept>
 #include <string>
@@ -100,104 +98,101 @@ EVP_MAC* hmac_algorithm() {
   return hmac;
 }
 
+struct MacCtxDeleter {
+  void operator()(EVP_MAC_CTX* ctx) const noexcept { EVP_MAC_CTX_free(ctx); }
+};
+
 class HmacSha512 {
  public:
+  // ctx_ is owned before anything can throw: a failed init frees it.
   HmacSha512(const uint8_t* key, size_t key_len) : ctx_(EVP_MAC_CTX_new(hmac_algorithm())) {
-    if (ctx_ == nullptr) fail("EVP_MAC_CTX_new");
+    if (!ctx_) fail("EVP_MAC_CTX_new");
     char digest[] = "SHA512";
     OSSL_PARAM params[] = {
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0),
         OSSL_PARAM_construct_end()};
     // HMAC accepts an empty key; OpenSSL wants a non-null pointer for it.
     static const uint8_t empty = 0;
-    if (EVP_MAC_init(ctx_, key_len ? key : &empty, key_len, params) != 1) fail("HMAC init");
+    if (EVP_MAC_init(ctx_.get(), key_len ? key : &empty, key_len, params) != 1)
+      fail("HMAC init");
   }
-  ~HmacSha512() { EVP_MAC_CTX_free(ctx_); }
   HmacSha512(const HmacSha512&) = delete;
   HmacSha512& operator=(const HmacSha512&) = delete;
 
   void restart() {
-    if (EVP_MAC_init(ctx_, nullptr, 0, nullptr) != 1) fail("HMAC init");
+    if (EVP_MAC_init(ctx_.get(), nullptr, 0, nullptr) != 1) fail("HMAC init");
   }
   void update(const uint8_t* data, size_t len) {
-    if (len > 0 && EVP_MAC_update(ctx_, data, len) != 1) fail("HMAC update");
+    if (len > 0 && EVP_MAC_update(ctx_.get(), data, len) != 1) fail("HMAC update");
   }
   void finish(uint8_t out[kSha512Size]) {
     size_t written = 0;
-    if (EVP_MAC_final(ctx_, out, &written, kSha512Size) != 1) fail("HMAC final");
+    if (EVP_MAC_final(ctx_.get(), out, &written, kSha512Size) != 1) fail("HMAC final");
   }
 
  private:
-  EVP_MAC_CTX* ctx_;
+  std::unique_ptr<EVP_MAC_CTX, MacCtxDeleter> ctx_;
 };
 #endif
 
 }  // namespace
 
-void secure_wipe(void* p, size_t len) {
-  if (len > 0) OPENSSL_cleanse(p, len);
-}
-
-void wipe_buffer(void* p, size_t len) {
-  if (len == 0) return;
-#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 25))
-  explicit_bzero(p, len);
-#else
-  OPENSSL_cleanse(p, len);
-#endif
+void CipherCtxDeleter::operator()(EVP_CIPHER_CTX* ctx) const noexcept {
+  EVP_CIPHER_CTX_free(ctx);  // also cleanses the key schedule
 }
 
 GcmCipher::GcmCipher(const uint8_t* key, size_t key_len, Direction direction)
-    : ctx_(EVP_CIPHER_CTX_new()), direction_(direction) {
-  if (ctx_ == nullptr) fail("EVP_CIPHER_CTX_new");
+    : ctx_(EVP_CIPHER_CTX_new()) {
+  // ctx_ owns the context from here: the throws below (a bad key length, a failed set-up)
+  // free it.
+  if (!ctx_) fail("EVP_CIPHER_CTX_new");
   const EVP_CIPHER* cipher = gcm_cipher(key_len);
   int ok = direction == Direction::kSeal
-               ? EVP_EncryptInit_ex(ctx_, cipher, nullptr, key, nullptr)
-               : EVP_DecryptInit_ex(ctx_, cipher, nullptr, key, nullptr);
-  if (ok != 1) {
-    EVP_CIPHER_CTX_free(ctx_);
-    fail("AES-GCM key setup");
-  }
+               ? EVP_EncryptInit_ex(ctx_.get(), cipher, nullptr, key, nullptr)
+               : EVP_DecryptInit_ex(ctx_.get(), cipher, nullptr, key, nullptr);
+  if (ok != 1) fail("AES-GCM key setup");
 }
 
-GcmCipher::~GcmCipher() { EVP_CIPHER_CTX_free(ctx_); }  // also cleanses the key schedule
+GcmCipher::~GcmCipher() = default;
 
 void GcmCipher::seal(const uint8_t* nonce, const uint8_t* aad, size_t aad_len,
                      const uint8_t* in, size_t len, uint8_t* out, uint8_t* tag) {
+  EVP_CIPHER_CTX* ctx = ctx_.get();
   int n = 0;
   // Only the nonce changes per message: the key schedule from the constructor is kept.
-  if (EVP_EncryptInit_ex(ctx_, nullptr, nullptr, nullptr, nonce) != 1) fail("AES-GCM nonce");
-  if (aad_len > 0 && EVP_EncryptUpdate(ctx_, nullptr, &n, aad, static_cast<int>(aad_len)) != 1)
+  if (EVP_EncryptInit_ex(ctx, nullptr, nullptr, nullptr, nonce) != 1) fail("AES-GCM nonce");
+  if (aad_len > 0 && EVP_EncryptUpdate(ctx, nullptr, &n, aad, static_cast<int>(aad_len)) != 1)
     fail("AES-GCM aad");
   // EVP lengths are int: feed large inputs in pieces.
   size_t done = 0;
   while (done < len) {
     size_t piece = std::min(len - done, size_t{1} << 30);
-    if (EVP_EncryptUpdate(ctx_, out + done, &n, in + done, static_cast<int>(piece)) != 1)
+    if (EVP_EncryptUpdate(ctx, out + done, &n, in + done, static_cast<int>(piece)) != 1)
       fail("AES-GCM encrypt");
     done += piece;
   }
-  if (EVP_EncryptFinal_ex(ctx_, out + done, &n) != 1) fail("AES-GCM final");
-  if (EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_GCM_GET_TAG, kGcmTagSize, tag) != 1) fail("AES-GCM tag");
+  if (EVP_EncryptFinal_ex(ctx, out + done, &n) != 1) fail("AES-GCM final");
+  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kGcmTagSize, tag) != 1) fail("AES-GCM tag");
 }
 
 bool GcmCipher::open(const uint8_t* nonce, const uint8_t* aad, size_t aad_len,
                      const uint8_t* in, size_t len, const uint8_t* tag, uint8_t* out) {
+  EVP_CIPHER_CTX* ctx = ctx_.get();
   int n = 0;
-  if (EVP_DecryptInit_ex(ctx_, nullptr, nullptr, nullptr, nonce) != 1) fail("AES-GCM nonce");
-  if (aad_len > 0 && EVP_DecryptUpdate(ctx_, nullptr, &n, aad, static_cast<int>(aad_len)) != 1)
+  if (EVP_DecryptInit_ex(ctx, nullptr, nullptr, nullptr, nonce) != 1) fail("AES-GCM nonce");
+  if (aad_len > 0 && EVP_DecryptUpdate(ctx, nullptr, &n, aad, static_cast<int>(aad_len)) != 1)
     fail("AES-GCM aad");
   size_t done = 0;
   while (done < len) {
     size_t piece = std::min(len - done, size_t{1} << 30);
-    if (EVP_DecryptUpdate(ctx_, out + done, &n, in + done, static_cast<int>(piece)) != 1)
+    if (EVP_DecryptUpdate(ctx, out + done, &n, in + done, static_cast<int>(piece)) != 1)
       fail("AES-GCM decrypt");
     done += piece;
   }
-  if (EVP_CIPHER_CTX_ctrl(ctx_, EVP_CTRL_GCM_SET_TAG, kGcmTagSize,
+  if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kGcmTagSize,
                           const_cast<uint8_t*>(tag)) != 1)
     fail("AES-GCM tag");
-  return EVP_DecryptFinal_ex(ctx_, out + done, &n) == 1;
+  return EVP_DecryptFinal_ex(ctx, out + done, &n) == 1;
 }
 
 std::vector<uint8_t> gcm_seal(const uint8_t* key, size_t key_len, const uint8_t* nonce,
@@ -210,18 +205,17 @@ std::vector<uint8_t> gcm_seal(const uint8_t* key, size_t key_len, const uint8_t*
   return out;
 }
 
-std::vector<uint8_t> gcm_open(const uint8_t* key, size_t key_len, const uint8_t* nonce,
+SecretBytes gcm_open(const uint8_t* key, size_t key_len, const uint8_t* nonce,
                               const uint8_t* aad, size_t aad_len, const uint8_t* in,
                               size_t len) {
   if (len < kGcmTagSize) throw AuthenticationFailure();
   GcmKey gcm(key, key_len);
   GcmKey::Worker cipher(gcm, /*seal=*/false);
   size_t body = len - kGcmTagSize;
-  std::vector<uint8_t> out(body);
-  if (!cipher.open(nonce, aad, aad_len, in, body, in + body, out.data())) {
-    secure_wipe(out.data(), out.size());
+  SecretBytes out(body);
+  // A failed open leaves out zeroed (Worker::open), and its allocator wipes it when freed.
+  if (!cipher.open(nonce, aad, aad_len, in, body, in + body, out.data()))
     throw AuthenticationFailure();
-  }
   return out;
 }
 
@@ -230,22 +224,21 @@ void hkdf_expand_sha512(const uint8_t* prk, size_t prk_len, std::initializer_lis
   // Hand-rolled on HMAC rather than EVP_KDF "HKDF": OpenSSL 3.0 caps the info at 1 KiB and
   // the Cobblestone info carries the whole container header as its context.
   if (out_len > 255 * kSha512Size) throw std::invalid_argument("HKDF output too long");
-  uint8_t block[kSha512Size];
+  SecretArray<kSha512Size> block;  // wiped however this returns
   size_t done = 0;
   HmacSha512 hmac(prk, prk_len);
   for (uint8_t counter = 1; done < out_len; ++counter) {
     if (counter > 1) {
       hmac.restart();
-      hmac.update(block, kSha512Size);
+      hmac.update(block.data(), kSha512Size);
     }
     for (const ByteSpan& part : info) hmac.update(part.data, part.size);
     hmac.update(&counter, 1);
-    hmac.finish(block);
+    hmac.finish(block.data());
     size_t take = std::min(out_len - done, kSha512Size);
-    std::copy(block, block + take, out + done);
+    std::copy(block.data(), block.data() + take, out + done);
     done += take;
   }
-  secure_wipe(block, sizeof block);
 }
 
 void hkdf_expand_sha512(const uint8_t* prk, size_t prk_len, const uint8_t* info,
@@ -256,12 +249,11 @@ void hkdf_expand_sha512(const uint8_t* prk, size_t prk_len, const uint8_t* info,
 void hkdf_sha512(const uint8_t* ikm, size_t ikm_len, const uint8_t* salt, size_t salt_len,
                  const uint8_t* info, size_t info_len, uint8_t* out, size_t out_len) {
   // RFC 5869's empty salt means HashLen zeros; HMAC pads an empty key to exactly that.
-  uint8_t prk[kSha512Size];
+  SecretArray<kSha512Size> prk;
   HmacSha512 extract(salt, salt_len);
   extract.update(ikm, ikm_len);
-  extract.finish(prk);
-  hkdf_expand_sha512(prk, kSha512Size, info, info_len, out, out_len);
-  secure_wipe(prk, sizeof prk);
+  extract.finish(prk.data());
+  hkdf_expand_sha512(prk.data(), kSha512Size, info, info_len, out, out_len);
 }
 
 }  // namespace shardseal

@@ -72,7 +72,7 @@ MessageKeys::MessageKeys(Suite suite, const uint8_t* input_key, size_t key_len,
   // info = prefix || aead_name || 0x00 || salt || context, hashed in parts (no copy)
   const char* name = aead_name(suite);
   static const uint8_t zero = 0;
-  uint8_t okm[32 + kNonceSize + kCommitmentSize];
+  SecretArray<32 + kNonceSize + kCommitmentSize> okm;  // wiped however this returns
   size_t okm_len = chunk_key_len + kNonceSize + kCommitmentSize;
   hkdf_expand_sha512(input_key, key_len,
                      {{reinterpret_cast<const uint8_t*>(kInfoPrefix), sizeof kInfoPrefix - 1},
@@ -80,26 +80,22 @@ MessageKeys::MessageKeys(Suite suite, const uint8_t* input_key, size_t key_len,
                       {&zero, 1},
                       {salt, kSaltSize},
                       {context, context_len}},
-                     okm, okm_len);
-  try {
-    gcm_ = std::make_unique<GcmKey>(okm, chunk_key_len);
-  } catch (...) {
-    secure_wipe(okm, sizeof okm);
-    throw;
-  }
-  std::copy(okm + chunk_key_len, okm + chunk_key_len + kNonceSize, base_nonce_);
-  std::copy(okm + chunk_key_len + kNonceSize, okm + okm_len, commitment_);
-  secure_wipe(okm, sizeof okm);
+                     okm.data(), okm_len);
+  gcm_ = std::make_unique<GcmKey>(okm.data(), chunk_key_len);
+  const uint8_t* nonce = okm.data() + chunk_key_len;
+  const uint8_t* commitment = nonce + kNonceSize;
+  std::copy(nonce, commitment, base_nonce_.data());
+  std::copy(commitment, commitment + kCommitmentSize, commitment_);
 }
 
-MessageKeys::~MessageKeys() { secure_wipe(base_nonce_, sizeof base_nonce_); }
+MessageKeys::~MessageKeys() = default;  // gcm_ and base_nonce_ wipe themselves
 
 bool MessageKeys::commitment_matches(const uint8_t* candidate) const {
   return CRYPTO_memcmp(candidate, commitment_, kCommitmentSize) == 0;
 }
 
 void MessageKeys::nonce_for(uint64_t chunk, uint8_t* nonce) const {
-  std::copy(base_nonce_, base_nonce_ + kNonceSize, nonce);
+  std::copy(base_nonce_.data(), base_nonce_.data() + kNonceSize, nonce);
   for (int i = 0; i < 5; ++i) nonce[kNonceSize - 1 - i] ^= static_cast<uint8_t>(chunk >> (8 * i));
 }
 

@@ -98,28 +98,24 @@ bool supported(std::string* reason) {
 std::string version() { return std::string("ipsec-mb ") + imb_get_version_str(); }
 
 void* expand_key(const uint8_t* key, size_t key_len) {
+  if (key_len != 16 && key_len != 24 && key_len != 32)
+    throw std::invalid_argument("AES-GCM key must be 16, 24 or 32 bytes");
   IMB_MGR* mgr = thread_manager();
-  void* data = std::aligned_alloc(kAlign, key_data_size());
-  if (data == nullptr) throw std::bad_alloc();
-  auto* kd = static_cast<gcm_key_data*>(data);
+  // Owned (wiped and freed) until handed to the caller, whatever throws in between.
+  std::unique_ptr<void, decltype(&free_key)> data(std::aligned_alloc(kAlign, key_data_size()),
+                                                  &free_key);
+  if (!data) throw std::bad_alloc();
+  auto* kd = static_cast<gcm_key_data*>(data.get());
   switch (key_len) {
     case 16: IMB_AES128_GCM_PRE(mgr, key, kd); break;
     case 24: IMB_AES192_GCM_PRE(mgr, key, kd); break;
-    case 32: IMB_AES256_GCM_PRE(mgr, key, kd); break;
-    default:
-      std::free(data);
-      throw std::invalid_argument("AES-GCM key must be 16, 24 or 32 bytes");
+    default: IMB_AES256_GCM_PRE(mgr, key, kd); break;
   }
-  try {
-    check(mgr);
-  } catch (...) {
-    free_key(data, key_len);
-    throw;
-  }
-  return data;
+  check(mgr);
+  return data.release();
 }
 
-void free_key(void* key_data, size_t /*key_len*/) {
+void free_key(void* key_data) noexcept {
   if (key_data == nullptr) return;
   imb_clear_mem(key_data, key_data_size());
   std::free(key_data);

@@ -14,7 +14,7 @@ std::string version();
 
 // Expanded key data (struct gcm_key_data), 64-byte aligned, read-only after creation.
 void* expand_key(const uint8_t* key, size_t key_len);
-void free_key(void* key_data, size_t key_len);  // wipes, then frees
+void free_key(void* key_data) noexcept;  // wipes, then frees; null is a no-op
 
 void seal(const void* key_data, size_t key_len, const uint8_t* nonce, const uint8_t* aad,
           size_t aad_len, const uint8_t* in, size_t len, uint8_t* out, uint8_t* tag);

@@ -77,24 +77,27 @@ GcmKey::GcmKey(const uint8_t* key, size_t key_len, Kernel kernel)
     throw std::runtime_error(std::string("AES-GCM kernel ") + kernel_name(kernel) +
                              " is not available: " + reason);
   if (kernel == Kernel::kOpenSsl) {
-    std::copy(key, key + key_len, key_);
+    std::copy(key, key + key_len, key_.data());
     return;
   }
 #ifdef SHARDSEAL_HAVE_IPSEC_MB
-  ipsec_key_ = ipsec_mb::expand_key(key, key_len);
+  ipsec_key_.reset(ipsec_mb::expand_key(key, key_len));
 #endif
 }
 
-GcmKey::~GcmKey() {
-  secure_wipe(key_, sizeof key_);
+GcmKey::~GcmKey() = default;  // key_ and ipsec_key_ wipe themselves
+
+void GcmKey::IpsecKeyDeleter::operator()(void* key_data) const noexcept {
 #ifdef SHARDSEAL_HAVE_IPSEC_MB
-  ipsec_mb::free_key(ipsec_key_, key_len_);
+  ipsec_mb::free_key(key_data);
+#else
+  (void)key_data;  // never allocated without ipsec-mb
 #endif
 }
 
 GcmKey::Worker::Worker(const GcmKey& key, bool seal) : key_(key) {
   if (key.kernel_ == Kernel::kOpenSsl)
-    evp_ = std::make_unique<GcmCipher>(key.key_, key.key_len_,
+    evp_ = std::make_unique<GcmCipher>(key.key_.data(), key.key_len_,
                                        seal ? GcmCipher::Direction::kSeal
                                             : GcmCipher::Direction::kOpen);
 }
@@ -108,7 +111,7 @@ void GcmKey::Worker::seal(const uint8_t* nonce, const uint8_t* aad, size_t aad_l
     return;
   }
 #ifdef SHARDSEAL_HAVE_IPSEC_MB
-  ipsec_mb::seal(key_.ipsec_key_, key_.key_len_, nonce, aad, aad_len, in, len, out, tag);
+  ipsec_mb::seal(key_.ipsec_key_.get(), key_.key_len_, nonce, aad, aad_len, in, len, out, tag);
 #endif
 }
 
@@ -121,7 +124,7 @@ bool GcmKey::Worker::open(const uint8_t* nonce, const uint8_t* aad, size_t aad_l
     return ok;
   }
 #ifdef SHARDSEAL_HAVE_IPSEC_MB
-  return ipsec_mb::open(key_.ipsec_key_, key_.key_len_, nonce, aad, aad_len, in, len, tag, out);
+  return ipsec_mb::open(key_.ipsec_key_.get(), key_.key_len_, nonce, aad, aad_len, in, len, tag, out);
 #else
   return false;
 #endif

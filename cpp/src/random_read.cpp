@@ -1,11 +1,18 @@
 #include "shardseal/random_read.hpp"
 
 #include <errno.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <limits>
 #include <vector>
+
+// pread() is POSIX. Elsewhere (Windows) the Python side never passes a descriptor (it needs
+// os.preadv), and a call reports ENOSYS instead of failing the build.
+#if defined(__unix__) || defined(__APPLE__)
+#include <unistd.h>
+#define SHARDSEAL_HAVE_PREAD 1
+#endif
 
 #include "shardseal/aead.hpp"
 #include "shardseal/errors.hpp"
@@ -24,7 +31,12 @@ std::vector<uint8_t>& sealed_scratch(size_t size) {
   return scratch;
 }
 
+#ifdef SHARDSEAL_HAVE_PREAD
 void pread_exactly(int fd, uint8_t* out, size_t len, uint64_t offset) {
+  // off_t is 32 bits on some 32-bit builds: refuse an offset it cannot hold, never wrap.
+  if (len > static_cast<uint64_t>(std::numeric_limits<off_t>::max()) ||
+      offset > static_cast<uint64_t>(std::numeric_limits<off_t>::max()) - len)
+    throw IoFailure(EOVERFLOW, "reading the encrypted file failed: offset too large");
   size_t done = 0;
   while (done < len) {
     ssize_t n = ::pread(fd, out + done, len - done, static_cast<off_t>(offset + done));
@@ -37,6 +49,11 @@ void pread_exactly(int fd, uint8_t* out, size_t len, uint64_t offset) {
     done += static_cast<size_t>(n);
   }
 }
+#else
+void pread_exactly(int /*fd*/, uint8_t* /*out*/, size_t /*len*/, uint64_t /*offset*/) {
+  throw IoFailure(ENOSYS, "reading the encrypted file failed: no pread() on this platform");
+}
+#endif
 
 class Reader {
  public:

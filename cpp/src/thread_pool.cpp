@@ -1,7 +1,15 @@
 #include "shardseal/thread_pool.hpp"
 
-#include <pthread.h>
+// Linux: the CPU count honours the affinity mask (taskset, cgroups cpusets). Elsewhere:
+// std::thread::hardware_concurrency(). The pool is re-created after fork() where there is fork.
+#if defined(__linux__)
 #include <sched.h>
+#define SHARDSEAL_HAVE_SCHED_GETAFFINITY 1
+#endif
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define SHARDSEAL_HAVE_PTHREAD_ATFORK 1
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -94,19 +102,23 @@ class Pool {
 std::mutex g_pool_mutex;
 Pool* g_pool = nullptr;
 
+#ifdef SHARDSEAL_HAVE_PTHREAD_ATFORK
 void lock_pool_for_fork() { g_pool_mutex.lock(); }
 void unlock_pool_after_fork() { g_pool_mutex.unlock(); }
 void reset_pool_in_child() {
   g_pool = nullptr;
   g_pool_mutex.unlock();
 }
+#endif
 
 Pool& pool() {
+#ifdef SHARDSEAL_HAVE_PTHREAD_ATFORK
   static const bool registered = [] {
     pthread_atfork(lock_pool_for_fork, unlock_pool_after_fork, reset_pool_in_child);
     return true;
   }();
   (void)registered;
+#endif
   std::lock_guard<std::mutex> lock(g_pool_mutex);
   if (g_pool == nullptr) g_pool = new Pool();
   return *g_pool;
@@ -115,11 +127,13 @@ Pool& pool() {
 }  // namespace
 
 unsigned available_cpus() {
+#ifdef SHARDSEAL_HAVE_SCHED_GETAFFINITY
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof set, &set) == 0) {
     int n = CPU_COUNT(&set);
     if (n > 0) return static_cast<unsigned>(n);
   }
+#endif
   return std::max(1u, std::thread::hardware_concurrency());
 }
 

@@ -4,7 +4,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <memory>
 #include <vector>
+
+#include "shardseal/secure.hpp"
 
 typedef struct evp_cipher_ctx_st EVP_CIPHER_CTX;
 
@@ -12,6 +15,13 @@ namespace shardseal {
 
 constexpr size_t kGcmNonceSize = 12;
 constexpr size_t kGcmTagSize = 16;
+
+// Frees (and cleanses) an OpenSSL cipher context: owned by unique_ptr, so that no path that
+// throws, the constructor's included, leaks one.
+struct CipherCtxDeleter {
+  void operator()(EVP_CIPHER_CTX* ctx) const noexcept;
+};
+using CipherCtxPtr = std::unique_ptr<EVP_CIPHER_CTX, CipherCtxDeleter>;
 
 // An AES-GCM context with its key schedule computed once, reused for many nonces.
 // Not thread-safe: each worker thread owns one.
@@ -35,8 +45,7 @@ class GcmCipher {
             size_t len, const uint8_t* tag, uint8_t* out);
 
  private:
-  EVP_CIPHER_CTX* ctx_;
-  Direction direction_;
+  CipherCtxPtr ctx_;
 };
 
 // Single-message AES-GCM with a 96-bit nonce: returns ciphertext || tag.
@@ -45,7 +54,8 @@ std::vector<uint8_t> gcm_seal(const uint8_t* key, size_t key_len, const uint8_t*
                               size_t len);
 
 // Opens ciphertext || tag. Throws AuthenticationFailure when the tag does not verify.
-std::vector<uint8_t> gcm_open(const uint8_t* key, size_t key_len, const uint8_t* nonce,
+// The plaintext is often a key (unwrapped stanzas): it is wiped when freed.
+SecretBytes gcm_open(const uint8_t* key, size_t key_len, const uint8_t* nonce,
                               const uint8_t* aad, size_t aad_len, const uint8_t* in,
                               size_t len);
 
@@ -66,13 +76,6 @@ void hkdf_expand_sha512(const uint8_t* prk, size_t prk_len, const uint8_t* info,
 void hkdf_sha512(const uint8_t* ikm, size_t ikm_len, const uint8_t* salt, size_t salt_len,
                  const uint8_t* info, size_t info_len, uint8_t* out, size_t out_len);
 
-// Overwrites len bytes at p with zeros in a way the compiler cannot elide (OPENSSL_cleanse:
-// for keys and other small secrets).
-void secure_wipe(void* p, size_t len);
-
-// The same for large buffers (decrypted chunks): explicit_bzero, a memset the compiler must
-// keep, where the C library has it. OPENSSL_cleanse stores a byte or word at a time, which
-// costs about 0.5 µs per 16 KiB chunk, a tenth of a random read.
-void wipe_buffer(void* p, size_t len);
+// secure_wipe and wipe_buffer: see secure.hpp.
 
 }  // namespace shardseal

@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "shardseal/kernel.hpp"
+#include "shardseal/secure.hpp"
 
 namespace shardseal {
 
@@ -65,7 +66,7 @@ class MessageKeys {
   void for_chunk_ranges(size_t n_chunks, unsigned threads, Fn fn) const;
 
   std::unique_ptr<GcmKey> gcm_;  // the chunk key, prepared once, shared by all workers
-  uint8_t base_nonce_[12];
+  SecretArray<12> base_nonce_;
   uint8_t commitment_[kCommitmentSize];
 };
 

@@ -11,6 +11,8 @@
 #include <memory>
 #include <string>
 
+#include "shardseal/secure.hpp"
+
 namespace shardseal {
 
 class GcmCipher;
@@ -67,10 +69,15 @@ class GcmKey {
   };
 
  private:
+  // Wipes and frees ipsec-mb key data.
+  struct IpsecKeyDeleter {
+    void operator()(void* key_data) const noexcept;
+  };
+
   Kernel kernel_;
   size_t key_len_;
-  uint8_t key_[32];
-  void* ipsec_key_ = nullptr;  // 64-byte aligned ipsec-mb key data (ipsec-mb kernel only)
+  SecretArray<32> key_;  // the OpenSSL kernel's key (each worker sets up its own context)
+  std::unique_ptr<void, IpsecKeyDeleter> ipsec_key_;  // 64-byte aligned ipsec-mb key data
 };
 
 }  // namespace shardseal
