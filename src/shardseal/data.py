@@ -1,6 +1,7 @@
 """``shardseal.data``, the documented import path of ``shardseal.ml.data``.
 
-PyTorch datasets that read encrypted data: per-sample files, ``.npy`` record shards and.
+PyTorch datasets that read encrypted data: per-sample files, ``.npy`` record shards and
+WebDataset tar shards.
 
 The code lives in ``shardseal.ml.data`` (docs/ARCHITECTURE.md); this module re-exports its
 public names, so that user code keeps the short path.

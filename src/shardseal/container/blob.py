@@ -245,8 +245,12 @@ def decrypt_into(blob, key=None, out=None, *, identities=None, threads: Optional
         The number of plaintext bytes written.
 
     Raises:
-        As ``decrypt``, and TypeError / ValueError for a read-only, too small or
-        overlapping ``out``.
+        FormatError: not a shardseal container this version reads.
+        KeyNotFoundError: no given key or identity opens the container (as for ``decrypt``).
+        AuthenticationError: the container was tampered with.
+        TruncatedError: the container is cut short.
+        TypeError, ValueError: bad arguments (as for ``encrypt``), or an ``out`` that is
+            missing, read-only, too small or overlaps ``blob``.
     """
     view, header = _open_shared_header(blob)
     if out is None:

@@ -68,7 +68,9 @@ def encrypt_into(data, key, out, context=b"", *, suite: int = 256, threads: Opti
         The number of bytes written.
 
     Raises:
-        As ``encrypt``; TypeError / ValueError for a read-only, too small or overlapping out.
+        TypeError: data, key or context is not bytes-like, or out is read-only.
+        ValueError: a key of the wrong length, an unknown suite, a bad thread count, or an
+            out that is too small or overlaps data.
     """
     key = _check(key, suite)
     source = _buffers.readable(data, "data")
@@ -102,7 +104,10 @@ def decrypt_into(message, key, out, context=b"", *, suite: int = 256, threads: O
         The number of plaintext bytes written.
 
     Raises:
-        As ``decrypt``; TypeError / ValueError for a read-only, too small or overlapping out.
+        AuthenticationError: tampering, a wrong key or a wrong context.
+        TruncatedError: the message lacks its final chunk or is shorter than its header.
+        TypeError: an argument is not bytes-like, or out is read-only.
+        ValueError: other bad arguments, or an out that is too small or overlaps message.
     """
     key = _check(key, suite)
     source = _buffers.readable(message, "message")

@@ -110,8 +110,6 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
             ...); give this or ``fs``. With neither, the local filesystem.
         target_options: options for creating the target filesystem.
         fs: an existing target filesystem instead of target_protocol/target_options.
-        key: the 32-byte key (bytes-like). Needed to open files; listing, ``info`` and
-            deleting work without it.
         metadata: JSON metadata written into the header of new containers (authenticated,
             **not secret**); ``open(..., "wb", metadata=...)`` overrides it per file.
         threads: worker threads for long reads and for writing; None uses every CPU.
@@ -128,6 +126,11 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
             passes an empty path.
         key_id: set from ``key``; any value given is ignored.
         **kwargs: passed to ``fsspec.AbstractFileSystem``.
+
+    Other Parameters:
+        key: the 32-byte key (bytes-like), taken by the constructor before ``__init__`` (so
+            that the instance holds only its key id). Needed to open files; listing, ``info``
+            and deleting work without it.
 
     Raises:
         ValueError: both fs and target_protocol are given; a key of the wrong length.

@@ -271,7 +271,9 @@ class DecryptingReader(io.BufferedIOBase):
             The number of bytes read: len(buffer), or fewer only at the end of the data.
 
         Raises:
-            As ``pread``, and TypeError for a read-only or non-contiguous buffer.
+            io.UnsupportedOperation: the source is not seekable.
+            AuthenticationError: a chunk the read touches was tampered with.
+            TypeError: buffer is read-only or not contiguous.
         """
         self._check_open()
         if self._source is None:

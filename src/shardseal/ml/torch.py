@@ -243,7 +243,9 @@ def save(obj, f, key=None, *, recipients=None, metadata: Optional[Mapping[str, A
         suite: 256 (the default) or 128.
 
     Raises:
-        As ``torch.save``, and TypeError / ValueError for bad keys or metadata.
+        TypeError, ValueError: bad keys, recipients or metadata.
+
+    Whatever ``torch.save`` raises goes on unchanged.
     """
     with _files.open(f, "wb", key=key, recipients=recipients, metadata=metadata, threads=threads,
                      suite=suite) as out:
@@ -261,9 +263,10 @@ def load(f, key=None, map_location=None, weights_only: bool = True, *, identitie
         f: a path or a binary file object opened for reading.
         key: the 32-byte key.
         identities: identities to try after key (see ``shardseal.decrypt``).
-        map_location, weights_only: as for ``torch.load``. ``weights_only=True`` (the default)
-            unpickles only tensors, primitive types and containers of them; keep it unless you
-            trust whoever could write with this key with running code on your machine.
+        map_location: as for ``torch.load``.
+        weights_only: as for ``torch.load``. True (the default) unpickles only tensors,
+            primitive types and containers of them; keep it unless you trust whoever could
+            write with this key with running code on your machine.
         threads: worker threads; None uses every available CPU.
 
     Raises:
