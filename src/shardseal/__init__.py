@@ -12,6 +12,8 @@ C++ engine does the bulk work on all cores, with a byte-identical pure-Python fa
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .core import backend as _backend, cobblestone
 from . import errors
 from .core.backend import backend_info
@@ -51,6 +53,13 @@ from .errors import (
     TruncatedError,
     WrongPassphraseError,
 )
+
+if TYPE_CHECKING:
+    # Imported on first use by __getattr__ below; declared here for type checkers.
+    from .io.cleanup import clean_temp_files
+    from .ops.rotation import RotationReport, rotate
+
+    backend: str
 
 __version__ = "0.1.0"
 
@@ -102,7 +111,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # `backend` is looked up on each access: "native" or "python".
     if name == "backend":
         return _backend.name

@@ -40,7 +40,7 @@ import json
 import logging
 import os
 import time
-from typing import Iterator, Optional, Union
+from typing import Iterator, Literal, Optional, Union
 
 from .errors import AuthenticationError
 
@@ -87,7 +87,7 @@ class authentication_failures:  # noqa: N801 - used like a function: `with ...()
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type, exc, traceback) -> bool:
+    def __exit__(self, exc_type, exc, traceback) -> Literal[False]:
         if exc_type is not None and issubclass(exc_type, AuthenticationError):
             with target(self._path):
                 record("authentication_failed", error=str(exc))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import IO, TYPE_CHECKING, Any, Iterable, Mapping, Optional, Union, cast
 
 import numpy as np
 
@@ -13,6 +13,17 @@ from . import _caches, _plan, header as _container
 from ..keys import envelope as _envelope, direct as _direct, registry as _registry, stanzas as _stanzas
 from .. import _redact, audit
 from ..errors import FormatError
+from ..core.buffers import BytesLike
+from ..core.layout import Suite
+from ..keys.direct import KeyLike
+from ..keys.envelope import DirectKey, Identities
+from ..keys.registry import Recipients
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+# What inspect reads: a container in memory, a path, or a binary file object.
+InspectSource = Union[BytesLike, str, "os.PathLike[str]", "os.PathLike[bytes]", IO[bytes]]
 
 _ARRAY_CONTENT_TYPE = "numpy.ndarray"
 # Limits on the shape of an array or tensor header (FORMAT.md 2.3.1), checked before anything
@@ -50,15 +61,16 @@ class ContainerInfo:
     version: int
     suite: str
     stanzas: tuple[StanzaInfo, ...]
-    metadata: dict
-    array: Optional[dict]
+    metadata: dict[str, Any]
+    array: Optional[dict[str, Any]]
     content_type: Optional[str]
     header_size: int
     plaintext_size: Optional[int]  # None: unknown (inspect of a prefix, or of a pipe)
-    tensor: Optional[dict] = None
+    tensor: Optional[dict[str, Any]] = None
 
 
-def header_metadata(metadata: Optional[Mapping[str, Any]], extra: Optional[dict] = None) -> dict:
+def header_metadata(metadata: Optional[Mapping[str, Any]],
+                    extra: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     fields = dict(extra or {})
     if metadata is not None:
         if not isinstance(metadata, Mapping):
@@ -67,13 +79,14 @@ def header_metadata(metadata: Optional[Mapping[str, Any]], extra: Optional[dict]
     return fields
 
 
-def _check_suite(suite) -> int:
+def _check_suite(suite: int) -> int:
     if suite not in _layout.SUITE_KEY_SIZES or isinstance(suite, bool):
         raise ValueError(f"suite must be 256 or 128, got {_redact.shown(suite)}")
     return suite
 
 
-def plan_header(key, recipients, suite, header_metadata: dict) -> _plan.Plan:
+def plan_header(key: Optional[KeyLike], recipients: Optional[Recipients], suite: int,
+                header_metadata: dict[str, Any]) -> _plan.Plan:
     """The header and input key for a new container (a direct key or recipients)."""
     suite = _check_suite(suite)
     if key is not None and recipients is None:
@@ -82,8 +95,8 @@ def plan_header(key, recipients, suite, header_metadata: dict) -> _plan.Plan:
     return _plan.plan(key, recipients, suite, header_metadata)
 
 
-def encrypted_size(plaintext_size: int, *, metadata: Optional[Mapping[str, Any]] = None, suite: int = 256,
-                   recipients=None) -> int:
+def encrypted_size(plaintext_size: int, *, metadata: Optional[Mapping[str, Any]] = None, suite: Suite = 256,
+                   recipients: Optional[Recipients] = None) -> int:
     """The exact size ``encrypt`` produces for a plaintext of plaintext_size bytes.
 
     Use it to allocate the output buffer of ``encrypt_into``. Without recipients the size is
@@ -106,8 +119,9 @@ def encrypted_size(plaintext_size: int, *, metadata: Optional[Mapping[str, Any]]
     return len(fixed) + block_size + _layout.message_size(plaintext_size)
 
 
-def encrypt(data, key=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
-            threads: Optional[int] = None, suite: int = 256) -> bytes:
+def encrypt(data: BytesLike, key: Optional[KeyLike] = None, *, recipients: Optional[Recipients] = None,
+            metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None,
+            suite: Suite = 256) -> bytes:
     """Encrypts data into a shardseal container under a 32-byte key or for recipients.
 
     Args:
@@ -132,12 +146,14 @@ def encrypt(data, key=None, *, recipients=None, metadata: Optional[Mapping[str, 
     """
     source = _buffers.readable_bytes(data, "data")
     plan = plan_header(key, recipients, suite, header_metadata(metadata))
-    return _backend.impl.seal(suite, plan.input_key, random_salt(), plan.fixed, source,
-                              _buffers.thread_count(threads, len(source)), plan.header)
+    container: bytes = _backend.impl.seal(suite, plan.input_key, random_salt(), plan.fixed, source,
+                                          _buffers.thread_count(threads, len(source)), plan.header)
+    return container
 
 
-def encrypt_into(data, key=None, out=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
-                 threads: Optional[int] = None, suite: int = 256) -> int:
+def encrypt_into(data: BytesLike, key: Optional[KeyLike] = None, out: Optional[BytesLike] = None, *,
+                 recipients: Optional[Recipients] = None, metadata: Optional[Mapping[str, Any]] = None,
+                 threads: Optional[int] = None, suite: Suite = 256) -> int:
     """Encrypts data into the caller's buffer ``out`` without intermediate copies.
 
     ``out`` needs ``encrypted_size(len(data), metadata=metadata, suite=suite)`` bytes; a larger
@@ -164,19 +180,20 @@ def encrypt_into(data, key=None, out=None, *, recipients=None, metadata: Optiona
     return needed
 
 
-def open_header(blob) -> tuple[memoryview, _container.Header]:
+def open_header(blob: BytesLike) -> tuple[memoryview, _container.Header]:
     view = _buffers.readable(blob, "blob")
     return view, _container.parse_header(view)
 
 
-def _open_shared_header(blob) -> tuple[memoryview, _container.Header]:
+def _open_shared_header(blob: BytesLike) -> tuple[memoryview, _container.Header]:
     """As open_header, through the header cache: the Header may be shared, so callers must
     neither change it nor hand it (or its metadata) to the user."""
     view = _buffers.readable(blob, "blob")
     return view, _caches.parse_header(view)
 
 
-def _input_key(header: _container.Header, key, identities) -> bytes:
+def _input_key(header: _container.Header, key: Union[KeyLike, DirectKey, None],
+               identities: Optional[Identities]) -> bytes:
     if identities is None and key is not None:
         # The key id is derived once per key, and the stanza matched once per header.
         return _caches.input_key(header, _caches.direct_key(key))
@@ -195,7 +212,7 @@ def clear_key_cache() -> None:
     _caches.clear()
 
 
-def decrypted_size(blob) -> int:
+def decrypted_size(blob: BytesLike) -> int:
     """The exact plaintext size of a container, from its header and length (no key needed).
 
     Raises:
@@ -206,7 +223,8 @@ def decrypted_size(blob) -> int:
     return _layout.message_plaintext_size(view.nbytes - header.size)
 
 
-def decrypt(blob, key=None, *, identities=None, threads: Optional[int] = None) -> bytes:
+def decrypt(blob: BytesLike, key: Optional[KeyLike] = None, *, identities: Optional[Identities] = None,
+            threads: Optional[int] = None) -> bytes:
     """Decrypts a shardseal container with its 32-byte key or with identities.
 
     The commitment is checked before any chunk and every chunk is authenticated before any
@@ -231,11 +249,13 @@ def decrypt(blob, key=None, *, identities=None, threads: Optional[int] = None) -
     input_key = _input_key(header, key, identities)
     payload = view[header.size:]
     with audit.authentication_failures():
-        return _backend.impl.open(header.suite, input_key, header.fixed, payload,
-                                  _buffers.thread_count(threads, payload.nbytes))
+        plaintext: bytes = _backend.impl.open(header.suite, input_key, header.fixed, payload,
+                                              _buffers.thread_count(threads, payload.nbytes))
+        return plaintext
 
 
-def decrypt_into(blob, key=None, out=None, *, identities=None, threads: Optional[int] = None) -> int:
+def decrypt_into(blob: BytesLike, key: Optional[KeyLike] = None, out: Optional[BytesLike] = None, *,
+                 identities: Optional[Identities] = None, threads: Optional[int] = None) -> int:
     """Decrypts a container into the caller's buffer ``out`` (``decrypted_size(blob)`` bytes).
 
     On any failure ``out`` holds no plaintext: a bad commitment is found before anything is
@@ -261,11 +281,12 @@ def decrypt_into(blob, key=None, out=None, *, identities=None, threads: Optional
     payload = view[header.size:]
     _buffers.require_room(target, _layout.message_plaintext_size(payload.nbytes))
     with audit.authentication_failures():
-        return _backend.impl.open_into(header.suite, input_key, header.fixed, payload, target,
-                                       _buffers.thread_count(threads, payload.nbytes))
+        written: int = _backend.impl.open_into(header.suite, input_key, header.fixed, payload, target,
+                                               _buffers.thread_count(threads, payload.nbytes))
+        return written
 
 
-def strided_size(shape, itemsize: int) -> int:
+def strided_size(shape: Iterable[int], itemsize: int) -> int:
     """The byte size of shape with zero dimensions counted as one: the largest stride (and
     size) numpy or torch computes for it. Stops once past MAX_TENSOR_BYTES (no huge integers)."""
     size = itemsize
@@ -276,7 +297,7 @@ def strided_size(shape, itemsize: int) -> int:
     return size
 
 
-def check_shape(shape, itemsize: int, what: str) -> list:
+def check_shape(shape: object, itemsize: int, what: str) -> list[int]:
     """Checks the shape of a header's array or tensor description against FORMAT.md 2.3.1.
 
     Raises:
@@ -294,13 +315,13 @@ def check_shape(shape, itemsize: int, what: str) -> list:
     return shape
 
 
-def _dtype_descr(dtype: np.dtype):
+def _dtype_descr(dtype: np.dtype[Any]) -> Any:
     if dtype.hasobject:
         raise TypeError(f"arrays of dtype {dtype} hold Python objects and cannot be encrypted")
     return np.lib.format.dtype_to_descr(dtype)
 
 
-def _descr_from_json(descr):
+def _descr_from_json(descr: Any) -> Any:
     """Undoes what JSON did to numpy's dtype description: structured fields back to tuples."""
     if isinstance(descr, str):
         return descr
@@ -311,7 +332,7 @@ def _descr_from_json(descr):
     return fields
 
 
-def _descr_to_dtype(descr) -> np.dtype:
+def _descr_to_dtype(descr: Any) -> np.dtype[Any]:
     try:
         dtype = np.lib.format.descr_to_dtype(_descr_from_json(descr))
     except (TypeError, ValueError) as exc:
@@ -322,8 +343,9 @@ def _descr_to_dtype(descr) -> np.dtype:
     return dtype
 
 
-def encrypt_array(array, key=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
-                  threads: Optional[int] = None, suite: int = 256) -> bytes:
+def encrypt_array(array: ArrayLike, key: Optional[KeyLike] = None, *, recipients: Optional[Recipients] = None,
+                  metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None,
+                  suite: Suite = 256) -> bytes:
     """Encrypts a numpy array; its dtype, byte order and shape go into the header.
 
     Non-contiguous and Fortran-ordered arrays are copied into C order first.
@@ -331,18 +353,20 @@ def encrypt_array(array, key=None, *, recipients=None, metadata: Optional[Mappin
     Raises:
         TypeError: an object dtype, or a value that is not array-like (and as ``encrypt``).
     """
-    array = np.asarray(array)
-    descr = _dtype_descr(array.dtype)
-    if not array.flags.c_contiguous:
-        array = array.copy(order="C")
-    info = {"content_type": _ARRAY_CONTENT_TYPE, "array": {"dtype": descr, "shape": list(array.shape)}}
+    values: NDArray[Any] = np.asarray(array)
+    descr = _dtype_descr(values.dtype)
+    if not values.flags.c_contiguous:
+        values = values.copy(order="C")
+    info = {"content_type": _ARRAY_CONTENT_TYPE, "array": {"dtype": descr, "shape": list(values.shape)}}
     plan = plan_header(key, recipients, suite, header_metadata(metadata, info))
-    data = array.reshape(-1).view(np.uint8)
-    return _backend.impl.seal(suite, plan.input_key, random_salt(), plan.fixed, data,
-                              _buffers.thread_count(threads), plan.header)
+    data = values.reshape(-1).view(np.uint8)
+    container: bytes = _backend.impl.seal(suite, plan.input_key, random_salt(), plan.fixed, data,
+                                          _buffers.thread_count(threads), plan.header)
+    return container
 
 
-def decrypt_array(blob, key=None, *, identities=None, threads: Optional[int] = None) -> np.ndarray:
+def decrypt_array(blob: BytesLike, key: Optional[KeyLike] = None, *, identities: Optional[Identities] = None,
+                  threads: Optional[int] = None) -> NDArray[Any]:
     """Decrypts a container made by ``encrypt_array`` into a new writable array.
 
     Raises:
@@ -365,7 +389,7 @@ def decrypt_array(blob, key=None, *, identities=None, threads: Optional[int] = N
     return result
 
 
-def inspect(source, *, partial: bool = False, container_size: Optional[int] = None) -> ContainerInfo:
+def inspect(source: InspectSource, *, partial: bool = False, container_size: Optional[int] = None) -> ContainerInfo:
     """Reads a container's header without a key: suite, key stanzas, metadata and sizes.
 
     Args:
@@ -393,8 +417,8 @@ def inspect(source, *, partial: bool = False, container_size: Optional[int] = No
         with _open_path(source) as file:
             return _inspect_file(file, container_size)
     if hasattr(source, "read") and not _is_buffer(source):
-        return _inspect_file(source, container_size)
-    view, header = open_header(source)
+        return _inspect_file(cast("IO[bytes]", source), container_size)
+    view, header = open_header(cast(BytesLike, source))
     if container_size is not None:
         return container_info(header, _check_container_size(container_size, header) - header.size)
     if partial:
@@ -402,7 +426,7 @@ def inspect(source, *, partial: bool = False, container_size: Optional[int] = No
     return container_info(header, view.nbytes - header.size)
 
 
-def _open_path(path):
+def _open_path(path: Union[str, "os.PathLike[str]", "os.PathLike[bytes]"]) -> IO[bytes]:
     """open(path, "rb"), whose error names the path only when it cannot be a key pasted there."""
     try:
         return open(path, "rb")
@@ -414,7 +438,7 @@ def _open_path(path):
     raise OSError(errno, strerror, shown)  # outside the except block: no __context__
 
 
-def _is_buffer(obj) -> bool:
+def _is_buffer(obj: Any) -> bool:
     # bytes is both a path (os.fsencode-style) and a buffer: bytes are always data here.
     if isinstance(obj, (bytes, bytearray, memoryview)):
         return True
@@ -425,14 +449,14 @@ def _is_buffer(obj) -> bool:
     return True
 
 
-def _check_container_size(size, header: _container.Header) -> int:
+def _check_container_size(size: object, header: _container.Header) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < header.size:
         raise ValueError(f"container_size must be an int of at least the header's size "
                          f"({header.size}), got {_redact.shown(size)}")
     return size
 
 
-def _inspect_file(file, container_size: Optional[int]) -> ContainerInfo:
+def _inspect_file(file: IO[bytes], container_size: Optional[int]) -> ContainerInfo:
     seekable = file.seekable()
     start = file.tell() if seekable else 0
     try:
@@ -447,7 +471,7 @@ def _inspect_file(file, container_size: Optional[int]) -> ContainerInfo:
             file.seek(start)  # the caller's position, as before the call (even on an error)
 
 
-def _read_exact(file, size: int) -> bytes:
+def _read_exact(file: IO[bytes], size: int) -> bytes:
     parts = []
     while size > 0:
         data = file.read(size)

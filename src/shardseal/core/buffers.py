@@ -2,18 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Optional
+import sys
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from . import backend as _backend
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:
+    from typing_extensions import Buffer
+
+# Any object with the buffer protocol (bytes, bytearray, memoryview, numpy arrays, mmap), as
+# the public functions accept for data, containers and output buffers; str is not one. numpy's
+# stubs declare ndarray a Buffer only for Python 3.12+, hence the explicit ndarray.
+BytesLike = Union[Buffer, "np.ndarray[Any, Any]"]
 
 MAX_THREADS = 1024
 # The engine splits work into ranges of at least ~1 MiB: smaller inputs run on one thread.
 INLINE_BYTES = 1 << 20
 
 
-def readable(obj, name: str) -> memoryview:
+def readable(obj: Any, name: str) -> memoryview:
     """A flat byte view of any buffer; a non-contiguous one is copied into C order.
 
     Raises:
@@ -32,7 +43,7 @@ def readable(obj, name: str) -> memoryview:
     return view.cast("B") if view.ndim != 1 or view.format != "B" else view
 
 
-def readable_bytes(obj, name: str):
+def readable_bytes(obj: Any, name: str) -> Union[bytes, memoryview]:
     """As readable, but a bytes object comes back as it is: the native module reads bytes
     faster than a memoryview of them. len() of the result is its size in bytes.
 
@@ -42,7 +53,7 @@ def readable_bytes(obj, name: str):
     return obj if type(obj) is bytes else readable(obj, name)
 
 
-def writable(obj, name: str) -> memoryview:
+def writable(obj: Any, name: str) -> memoryview:
     """A flat byte view of a writable C-contiguous buffer.
 
     Raises:
@@ -79,7 +90,7 @@ def require_room(out: memoryview, needed: int) -> None:
         raise ValueError(f"output buffer too small: need {needed} bytes, got {out.nbytes}")
 
 
-def thread_count(threads, nbytes: Optional[int] = None) -> int:
+def thread_count(threads: Optional[int], nbytes: Optional[int] = None) -> int:
     """Resolves the public ``threads`` argument: None means every available CPU.
 
     Given the input size nbytes, None resolves to 1 below INLINE_BYTES: the engine runs such
@@ -92,7 +103,8 @@ def thread_count(threads, nbytes: Optional[int] = None) -> int:
     if threads is None:
         if nbytes is not None and nbytes < INLINE_BYTES:
             return 1
-        return _backend.impl.default_threads()
+        count: int = _backend.impl.default_threads()
+        return count
     if isinstance(threads, bool) or not isinstance(threads, int):
         raise TypeError(f"threads must be None or an int, not {type(threads).__name__}")
     if not 1 <= threads <= MAX_THREADS:

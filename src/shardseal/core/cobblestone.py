@@ -11,11 +11,13 @@ import os
 from typing import Optional
 
 from . import backend as _backend, buffers as _buffers, layout as _layout
+from .buffers import BytesLike
+from .layout import Suite
 
 __all__ = ["decrypt", "decrypt_into", "encrypt", "encrypt_into", "encrypted_size", "decrypted_size"]
 
 
-def _check(key, suite) -> bytes:
+def _check(key: BytesLike, suite: object) -> bytes:
     if isinstance(suite, bool) or suite not in _layout.SUITE_KEY_SIZES:
         raise ValueError(f"suite must be 256 or 128, got {suite if isinstance(suite, int) else type(suite).__name__}")
     size = _layout.SUITE_KEY_SIZES[suite]
@@ -41,7 +43,8 @@ def decrypted_size(message_size: int) -> int:
     return _layout.message_plaintext_size(message_size)
 
 
-def encrypt(data, key, context=b"", *, suite: int = 256, threads: Optional[int] = None) -> bytes:
+def encrypt(data: BytesLike, key: BytesLike, context: BytesLike = b"", *, suite: Suite = 256,
+            threads: Optional[int] = None) -> bytes:
     """Encrypts data into a Cobblestone message with a fresh random salt.
 
     Args:
@@ -57,11 +60,13 @@ def encrypt(data, key, context=b"", *, suite: int = 256, threads: Optional[int] 
     """
     key = _check(key, suite)
     source = _buffers.readable_bytes(data, "data")
-    return _backend.impl.seal(suite, key, os.urandom(_layout.SALT_SIZE), _buffers.readable_bytes(context, "context"),
+    message: bytes = _backend.impl.seal(suite, key, os.urandom(_layout.SALT_SIZE), _buffers.readable_bytes(context, "context"),
                               source, _buffers.thread_count(threads, len(source)), b"")
+    return message
 
 
-def encrypt_into(data, key, out, context=b"", *, suite: int = 256, threads: Optional[int] = None) -> int:
+def encrypt_into(data: BytesLike, key: BytesLike, out: BytesLike, context: BytesLike = b"", *, suite: Suite = 256,
+                 threads: Optional[int] = None) -> int:
     """Encrypts data into the caller's buffer (``encrypted_size(len(data))`` bytes).
 
     Returns:
@@ -77,11 +82,13 @@ def encrypt_into(data, key, out, context=b"", *, suite: int = 256, threads: Opti
     target = _buffers.writable(out, "out")
     _buffers.check_no_overlap(source, target)
     _buffers.require_room(target, _layout.message_size(source.nbytes))
-    return _backend.impl.seal_into(suite, key, os.urandom(_layout.SALT_SIZE), _buffers.readable(context, "context"),
+    written: int = _backend.impl.seal_into(suite, key, os.urandom(_layout.SALT_SIZE), _buffers.readable(context, "context"),
                                    source, target, _buffers.thread_count(threads, source.nbytes))
+    return written
 
 
-def decrypt(message, key, context=b"", *, suite: int = 256, threads: Optional[int] = None) -> bytes:
+def decrypt(message: BytesLike, key: BytesLike, context: BytesLike = b"", *, suite: Suite = 256,
+            threads: Optional[int] = None) -> bytes:
     """Decrypts a Cobblestone message, checking the commitment first and every chunk.
 
     Raises:
@@ -91,11 +98,13 @@ def decrypt(message, key, context=b"", *, suite: int = 256, threads: Optional[in
     """
     key = _check(key, suite)
     source = _buffers.readable_bytes(message, "message")
-    return _backend.impl.open(suite, key, _buffers.readable_bytes(context, "context"), source,
-                              _buffers.thread_count(threads, len(source)))
+    plaintext: bytes = _backend.impl.open(suite, key, _buffers.readable_bytes(context, "context"), source,
+                                          _buffers.thread_count(threads, len(source)))
+    return plaintext
 
 
-def decrypt_into(message, key, out, context=b"", *, suite: int = 256, threads: Optional[int] = None) -> int:
+def decrypt_into(message: BytesLike, key: BytesLike, out: BytesLike, context: BytesLike = b"", *, suite: Suite = 256,
+                 threads: Optional[int] = None) -> int:
     """Decrypts a message into the caller's buffer (``decrypted_size(len(message))`` bytes).
 
     On failure ``out`` is zeroed: no unauthenticated plaintext is left in it.
@@ -114,5 +123,6 @@ def decrypt_into(message, key, out, context=b"", *, suite: int = 256, threads: O
     target = _buffers.writable(out, "out")
     _buffers.check_no_overlap(source, target)
     _buffers.require_room(target, _layout.message_plaintext_size(source.nbytes))
-    return _backend.impl.open_into(suite, key, _buffers.readable(context, "context"), source, target,
-                                   _buffers.thread_count(threads, source.nbytes))
+    written: int = _backend.impl.open_into(suite, key, _buffers.readable(context, "context"), source, target,
+                                           _buffers.thread_count(threads, source.nbytes))
+    return written

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from ..errors import FormatError, TruncatedError
 
 CHUNK_SIZE = 16384
@@ -12,6 +14,8 @@ COMMITMENT_SIZE = 32
 MESSAGE_HEADER_SIZE = SALT_SIZE + COMMITMENT_SIZE
 MAX_CHUNKS = 1 << 38
 
+# The suite argument of the public functions: Cobblestone-256 (the default) or Cobblestone-128.
+Suite = Literal[256, 128]
 SUITE_KEY_SIZES = {256: 32, 128: 16}
 SUITE_AEAD_NAMES = {256: b"AEAD_AES_256_GCM", 128: b"AEAD_AES_128_GCM"}
 

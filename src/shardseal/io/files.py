@@ -7,26 +7,48 @@ import contextlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Literal, Mapping, Optional, Union, cast, overload
 
 from .. import _redact, audit
 from .._atomic import TEMP_STEM_BYTES, TEMP_SUFFIX, AtomicFile, folder_lock  # noqa: F401 - also used from here
 from .stream import DecryptingReader, EncryptingWriter
+from ..core.layout import Suite
+from ..keys.direct import KeyLike
+from ..keys.envelope import Identities
+from ..keys.registry import Recipients
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeGuard
 
 PathLike = Union[str, "os.PathLike[str]"]
+# What shardseal.open reads or writes: a path, or a binary file object.
+FileTarget = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]", IO[bytes]]
 # progress=True shows a tqdm bar; a callable is called with each block's byte count.
 Progress = Union[bool, Callable[[int], object]]
 # Whole-file functions move data in blocks of this size: 3 blocks in flight bound the memory.
 FILE_BLOCK_SIZE = 8 * 2**20
 
 
-def _is_path(obj) -> bool:
+def _is_path(obj: object) -> TypeGuard[Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]]:
     return isinstance(obj, (str, bytes, os.PathLike))
 
 
-def open(file, mode: str = "rb", key=None, *, recipients=None, identities=None,
-         metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None, suite: int = 256,
-         cache_chunks: int = 32):
+@overload
+def open(file: FileTarget, mode: Literal["rb"] = "rb", key: Optional[KeyLike] = None, *,
+         identities: Optional[Identities] = None, threads: Optional[int] = None,
+         cache_chunks: int = 32) -> DecryptingReader: ...
+
+
+@overload
+def open(file: FileTarget, mode: Literal["wb"], key: Optional[KeyLike] = None, *,
+         recipients: Optional[Recipients] = None, metadata: Optional[Mapping[str, Any]] = None,
+         threads: Optional[int] = None, suite: Suite = 256) -> EncryptingWriter: ...
+
+
+def open(file: FileTarget, mode: str = "rb", key: Optional[KeyLike] = None, *,
+         recipients: Optional[Recipients] = None, identities: Optional[Identities] = None,
+         metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None, suite: Suite = 256,
+         cache_chunks: int = 32) -> Union[DecryptingReader, EncryptingWriter]:
     """Opens a shardseal container as a binary stream.
 
     Args:
@@ -73,7 +95,7 @@ def open(file, mode: str = "rb", key=None, *, recipients=None, identities=None,
     if key is None and recipients is None:
         raise TypeError("open(..., 'wb') needs key= or recipients=")
     if _is_path(file):
-        atomic = AtomicFile(file)
+        atomic = AtomicFile(cast(PathLike, file))  # AtomicFile also takes bytes paths
         with audit.target(file):
             return EncryptingWriter(atomic.file, key, recipients=recipients, metadata=metadata,
                                     threads=threads, suite=suite, on_close=atomic.commit,
@@ -89,7 +111,7 @@ class _ProgressCallback:
         self.update = callback
 
 
-def _progress_bar(progress: Progress, total: int, description: str):
+def _progress_bar(progress: Progress, total: Optional[int], description: str) -> Any:
     """A tqdm bar on stderr for progress=True, the caller's callback, or None."""
     if callable(progress):
         return contextlib.nullcontext(_ProgressCallback(progress))
@@ -100,7 +122,8 @@ def _progress_bar(progress: Progress, total: int, description: str):
     return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=description)
 
 
-def copy_blocks(read_into, write, total: int, progress) -> None:
+def copy_blocks(read_into: Callable[[bytearray], Any], write: Callable[[memoryview], object],
+                total: Optional[int], progress: Any) -> None:
     """Moves blocks from read_into to write, reading the next block while one is processed
     and written (write runs the crypto; the GIL is released in both)."""
     buffers = [bytearray(FILE_BLOCK_SIZE), bytearray(FILE_BLOCK_SIZE)]
@@ -119,9 +142,9 @@ def copy_blocks(read_into, write, total: int, progress) -> None:
                 progress.update(n)
 
 
-def encrypt_file(src: PathLike, dst: PathLike, key=None, *, recipients=None,
-                 metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None,
-                 suite: int = 256, progress: Progress = False, dir_fd: Optional[int] = None) -> int:
+def encrypt_file(src: PathLike, dst: PathLike, key: Optional[KeyLike] = None, *,
+                 recipients: Optional[Recipients] = None, metadata: Optional[Mapping[str, Any]] = None,
+                 threads: Optional[int] = None, suite: Suite = 256, progress: Progress = False, dir_fd: Optional[int] = None) -> int:
     """Encrypts the file src into dst in bounded memory, atomically.
 
     dst is written as a temporary file in its folder, fsynced and renamed into place; on any
@@ -152,7 +175,8 @@ def encrypt_file(src: PathLike, dst: PathLike, key=None, *, recipients=None,
         return writer.tell()
 
 
-def decrypt_file(src: PathLike, dst: PathLike, key=None, *, identities=None,
+def decrypt_file(src: PathLike, dst: PathLike, key: Optional[KeyLike] = None, *,
+                 identities: Optional[Identities] = None,
                  threads: Optional[int] = None, progress: Progress = False,
                  dir_fd: Optional[int] = None) -> int:
     """Decrypts the container src into dst in bounded memory, atomically.
@@ -182,4 +206,4 @@ def decrypt_file(src: PathLike, dst: PathLike, key=None, *, identities=None,
         except BaseException:
             atomic.abort()
             raise
-        return reader.size
+        return cast(int, reader.size)  # known once the whole source has been read

@@ -15,7 +15,7 @@ import sys
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 from ..core import backend as _backend, buffers as _buffers, layout as _layout
 from ..container import header as _container
@@ -23,6 +23,10 @@ from ..keys import envelope as _envelope
 from .. import audit
 from ..core.layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
 from ..errors import AuthenticationError, ShardsealError, TruncatedError
+from ..core.layout import Suite
+from ..keys.direct import KeyLike
+from ..keys.envelope import DirectKey, Identities
+from ..keys.registry import Recipients
 
 # Reads of at least this many whole chunks skip the cache and decrypt straight into the
 # caller's buffer, in batches of at most BULK_BATCH_CHUNKS (4 MiB) to bound memory.
@@ -112,7 +116,8 @@ class DecryptingReader(io.BufferedIOBase):
     threads at once; on a pipe it reads sequentially. Created by ``shardseal.open(f, "rb")``.
     """
 
-    def __init__(self, raw, key=None, *, identities=None, threads: Optional[int] = None,
+    def __init__(self, raw: Any, key: Union[KeyLike, DirectKey, None] = None, *,
+                 identities: Optional[Identities] = None, threads: Optional[int] = None,
                  cache_chunks: int = DEFAULT_CACHE_CHUNKS, close_raw: bool = False) -> None:
         super().__init__()
         self._raw = raw
@@ -527,8 +532,8 @@ class EncryptingWriter(io.BufferedIOBase):
     leaves an incomplete container that fails to decrypt.
     """
 
-    def __init__(self, raw, key=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
-                 threads: Optional[int] = None, suite: int = 256,
+    def __init__(self, raw: Any, key: Optional[KeyLike] = None, *, recipients: Optional[Recipients] = None,
+                 metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None, suite: Suite = 256,
                  on_close: Optional[Callable[[], None]] = None,
                  on_abort: Optional[Callable[[], None]] = None) -> None:
         super().__init__()

@@ -5,18 +5,23 @@ Envelope keys (recipients and identities) are in ``keys.envelope``; both end in 
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..core import backend as _backend
+from ..core.buffers import BytesLike
 from . import stanzas as _stanzas
 from .stanzas import Stanza
 
 KEY_SIZE = 32
+# A caller's direct key: any bytes-like object of KEY_SIZE bytes (not its text: str is refused).
+KeyLike = BytesLike
 KEY_ID_SIZE = _stanzas.KEY_ID_SIZE
 
 _KEY_ID_INFO = b"shardseal/v1/direct-key-id"
 _COBBLESTONE_128_KEY_INFO = b"shardseal/v1/cobblestone-128-key"
 
 
-def check_key(key) -> bytes:
+def check_key(key: Any) -> bytes:
     """Validates a caller's key and returns it as bytes.
 
     Raises:
@@ -36,7 +41,8 @@ def check_key(key) -> bytes:
 
 def key_id(key: bytes) -> bytes:
     """The key's public fingerprint: HKDF-Expand-SHA512(key, "shardseal/v1/direct-key-id")."""
-    return _backend.impl.hkdf_expand_sha512(key, _KEY_ID_INFO, KEY_ID_SIZE)
+    derived: bytes = _backend.impl.hkdf_expand_sha512(key, _KEY_ID_INFO, KEY_ID_SIZE)
+    return derived
 
 
 def direct_stanza(key: bytes) -> Stanza:
@@ -49,5 +55,6 @@ def input_key(key: bytes, suite: int) -> bytes:
     Cobblestone-128, a 16-byte key derived with HKDF (never a truncation)."""
     if suite == 256:
         return key
-    return _backend.impl.hkdf_expand_sha512(key, _COBBLESTONE_128_KEY_INFO, 16)
+    derived: bytes = _backend.impl.hkdf_expand_sha512(key, _COBBLESTONE_128_KEY_INFO, 16)
+    return derived
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 import abc
 import hashlib
 from dataclasses import dataclass
-from typing import ClassVar, Iterable, Optional, Protocol, Sequence
+from typing import Any, ClassVar, Iterable, NoReturn, Optional, Protocol, Sequence, Union
 
 from ..core import backend as _backend, layout as _layout
 from . import direct as _direct, stanzas as _stanzas
 from .. import audit
+from .direct import KeyLike
 from .stanzas import Stanza
 from ..errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError
 
@@ -35,9 +36,12 @@ MAX_UNWRAP_ATTEMPTS = 8
 class SealedHeader(Protocol):
     """What unwrapping needs of a parsed header (``container.header.Header``)."""
 
-    suite: int
-    fixed: bytes
-    stanzas: Sequence[Stanza]
+    @property
+    def suite(self) -> int: ...
+    @property
+    def fixed(self) -> bytes: ...
+    @property
+    def stanzas(self) -> Sequence[Stanza]: ...
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class Recipient(abc.ABC):
         """The body size ``wrap`` returns, if known without wrapping (for encrypted_size)."""
         return None
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError(f"{type(self).__name__} objects are not picklable")
 
 
@@ -106,7 +110,7 @@ class Identity(abc.ABC):
                 (a wrong passphrase, a damaged stanza, a refusal by an HSM or KMS).
         """
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError(f"{type(self).__name__} objects hold secret keys and are not picklable")
 
 
@@ -115,7 +119,7 @@ class DirectKey(Identity):
 
     stanza_type = _stanzas.DIRECT
 
-    def __init__(self, key) -> None:
+    def __init__(self, key: KeyLike) -> None:
         self._key = _direct.check_key(key)
         self._id = _direct.key_id(self._key)
 
@@ -130,7 +134,12 @@ class DirectKey(Identity):
         return f"DirectKey(key_id={self._id.hex()})"
 
 
-def check_identities(key=None, identities=None) -> tuple[Identity, ...]:
+# The identities argument of the decrypting functions: one identity or several, tried in order.
+Identities = Union[Identity, Iterable[Identity]]
+
+
+def check_identities(key: Union[KeyLike, DirectKey, None] = None,
+                     identities: Optional[Identities] = None) -> tuple[Identity, ...]:
     """The identities to try, in order: the direct key first, then the given identities.
 
     Raises:
@@ -218,7 +227,8 @@ def unwrap_file_key(header: SealedHeader, identities: Iterable[Identity]) -> byt
     raise _key_not_found(header, identities)
 
 
-def unwrap_input_key(header: SealedHeader, key=None, identities=None) -> bytes:
+def unwrap_input_key(header: SealedHeader, key: Union[KeyLike, DirectKey, None] = None,
+                     identities: Optional[Identities] = None) -> bytes:
     """The Cobblestone input key of a parsed header (see unwrap_file_key)."""
     file_key = unwrap_file_key(header, check_identities(key, identities))
     return _direct.input_key(file_key, header.suite)
@@ -234,7 +244,7 @@ _NEEDS = {
 }
 
 
-def proven_message_keys(header: SealedHeader, file_key: bytes, message_head):
+def proven_message_keys(header: SealedHeader, file_key: bytes, message_head: bytes) -> Any:
     """The message's keys (``MessageKeys``) for a file key, once the message's commitment
     (``message_head`` = salt || commitment) proves the key right.
 

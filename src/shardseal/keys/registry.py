@@ -7,11 +7,17 @@ every process). ``keys.specs`` builds the command-line forms on top of this.
 
 from __future__ import annotations
 
+from typing import Iterable, Union
+
 from . import stanzas as _stanzas
 from .envelope import Recipient
 
+# The recipients argument of the encrypting functions: Recipient objects or recipient strings
+# (see parse_recipient), one or several.
+Recipients = Union[Recipient, str, Iterable[Union[Recipient, str]]]
 
-def check_recipients(recipients) -> tuple[Recipient, ...]:
+
+def check_recipients(recipients: Recipients) -> tuple[Recipient, ...]:
     """Validates a recipients argument: a non-empty sequence of Recipient objects (or
     recipient strings, see ``parse_recipient``).
 

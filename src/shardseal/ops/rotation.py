@@ -144,8 +144,10 @@ class RotationReport:
         return ", ".join(parts)
 
 
-def rotate(paths, *, identities=None, key=None, add: Sequence[Recipient] = (),
-           remove: Sequence[Union[str, Recipient]] = (), recipients=None, reencrypt: bool = False,
+def rotate(paths: Union[str, os.PathLike[str], Iterable[Union[str, os.PathLike[str]]]], *,
+           identities: Optional[_envelope.Identities] = None, key: Optional[_direct.KeyLike] = None,
+           add: Sequence[Recipient] = (), remove: Sequence[Union[str, Recipient]] = (),
+           recipients: Optional[_registry.Recipients] = None, reencrypt: bool = False,
            recursive: bool = True, threads: Optional[int] = None,
            progress: Union[bool, Callable[[str], object]] = False, dry_run: bool = False,
            keep_going: bool = False) -> RotationReport:
