@@ -28,7 +28,6 @@ from shardseal.container import header as _container
 from shardseal.keys import envelope as _envelope, stanzas as _stanzas
 from shardseal.io import files as _files
 from shardseal.ops import _journal as rotate_journal
-from shardseal.ops import rotation as rotate_module
 from shardseal.errors import (
     AuthenticationError,
     FormatError,
@@ -138,11 +137,12 @@ class _Crash(BaseException):
     """Stands in for the process dying at a step (no clean-up runs for the journal)."""
 
 
-def crash_at(monkeypatch, step: str) -> None:
+def crash_at(step: str):
+    """A rotate(checkpoint=...) callback that stops the rotation at step."""
     def checkpoint(name: str) -> None:
         if name == step:
             raise _Crash(step)
-    monkeypatch.setattr(rotate_module, "_checkpoint", checkpoint)
+    return checkpoint
 
 
 # ---- re-wrapping --------------------------------------------------------------------------
@@ -533,21 +533,19 @@ def test_recipients_do_not_pickle():
 # ---- journals and recovery ----------------------------------------------------------------
 
 
-def interrupted(tmp_path, monkeypatch, step: str) -> tuple:
+def interrupted(tmp_path, step: str) -> tuple:
     """A file whose in-place rotation A -> B stopped at step; (path, its old bytes)."""
     path = make(tmp_path / "f.sseal")
     old = path.read_bytes()
-    crash_at(monkeypatch, step)
     with pytest.raises(_Crash):
-        rotate(path, identities=[A.identity], recipients=[B.recipient])
-    monkeypatch.undo()
+        rotate(path, identities=[A.identity], recipients=[B.recipient], checkpoint=crash_at(step))
     assert journal_path(path).exists()
     return path, old
 
 
 @pytest.mark.parametrize("step, state", [("journal", "old"), ("header", "new")])
-def test_recover_completes_an_interrupted_rotation(tmp_path, monkeypatch, step, state):
-    path, old = interrupted(tmp_path, monkeypatch, step)
+def test_recover_completes_an_interrupted_rotation(tmp_path, step, state):
+    path, old = interrupted(tmp_path, step)
     assert (path.read_bytes() == old) == (state == "old")
     assert opens(path, A if state == "old" else B)
     assert recover(tmp_path) == 1
@@ -555,8 +553,8 @@ def test_recover_completes_an_interrupted_rotation(tmp_path, monkeypatch, step, 
     assert split(path)[2] == old[len(old) - len(split(path)[2]):]
 
 
-def test_recover_repairs_a_torn_key_block(tmp_path, monkeypatch):
-    path, old = interrupted(tmp_path, monkeypatch, "journal")
+def test_recover_repairs_a_torn_key_block(tmp_path):
+    path, old = interrupted(tmp_path, "journal")
     header = _container.parse_header(old)
     rotate_module_journal = rotate_journal.decode(journal_path(path).read_bytes())
     torn = bytearray(old)
@@ -569,16 +567,16 @@ def test_recover_repairs_a_torn_key_block(tmp_path, monkeypatch):
     assert opens(path, B) and leftovers(tmp_path) == []
 
 
-def test_the_next_rotate_recovers_first(tmp_path, monkeypatch):
-    path, _ = interrupted(tmp_path, monkeypatch, "journal")
+def test_the_next_rotate_recovers_first(tmp_path):
+    path, _ = interrupted(tmp_path, "journal")
     report = rotate(tmp_path, identities=[B.identity], recipients=[B.recipient])
     assert report.recovered == 1 and report.files_skipped == 1
     assert "recovered 1 unfinished" in report.summary()
     assert opens(path, B) and leftovers(tmp_path) == []
 
 
-def test_journal_of_a_replaced_file_is_left_alone(tmp_path, monkeypatch):
-    path, _ = interrupted(tmp_path, monkeypatch, "journal")
+def test_journal_of_a_replaced_file_is_left_alone(tmp_path):
+    path, _ = interrupted(tmp_path, "journal")
     make(path, keks=(C,))  # someone wrote a new file under the name
     replaced = path.read_bytes()
     with pytest.warns(RuntimeWarning, match="replaced"):
@@ -591,8 +589,8 @@ def test_journal_of_a_replaced_file_is_left_alone(tmp_path, monkeypatch):
     assert rotate(path, identities=[C.identity], recipients=[B.recipient]).in_place == 1
 
 
-def test_journal_of_a_deleted_file_is_left_alone(tmp_path, monkeypatch):
-    path, _ = interrupted(tmp_path, monkeypatch, "journal")
+def test_journal_of_a_deleted_file_is_left_alone(tmp_path):
+    path, _ = interrupted(tmp_path, "journal")
     path.unlink()
     with pytest.warns(RuntimeWarning, match="no longer exists"):
         assert recover(tmp_path) == 0
@@ -600,8 +598,8 @@ def test_journal_of_a_deleted_file_is_left_alone(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("keep", [0, 5, 40, -1])
-def test_a_torn_journal_is_removed_and_the_file_is_untouched(tmp_path, monkeypatch, keep):
-    path, old = interrupted(tmp_path, monkeypatch, "journal")
+def test_a_torn_journal_is_removed_and_the_file_is_untouched(tmp_path, keep):
+    path, old = interrupted(tmp_path, "journal")
     journal = journal_path(path)
     data = journal.read_bytes()
     journal.write_bytes(data[:keep] if keep >= 0 else data[:-1] + bytes([data[-1] ^ 1]))
@@ -632,8 +630,8 @@ def test_recover_removes_dead_temp_files_and_keeps_live_ones(tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_recover_leaves_a_live_journal_alone(tmp_path, monkeypatch):
-    path, old = interrupted(tmp_path, monkeypatch, "journal")
+def test_recover_leaves_a_live_journal_alone(tmp_path):
+    path, old = interrupted(tmp_path, "journal")
     with open(journal_path(path), "rb") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         assert recover(tmp_path) == 0
@@ -641,12 +639,39 @@ def test_recover_leaves_a_live_journal_alone(tmp_path, monkeypatch):
     assert recover(tmp_path) == 1
 
 
-def test_a_crash_before_the_rename_leaves_the_original(tmp_path, monkeypatch):
+def test_checkpoint_is_told_every_step_in_order(tmp_path):
+    in_place, copied = make(tmp_path / "a.sseal"), make(tmp_path / "b.sseal", keks=(C,))
+    steps = []
+    rotate(in_place, identities=[A.identity], recipients=[B.recipient], checkpoint=steps.append)
+    assert steps == ["file", "journal", "header"]
+    steps.clear()
+    rotate(copied, identities=[C.identity], add=[B.recipient], checkpoint=steps.append)
+    assert steps == ["file", "copied"]
+    steps.clear()
+    rotate(copied, identities=[B.identity], recipients=[A.recipient], reencrypt=True,
+           checkpoint=steps.append)
+    assert steps == ["file", "copied"]
+
+
+def test_checkpoint_must_be_callable(tmp_path):
+    path = make(tmp_path / "f.sseal")
+    with pytest.raises(TypeError, match="checkpoint must be callable"):
+        rotate(path, identities=[A.identity], add=[B.recipient], checkpoint=0.004)
+
+
+def test_no_test_delay_environment_variable_is_read(tmp_path, monkeypatch):
+    # The crash tests used to slow rotation down through SHARDSEAL_ROTATE_TEST_DELAY, read by
+    # the production code; they now pass checkpoint=.
+    monkeypatch.setenv("SHARDSEAL_ROTATE_TEST_DELAY", "not a number")
+    path = make(tmp_path / "f.sseal")
+    assert rotate(path, identities=[A.identity], recipients=[B.recipient]).in_place == 1
+
+
+def test_a_crash_before_the_rename_leaves_the_original(tmp_path):
     path = make(tmp_path / "f.sseal")
     old = path.read_bytes()
-    crash_at(monkeypatch, "copied")
     with pytest.raises(_Crash):
-        rotate(path, identities=[A.identity], add=[B.recipient])
+        rotate(path, identities=[A.identity], add=[B.recipient], checkpoint=crash_at("copied"))
     assert path.read_bytes() == old and leftovers(tmp_path) == []  # the temp file was discarded
 
 

@@ -8,8 +8,8 @@ exercises every way of writing:
 * ``[A, B]`` -> ``[B]``     smaller: in place, with a padding stanza;
 * ``[C]``    -> ``[C, B]``  the key block grows: copy to a temporary file and rename.
 
-The child sleeps a few milliseconds at every step through the documented test hook
-``SHARDSEAL_ROTATE_TEST_DELAY``, so that kills spread over the run land between steps. After
+The child sleeps a few milliseconds at every step, through rotate()'s documented
+``checkpoint`` callback, so that kills spread over the run land between steps. After
 each kill every file must be in its old or its new state (byte-identical payload, decrypting
 with the right identity); at most one journal and one temporary file may be left. ``recover()``
 must then leave no journal or temporary file, and a full ``rotate()`` must finish the job.
@@ -33,7 +33,6 @@ from shardseal.container import header as _container
 from shardseal.ops.rotation import (
     JOURNAL_SUFFIX,
     TEMP_SUFFIX,
-    TEST_DELAY_ENV,
     recover,
     rotate,
 )
@@ -54,9 +53,11 @@ CHILD = r"""
 import sys, time
 from shardseal.rotation import rotate
 from tests.ops.test_rotate import A, B, C
+delay = float(sys.argv[2])
 print("ready", flush=True)
 started = time.perf_counter()
-report = rotate(sys.argv[1], identities=[A.identity, C.identity], add=[B.recipient], remove=[A.id])
+report = rotate(sys.argv[1], identities=[A.identity, C.identity], add=[B.recipient], remove=[A.id],
+                checkpoint=lambda step: time.sleep(delay))
 print(f"done {time.perf_counter() - started:.3f} {report.in_place} {report.copied}", flush=True)
 """
 
@@ -86,9 +87,8 @@ def _restore(folder: Path, originals: dict) -> None:
 
 
 def _child(folder: Path, delay: str) -> subprocess.Popen:
-    env = {**os.environ, TEST_DELAY_ENV: delay,
-           "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), str(REPO)])}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(folder)], cwd=REPO, env=env,
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT), str(REPO)])}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(folder), delay], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
     return proc

@@ -165,10 +165,10 @@ def read_key_file(path: PathLike) -> bytes:
 def write_key_file(path: PathLike, key: bytes, *, force: bool = False) -> None:
     """Writes key to a new key file with mode 0600 (narrowed further by the umask).
 
-    The file is created with O_EXCL and its final mode, so it is never readable by others,
-    not even while being written. Without force an existing path is an error; with force the
-    file is written beside it under a temporary name and renamed over it (atomically: readers
-    see the old key file or the new one, never a mix).
+    The key is written to a temporary file beside path, created with O_EXCL and mode 0600 (so
+    it is never readable by others, not even while being written) and fsynced, which then
+    appears under path in one step: readers see no file (or the old one) or the whole new one.
+    Without force an existing path is an error; with force the file is renamed over it.
 
     Raises:
         FileExistsError: path exists and force is false.

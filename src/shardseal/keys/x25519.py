@@ -497,6 +497,4 @@ def write_identity_file(path: PathLike, identity: X25519Identity, *, overwrite: 
         TypeError: identity is not an X25519Identity.
         ValueError: the identity was wiped.
     """
-    # atomic_create: the file appears whole under path or not at all (see the docstring).
-    write_secret_file(path, format_identity_file(identity).encode("ascii"), overwrite=overwrite,
-                      atomic_create=True)
+    write_secret_file(path, format_identity_file(identity).encode("ascii"), overwrite=overwrite)

@@ -58,8 +58,6 @@ import errno
 import hashlib
 import os
 import stat
-import tempfile
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -72,7 +70,7 @@ from .. import audit
 from . import _journal
 from ..container.header import Header, Stanza
 from ..keys.envelope import Recipient, WrapContext
-from .._atomic import TEMP_STEM_BYTES, folder_lock, fsync_folder
+from .._atomic import TEMP_STEM_BYTES, AtomicFile, folder_lock, fsync_folder
 from ..io.files import copy_blocks
 from .._atomic import TEMP_SUFFIX as _ATOMIC_TEMP_SUFFIX
 from ..io.stream import DecryptingReader
@@ -89,9 +87,6 @@ PathArg = Union[str, "os.PathLike[str]"]
 
 JOURNAL_SUFFIX = ".sseal-rotate"
 TEMP_SUFFIX = ".sseal-rotate-tmp"
-# Test hook: seconds to sleep at every step of a file's rotation, so that
-# tests/ops/test_rotate_crash.py can kill a rotating process between steps. Never set it otherwise.
-TEST_DELAY_ENV = "SHARDSEAL_ROTATE_TEST_DELAY"
 
 _PADDING_HEAD = 6  # a stanza's type and body length
 _MESSAGE_HEAD = _layout.MESSAGE_HEADER_SIZE  # salt || commitment
@@ -150,7 +145,8 @@ def rotate(paths: Union[str, os.PathLike[str], Iterable[Union[str, os.PathLike[s
            recipients: Optional[_registry.Recipients] = None, reencrypt: bool = False,
            recursive: bool = True, threads: Optional[int] = None,
            progress: Union[bool, Callable[[str], object]] = False, dry_run: bool = False,
-           keep_going: bool = False) -> RotationReport:
+           keep_going: bool = False,
+           checkpoint: Optional[Callable[[str], object]] = None) -> RotationReport:
     """Changes who can open containers, rewriting only their key blocks where possible.
 
     Args:
@@ -177,6 +173,14 @@ def rotate(paths: Union[str, os.PathLike[str], Iterable[Union[str, os.PathLike[s
         dry_run: check everything (headers, identities, commitments) but write nothing.
         keep_going: list a file's failure in the report and go on with the others instead
             of raising.
+        checkpoint: called with the name of each step of a file's rotation, at the points
+            where a crash leaves the file in a state that ``recover()`` handles: ``"file"``
+            (before the file is opened), ``"journal"`` (the journal is durable, the key block
+            not yet written), ``"header"`` (the new key block is durable, the journal not yet
+            removed) and ``"copied"`` (the new file is complete under its temporary name, not
+            yet renamed).
+            For crash tests, which stop or kill the process there; an exception it raises
+            stops the rotation like any other error.
 
     Returns:
         A RotationReport; ``report.summary()`` is one line for a log or a terminal.
@@ -195,7 +199,7 @@ def rotate(paths: Union[str, os.PathLike[str], Iterable[Union[str, os.PathLike[s
         OSError: a file cannot be read or written (e.g. a full disk).
     """
     request = _Request.from_arguments(identities, key, add, remove, recipients, reencrypt,
-                                      threads, dry_run)
+                                      threads, dry_run, checkpoint)
     found = _discover(_path_list(paths), recursive)
     recovered = 0 if dry_run else _recover_found(found)
     tally = _Tally(skipped=list(found.skipped), recovered=recovered, dry_run=dry_run)
@@ -244,10 +248,11 @@ class _Request:
     reencrypt: bool
     threads: int
     dry_run: bool
+    checkpoint: Callable[[str], object]
 
     @classmethod
     def from_arguments(cls, identities, key, add, remove, recipients, reencrypt, threads,
-                       dry_run) -> "_Request":
+                       dry_run, checkpoint=None) -> "_Request":
         checked_identities = _envelope.check_identities(key, identities)
         add = _recipient_tuple(add, "add")
         remove_ids = _remove_ids(remove)
@@ -262,8 +267,10 @@ class _Request:
             raise ValueError("nothing to rotate: give add=, remove= or recipients=")
         if add:
             add = _unique(_registry.check_recipients(add))
+        if checkpoint is not None and not callable(checkpoint):
+            raise TypeError(f"checkpoint must be callable, not {type(checkpoint).__name__}")
         return cls(checked_identities, add, remove_ids, recipients, bool(reencrypt),
-                   _buffers.thread_count(threads), bool(dry_run))
+                   _buffers.thread_count(threads), bool(dry_run), checkpoint or _no_checkpoint)
 
 
 def _recipient_tuple(value, name: str) -> tuple:
@@ -578,7 +585,7 @@ def _rotate_counted(path: Path, request: _Request, tally: _Tally, keep_going: bo
 
 
 def _rotate_file(path: Path, request: _Request, tally: _Tally) -> None:
-    _checkpoint("file")
+    request.checkpoint("file")
     with _open_file(path, writable=not (request.dry_run or request.reencrypt)) as (fd, writable):
         parsed = _read_container(fd)
         if parsed is None:  # replaced since the check
@@ -653,8 +660,9 @@ def _rewrap(path: Path, fd: int, writable: bool, parsed: tuple, plan: _Plan,
         journal = _journal.encode(path.name, size, header.fixed,
                                   _pread_exact(fd, old_block_size, len(header.fixed)), block,
                                   message_head)
-        return True, _write_in_place(path, fd, len(header.fixed), block, journal)
-    return False, _write_copy(path, fd, header.size, header.fixed + block)
+        return True, _write_in_place(path, fd, len(header.fixed), block, journal,
+                                     request.checkpoint)
+    return False, _write_copy(path, fd, header.size, header.fixed + block, request.checkpoint)
 
 
 def _read_only(path: Path) -> bool:
@@ -677,7 +685,8 @@ def _new_key_block(stanzas: list, old_size: int) -> bytes:
     return block
 
 
-def _write_in_place(path: Path, fd: int, fixed_size: int, block: bytes, journal: bytes) -> int:
+def _write_in_place(path: Path, fd: int, fixed_size: int, block: bytes, journal: bytes,
+                    checkpoint: Callable[[str], object]) -> int:
     """Journal, then the new key block over the old one, then no journal. Returns bytes written.
 
     Raises:
@@ -686,26 +695,32 @@ def _write_in_place(path: Path, fd: int, fixed_size: int, block: bytes, journal:
     journal_file = journal_path(path)
     # The journal is written under a temporary name and linked into place complete, and it
     # stays locked until the end, so that a concurrent recover() never takes it for torn.
-    with _TempFile(journal_file, 0o600) as temp:
+    with _temp_file(journal_file, 0o600) as temp:
         _write_all(temp.fd, journal)
-        temp.commit(replace=False)
-        _checkpoint("journal")
+        try:
+            temp.commit(replace=False, keep_open=True)
+        except FileExistsError:
+            raise FileExistsError(errno.EEXIST, "an unfinished rotation's journal is in the way; "
+                                  "recover() completes it or says why it cannot",
+                                  str(journal_file)) from None
+        checkpoint("journal")
         # From here on the journal is durable: whatever happens, recover() completes the change.
         _pwrite_all(fd, block, fixed_size)
         os.fsync(fd)
-        _checkpoint("header")
+        checkpoint("header")
         os.unlink(journal_file)
         fsync_folder(path.parent)
     return len(journal) + len(block)
 
 
-def _write_copy(path: Path, fd: int, payload_offset: int, new_header: bytes) -> int:
+def _write_copy(path: Path, fd: int, payload_offset: int, new_header: bytes,
+                checkpoint: Callable[[str], object]) -> int:
     """A new file with new_header and the same payload, renamed over path. Returns its size."""
     payload_size = os.fstat(fd).st_size - payload_offset
-    with _TempFile.like(path, os.fstat(fd)) as temp:
+    with _temp_file_like(path, os.fstat(fd)) as temp:
         _write_all(temp.fd, new_header)
         _copy_range(fd, temp.fd, payload_offset, payload_size)
-        _checkpoint("copied")
+        checkpoint("copied")
         temp.commit()
     return len(new_header) + payload_size
 
@@ -730,12 +745,12 @@ def _reencrypt(path: Path, fd: int, header: Header, request: _Request) -> int:
         salt = _blob.random_salt()
         keys = _backend.impl.MessageKeys(header.suite, _direct.input_key(file_key, header.suite),
                                          salt, header.fixed)
-        with _TempFile.like(path, os.fstat(fd)) as temp:
+        with _temp_file_like(path, os.fstat(fd)) as temp:
             _write_all(temp.fd, new_header + salt + keys.commitment)
             sealer = _Sealer(temp.fd, keys, reader.size, request.threads)
             copy_blocks(reader.readinto, sealer.write, reader.size, None)
             sealer.finish()
-            _checkpoint("copied")
+            request.checkpoint("copied")
             temp.commit()
         return len(new_header) + _layout.message_size(reader.size)
 
@@ -774,80 +789,17 @@ class _Sealer:
         self._finished = final
 
 
-class _TempFile:
+def _temp_file(destination: Path, mode: int, owner: Optional[tuple] = None) -> AtomicFile:
     """A locked temporary file ``.<name>.<random>.sseal-rotate-tmp`` beside destination that
-    becomes destination on commit (fsync, rename or link, fsync the folder) and vanishes
-    otherwise. The lock (held until the ``with`` block ends) tells recover() it is alive."""
-
-    def __init__(self, destination: Path, mode: int, owner: Optional[tuple] = None) -> None:
-        self.destination = destination
-        fd, name = tempfile.mkstemp(prefix=f".{_stem(destination)}.", suffix=TEMP_SUFFIX,
-                                    dir=destination.parent)
-        self.fd, self.path = fd, Path(name)
-        self._committed = False
-        try:
-            _lock(fd)
-            os.fchmod(fd, mode)
-            if owner is not None and owner != (os.geteuid(), os.getegid()):
-                with contextlib.suppress(PermissionError):
-                    os.fchown(fd, *owner)
-        except BaseException:
-            self._discard()
-            raise
-
-    @classmethod
-    def like(cls, destination: Path, original: os.stat_result) -> "_TempFile":
-        """A temporary file with the original's permission bits and, where allowed, owner."""
-        return cls(destination, stat.S_IMODE(original.st_mode) & 0o777,
-                   (original.st_uid, original.st_gid))
-
-    def __enter__(self) -> "_TempFile":
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        if self._committed:
-            os.close(self.fd)
-        else:
-            self._discard()
-
-    def commit(self, replace: bool = True) -> None:
-        """Makes the data durable under destination: replacing it, or (replace=False) only
-        where nothing has that name yet.
-
-        Raises:
-            FileExistsError: replace=False and destination exists.
-        """
-        os.fsync(self.fd)
-        if replace:
-            os.replace(self.path, self.destination)
-        else:
-            _link_new(self.path, self.destination)
-        self._committed = True
-        fsync_folder(self.destination.parent)
-
-    def _discard(self) -> None:
-        os.close(self.fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+    becomes destination on commit and vanishes otherwise. The lock (held until the ``with``
+    block ends) tells recover() it is alive."""
+    return AtomicFile(destination, mode, suffix=TEMP_SUFFIX, owner=owner)
 
 
-def _link_new(temp: Path, destination: Path) -> None:
-    """Gives temp the name destination, which must not exist yet; temp's name goes away."""
-    try:
-        os.link(temp, destination, follow_symlinks=False)
-    except FileExistsError:
-        raise FileExistsError(errno.EEXIST, "an unfinished rotation's journal is in the way; "
-                              "recover() completes it or says why it cannot",
-                              str(destination)) from None
-    except OSError:
-        # A filesystem without hard links: check, then rename (the gap only matters to a
-        # second rotation of the same file at the same moment, which is not supported).
-        if os.path.lexists(destination):
-            raise FileExistsError(errno.EEXIST, "an unfinished rotation's journal is in the way",
-                                  str(destination)) from None
-        os.rename(temp, destination)
-        return
-    os.unlink(temp)
+def _temp_file_like(destination: Path, original: os.stat_result) -> AtomicFile:
+    """A temporary file with the original's permission bits and, where allowed, owner."""
+    return _temp_file(destination, stat.S_IMODE(original.st_mode) & 0o777,
+                      (original.st_uid, original.st_gid))
 
 
 # ---- recovery ---------------------------------------------------------------------------
@@ -962,16 +914,8 @@ def _remove(path: Path) -> None:
 # ---- small helpers ----------------------------------------------------------------------
 
 
-def _checkpoint(step: str) -> None:
-    """Test hook between the steps of a file's rotation (see TEST_DELAY_ENV)."""
-    delay = os.environ.get(TEST_DELAY_ENV)
-    if delay:
-        time.sleep(float(delay))
-
-
-def _lock(fd: int) -> None:
-    if fcntl is not None:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+def _no_checkpoint(step: str) -> None:
+    """rotate()'s checkpoint when the caller gives none."""
 
 
 def _try_lock(fd: int) -> bool:
