@@ -10,10 +10,13 @@ from .keys.keyref import (  # noqa: F401
     DEFAULT_ENV_VAR,
     EnvKey,
     KeyFile,
+    KeyLike,
     KeyRef,
     RawKey,
     as_key_ref,
+    is_key_ref,
     resolve_key,
+    resolve_reference,
     PathLike,
 )
 from .ops.manifest import DatasetKey  # noqa: F401
@@ -22,10 +25,13 @@ __all__ = [
     "DEFAULT_ENV_VAR",
     "EnvKey",
     "KeyFile",
+    "KeyLike",
     "KeyRef",
     "RawKey",
     "as_key_ref",
+    "is_key_ref",
     "resolve_key",
+    "resolve_reference",
     "PathLike",
     "DatasetKey",
 ]

@@ -11,6 +11,7 @@ import numpy as np
 
 import shardseal
 from shardseal import keyring, passphrase, x25519
+from shardseal.keyref import EnvKey, KeyFile
 
 
 def tour(folder: Path, ring: keyring.Keyring, identity: x25519.X25519Identity) -> None:
@@ -18,6 +19,9 @@ def tour(folder: Path, ring: keyring.Keyring, identity: x25519.X25519Identity) -
     blob: bytes = shardseal.encrypt(b"weights", key, metadata={"name": "demo"}, threads=1)
     assert shardseal.decrypt(blob, key) == b"weights"
     shardseal.decrypt(memoryview(blob), bytearray(key), threads=None)
+    shardseal.decrypt(shardseal.encrypt(b"x", KeyFile(folder / "team.key")), EnvKey("SHARDSEAL_KEY"))
+    with shardseal.open(folder / "x.sseal", "rb", KeyFile("team.key")) as by_reference:
+        by_reference.read()
     shardseal.encrypt(np.arange(10, dtype=np.float32), key, suite=128)
     with open(folder / "data.bin", "rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
         shardseal.encrypt(mapped, key)

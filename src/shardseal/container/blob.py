@@ -15,7 +15,7 @@ from .. import _redact, audit
 from ..errors import FormatError
 from ..core.buffers import BytesLike
 from ..core.layout import Suite
-from ..keys.direct import KeyLike
+from ..keys.keyref import KeyLike, resolve_reference
 from ..keys.envelope import DirectKey, Identities
 from ..keys.registry import Recipients
 
@@ -89,6 +89,7 @@ def plan_header(key: Optional[KeyLike], recipients: Optional[Recipients], suite:
                 header_metadata: dict[str, Any]) -> _plan.Plan:
     """The header and input key for a new container (a direct key or recipients)."""
     suite = _check_suite(suite)
+    key = resolve_reference(key)
     if key is not None and recipients is None:
         # The direct-key header is cached per key: no key id derivation or encoding per call.
         return _caches.direct_plan(key, suite, _caches.fixed_part(suite, header_metadata))
@@ -126,7 +127,9 @@ def encrypt(data: BytesLike, key: Optional[KeyLike] = None, *, recipients: Optio
 
     Args:
         data: any bytes-like object (bytes, bytearray, memoryview, numpy array, mmap).
-        key: the 32-byte key (see ``generate_key``). Give either key or recipients.
+        key: the 32-byte key (see ``generate_key``), or a key reference
+            (``shardseal.keyref.KeyFile``, ``EnvKey``, ...) resolved here. Give either key or
+            recipients.
         recipients: envelope encryption: a fresh random file key is wrapped for each recipient
             (``keyring.Keyring`` keys, ``passphrase.Passphrase``, ``x25519.X25519Recipient`` or
             recipient strings, ``pkcs11.Pkcs11Key``, ``kms.KmsKey``); any one of their
@@ -194,6 +197,7 @@ def _open_shared_header(blob: BytesLike) -> tuple[memoryview, _container.Header]
 
 def _input_key(header: _container.Header, key: Union[KeyLike, DirectKey, None],
                identities: Optional[Identities]) -> bytes:
+    key = resolve_reference(key)
     if identities is None and key is not None:
         # The key id is derived once per key, and the stanza matched once per header.
         return _caches.input_key(header, _caches.direct_key(key))
@@ -232,7 +236,7 @@ def decrypt(blob: BytesLike, key: Optional[KeyLike] = None, *, identities: Optio
 
     Args:
         blob: the container (any bytes-like object).
-        key: the 32-byte key of a direct-key container.
+        key: the 32-byte key of a direct-key container, or a key reference (resolved here).
         identities: identities to try in order (``keyring.Keyring``, ``passphrase.Passphrase``,
             ``x25519.X25519Identity``, ``pkcs11.Pkcs11Key``, ``kms.KmsIdentity``), after key.
         threads: worker threads; None uses every available CPU, 1 runs inline.

@@ -13,7 +13,7 @@ from .. import _redact, audit
 from .._atomic import TEMP_STEM_BYTES, TEMP_SUFFIX, AtomicFile, folder_lock  # noqa: F401 - also used from here
 from .stream import DecryptingReader, EncryptingWriter
 from ..core.layout import Suite
-from ..keys.direct import KeyLike
+from ..keys.keyref import KeyLike
 from ..keys.envelope import Identities
 from ..keys.registry import Recipients
 
@@ -55,7 +55,7 @@ def open(file: FileTarget, mode: str = "rb", key: Optional[KeyLike] = None, *,
         file: a path, or a binary file object (seekable for random access; a pipe works for
             sequential reading and for writing).
         mode: ``"rb"`` to decrypt (random access, ``pread``), ``"wb"`` to encrypt.
-        key: the 32-byte key.
+        key: the 32-byte key, or a key reference (``shardseal.keyref``) resolved here.
         recipients: ``"wb"`` only, instead of key: envelope encryption for these recipients
             (see ``shardseal.encrypt``).
         identities: ``"rb"`` only: identities to try after key (see ``shardseal.decrypt``).

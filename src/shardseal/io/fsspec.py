@@ -36,6 +36,7 @@ from fsspec import AbstractFileSystem
 
 from ..core import buffers as _buffers
 from ..keys import direct as _direct
+from ..keys.keyref import is_key_ref, resolve_reference
 from .. import _redact
 from ..container.blob import encrypted_size
 from .stream import DEFAULT_CACHE_CHUNKS, DecryptingReader, EncryptingWriter
@@ -63,14 +64,19 @@ class _KeyedFileSystemType(type(AbstractFileSystem)):
     """Keeps the raw key out of what fsspec records about a filesystem.
 
     fsspec's metaclass derives the instance token (``_fs_token``, ``__hash__``, dask's
-    tokenize) from the constructor arguments and stores them as ``storage_options``. Here
+    tokenize) from the constructor arguments and stores them as ``storage_options``. Here a raw
     ``key=`` is taken out first and replaced by its public key id, and the key itself is handed
-    to the new instance only.
+    to the new instance only. A key reference carries no secret: it stays in the arguments
+    (its repr, a path or a variable's name, goes into the token), so the filesystem pickles.
     """
 
     def __call__(cls, *args, **kwargs):
+        kwargs.pop("key_id", None)  # only ever derived from a raw key
+        if is_key_ref(kwargs.get("key")):
+            fs = super().__call__(*args, **kwargs)
+            fs._key = None
+            return fs
         key = kwargs.pop("key", None)
-        kwargs.pop("key_id", None)  # only ever derived from the key
         if key is not None:
             key = _direct.check_key(key)
             kwargs["key_id"] = _direct.key_id(key).hex()
@@ -100,10 +106,14 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
     ``glob``, ``rm``, ``mkdir``, ``cp_file`` and ``mv`` act on the stored containers
     unchanged, and the sizes they report are ciphertext sizes.
 
-    The key never reaches ``storage_options`` or the fsspec token (they hold its public
-    ``key_id``), nor ``repr``; a filesystem that holds a key refuses to be pickled or
-    serialised (``to_json``, ``to_dict``): create it again where it is needed. Instances are
-    not cached by fsspec (``cachable = False``).
+    A raw key never reaches ``storage_options`` or the fsspec token (they hold its public
+    ``key_id``), nor ``repr``; a filesystem that holds a raw key refuses to be pickled or
+    serialised (``to_json``, ``to_dict``): create it again where it is needed. Given a key
+    *reference* instead (``shardseal.keyref.KeyFile(path)``, ``EnvKey(name)``, a
+    ``DatasetKey``), the filesystem keeps the reference, resolves it each time a file is
+    opened, in the process that opens it, and pickles (a dask cluster's workers, DataLoader
+    workers); it is not serialised to JSON. Instances are not cached by fsspec
+    (``cachable = False``).
 
     Args:
         target_protocol: the target filesystem's protocol (``"file"``, ``"s3"``, ``"https"``,
@@ -124,11 +134,13 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
             takes no ``cache_type``.
         fo: the target path, filled in by fsspec's URL chaining; used when an older fsspec
             passes an empty path.
-        key_id: set from ``key``; any value given is ignored.
+        key_id: set from a raw ``key``; any value given is ignored.
+        key: a key reference (``shardseal.keyref``), kept as it is; a raw key is taken by the
+            constructor before ``__init__`` (see below).
         **kwargs: passed to ``fsspec.AbstractFileSystem``.
 
     Other Parameters:
-        key: the 32-byte key (bytes-like), taken by the constructor before ``__init__`` (so
+        key: the raw 32-byte key (bytes-like), taken by the constructor before ``__init__`` (so
             that the instance holds only its key id). Needed to open files; listing, ``info``
             and deleting work without it.
 
@@ -149,8 +161,9 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
                  suite: int = 256, cache_chunks: int = DEFAULT_CACHE_CHUNKS,
                  block_size: Optional[int] = DEFAULT_READ_BLOCK_SIZE,
                  cache_type: Optional[str] = DEFAULT_READ_CACHE_TYPE, fo: Optional[str] = None,
-                 key_id: Optional[str] = None, **kwargs) -> None:
-        if "key" in kwargs:  # only fsspec's configuration can get it here, past __call__
+                 key_id: Optional[str] = None, key: Any = None, **kwargs) -> None:
+        if key is not None and not is_key_ref(key):
+            # A raw key only gets here from fsspec's configuration, past __call__.
             raise TypeError("give SealFileSystem its key as key=, not in fsspec's configuration")
         super().__init__(**kwargs)
         if fs is not None and target_protocol is not None:
@@ -160,6 +173,7 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
         self.fs = fs
         self.target_protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self.key_id = key_id
+        self.key_ref = key
         self.metadata = metadata
         self.threads = threads
         self.suite = suite
@@ -182,13 +196,17 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
     # ---- key material -------------------------------------------------------------------
 
     def __repr__(self) -> str:
+        if self.key_ref is not None:
+            return f"SealFileSystem(target_protocol={self.target_protocol!r}, key={self.key_ref!r})"
         return f"SealFileSystem(target_protocol={self.target_protocol!r}, key_id={self.key_id!r})"
 
     def __reduce__(self):
-        """Pickles a keyless filesystem; refuses one that holds a key.
+        """Pickles a keyless filesystem or one that holds a key reference (as the reference:
+        ``RawKey`` refuses unless created with ``allow_pickle=True``); refuses one that holds a
+        raw key.
 
         Raises:
-            TypeError: the filesystem holds a key.
+            TypeError: the filesystem holds a raw key.
         """
         if self._key is not None:
             raise TypeError("a SealFileSystem holds key material and cannot be pickled; create "
@@ -199,13 +217,18 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
         """Serialises a keyless filesystem (also used by ``to_json``).
 
         Raises:
-            TypeError: the filesystem holds a key.
+            TypeError: the filesystem holds a key, or a key reference (pickle it instead).
         """
         if self._key is not None:
             raise TypeError("a SealFileSystem holds key material and cannot be serialised")
+        if self.key_ref is not None:
+            raise TypeError("a SealFileSystem with a key reference is not serialised to JSON; "
+                            "pickle it instead")
         return super().to_dict(include_password=include_password)
 
     def _require_key(self) -> bytes:
+        if self.key_ref is not None:
+            return resolve_reference(self.key_ref)  # at each open, in the process that opens
         if self._key is None:
             raise TypeError("opening a file needs a key: create the SealFileSystem with key=")
         return self._key
@@ -237,6 +260,7 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
             ValueError: an unsupported mode (appending, updating), an unknown suite, a bad
                 thread count.
             TypeError: the filesystem has no key; metadata that is not a JSON mapping.
+            OSError, KeyFileError: a key reference that cannot be resolved.
             FormatError, KeyNotFoundError, AuthenticationError, TruncatedError: reading a
                 file that is not a container this key opens (checked here, before any read).
         """

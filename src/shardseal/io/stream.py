@@ -24,7 +24,7 @@ from .. import audit
 from ..core.layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
 from ..errors import AuthenticationError, ShardsealError, TruncatedError
 from ..core.layout import Suite
-from ..keys.direct import KeyLike
+from ..keys.keyref import KeyLike, resolve_reference
 from ..keys.envelope import DirectKey, Identities
 from ..keys.registry import Recipients
 
@@ -136,6 +136,7 @@ class DecryptingReader(io.BufferedIOBase):
             raise
 
     def _open(self, key, identities, cache_chunks: int) -> None:
+        key = resolve_reference(key)  # here, in the process that reads
         raw = self._raw
         seekable = _is_seekable(raw)
         start = raw.tell() if seekable else 0

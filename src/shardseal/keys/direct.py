@@ -13,8 +13,9 @@ from . import stanzas as _stanzas
 from .stanzas import Stanza
 
 KEY_SIZE = 32
-# A caller's direct key: any bytes-like object of KEY_SIZE bytes (not its text: str is refused).
-KeyLike = BytesLike
+# A caller's raw direct key: any bytes-like object of KEY_SIZE bytes (not its text: str is
+# refused). The key= argument of the public functions also takes key references: keyref.KeyLike.
+RawKeyLike = BytesLike
 KEY_ID_SIZE = _stanzas.KEY_ID_SIZE
 
 _KEY_ID_INFO = b"shardseal/v1/direct-key-id"

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Iterable, NoReturn, Optional, Protocol, Sequen
 from ..core import backend as _backend, layout as _layout
 from . import direct as _direct, stanzas as _stanzas
 from .. import audit
-from .direct import KeyLike
+from .direct import RawKeyLike
 from .stanzas import Stanza
 from ..errors import AuthenticationError, FormatError, KeyNotFoundError, ShardsealError
 
@@ -119,7 +119,7 @@ class DirectKey(Identity):
 
     stanza_type = _stanzas.DIRECT
 
-    def __init__(self, key: KeyLike) -> None:
+    def __init__(self, key: RawKeyLike) -> None:
         self._key = _direct.check_key(key)
         self._id = _direct.key_id(self._key)
 
@@ -138,7 +138,7 @@ class DirectKey(Identity):
 Identities = Union[Identity, Iterable[Identity]]
 
 
-def check_identities(key: Union[KeyLike, DirectKey, None] = None,
+def check_identities(key: Union[RawKeyLike, DirectKey, None] = None,
                      identities: Optional[Identities] = None) -> tuple[Identity, ...]:
     """The identities to try, in order: the direct key first, then the given identities.
 
@@ -227,7 +227,7 @@ def unwrap_file_key(header: SealedHeader, identities: Iterable[Identity]) -> byt
     raise _key_not_found(header, identities)
 
 
-def unwrap_input_key(header: SealedHeader, key: Union[KeyLike, DirectKey, None] = None,
+def unwrap_input_key(header: SealedHeader, key: Union[RawKeyLike, DirectKey, None] = None,
                      identities: Optional[Identities] = None) -> bytes:
     """The Cobblestone input key of a parsed header (see unwrap_file_key)."""
     file_key = unwrap_file_key(header, check_identities(key, identities))

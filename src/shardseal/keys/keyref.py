@@ -25,12 +25,14 @@ Any object with a ``resolve() -> bytes`` method works where a key reference is e
 from __future__ import annotations
 
 import os
-from typing import Union
+from typing import TypeVar, Union
 
 from . import direct as _direct
+from ..core.buffers import BytesLike
 from .keyfile import KeyFileError, parse_key_file, read_key_file
 
-__all__ = ["DEFAULT_ENV_VAR", "EnvKey", "KeyFile", "KeyRef", "RawKey", "as_key_ref", "resolve_key"]
+__all__ = ["DEFAULT_ENV_VAR", "EnvKey", "KeyFile", "KeyLike", "KeyRef", "RawKey", "as_key_ref",
+           "is_key_ref", "resolve_key", "resolve_reference"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -52,6 +54,13 @@ class KeyRef:
 
     def resolve(self) -> bytes:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+# The key= argument of every function that encrypts or decrypts: the raw 32 key bytes (any
+# bytes-like object; str is refused), or a key reference resolved where the key is used.
+KeyLike = Union[BytesLike, KeyRef]
+
+_Other = TypeVar("_Other")
 
 
 class KeyFile(KeyRef):
@@ -195,6 +204,35 @@ def as_key_ref(key) -> KeyRef:
         raise TypeError("a key must be 32 bytes or a key reference (KeyFile, EnvKey, RawKey), "
                         f"not {type(key).__name__}") from None
     return RawKey(key)
+
+
+def is_key_ref(key: object) -> bool:
+    """Whether key is a key reference: a KeyRef, or any object with a ``resolve()`` method
+    (but not a class, a str or a path: ``pathlib.Path`` has a ``resolve()`` of its own)."""
+    if isinstance(key, KeyRef):
+        return True
+    if isinstance(key, (str, bytes, os.PathLike, type)):
+        return False
+    return callable(getattr(key, "resolve", None))
+
+
+def resolve_reference(key: Union[KeyRef, _Other]) -> Union[bytes, _Other]:
+    """The 32 key bytes of a key reference, resolved now, in this process; anything else
+    (raw key bytes, a ``DirectKey``, None) is returned unchanged, to be checked where it is
+    used exactly as before.
+
+    The functions that take ``key=`` call this where they use the key, so a reference crosses
+    process boundaries as what it names (a path, a variable's name) and is resolved by the
+    process that reads or writes.
+
+    Raises:
+        TypeError, ValueError: the reference resolved to something that is not 32 bytes.
+        OSError, KeyFileError: a KeyFile or EnvKey that cannot be read (and what other
+            references raise).
+    """
+    if is_key_ref(key):
+        return _direct.check_key(key.resolve())  # type: ignore[union-attr]
+    return key  # type: ignore[return-value]
 
 
 def resolve_key(key) -> bytes:

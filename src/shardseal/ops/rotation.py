@@ -70,6 +70,7 @@ from .. import audit
 from . import _journal
 from ..container.header import Header, Stanza
 from ..keys.envelope import Recipient, WrapContext
+from ..keys.keyref import KeyLike, resolve_reference
 from .._atomic import TEMP_STEM_BYTES, AtomicFile, folder_lock, fsync_folder
 from ..io.files import copy_blocks
 from .._atomic import TEMP_SUFFIX as _ATOMIC_TEMP_SUFFIX
@@ -140,7 +141,7 @@ class RotationReport:
 
 
 def rotate(paths: Union[str, os.PathLike[str], Iterable[Union[str, os.PathLike[str]]]], *,
-           identities: Optional[_envelope.Identities] = None, key: Optional[_direct.KeyLike] = None,
+           identities: Optional[_envelope.Identities] = None, key: Optional[KeyLike] = None,
            add: Sequence[Recipient] = (), remove: Sequence[Union[str, Recipient]] = (),
            recipients: Optional[_registry.Recipients] = None, reencrypt: bool = False,
            recursive: bool = True, threads: Optional[int] = None,
@@ -156,7 +157,8 @@ def rotate(paths: Union[str, os.PathLike[str], Iterable[Union[str, os.PathLike[s
             files are not rotated.
         identities: identities that open the current key block (as for
             ``shardseal.decrypt(identities=...)``).
-        key: the 32-byte key of direct-key files (they can only be re-encrypted).
+        key: the 32-byte key of direct-key files (they can only be re-encrypted), or a key
+            reference (``shardseal.keyref``).
         add: recipients to add to every file (one already present is not added twice).
         remove: key ids (as in ``shardseal.inspect(...).stanzas[i].key_id``; ``"passphrase"``
             for a passphrase stanza) or Recipient objects whose stanzas are removed.
@@ -198,7 +200,7 @@ def rotate(paths: Union[str, os.PathLike[str], Iterable[Union[str, os.PathLike[s
         FormatError, TruncatedError: a damaged container.
         OSError: a file cannot be read or written (e.g. a full disk).
     """
-    request = _Request.from_arguments(identities, key, add, remove, recipients, reencrypt,
+    request = _Request.from_arguments(identities, resolve_reference(key), add, remove, recipients, reencrypt,
                                       threads, dry_run, checkpoint)
     found = _discover(_path_list(paths), recursive)
     recovered = 0 if dry_run else _recover_found(found)
