@@ -16,7 +16,7 @@ import time
 import pytest
 
 import shardseal
-from shardseal import cleanup, keyfile
+from shardseal import cleanup, keyfile, keyring
 from shardseal.io.files import TEMP_SUFFIX
 
 from ..cli_helpers import child_env
@@ -98,7 +98,7 @@ def test_killed_secret_file_writes_leave_files_clean_removes(tmp_path, writer):
         keyfile.write_key_file(key_path, shardseal.generate_key())
         call = f"keyfile.write_key_file({str(key_path)!r}, shardseal.generate_key(), force=True)"
     else:
-        shardseal.keyring.Keyring.create(key_path)
+        keyring.Keyring.create(key_path)
         call = f"shardseal.keyring.Keyring.create({str(key_path)!r}, overwrite=True)"
     # SIGKILL just before the temporary file (holding a key) is renamed into place.
     code = ("import os, shardseal, shardseal.keyring\nfrom shardseal import keyfile\n"
