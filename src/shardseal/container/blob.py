@@ -464,7 +464,7 @@ def _inspect_file(file: IO[bytes], container_size: Optional[int]) -> ContainerIn
     seekable = file.seekable()
     start = file.tell() if seekable else 0
     try:
-        header = _container.read_header(lambda n: _read_exact(file, n))
+        header = _container.read_header(lambda n: read_exact(file, n))
         if container_size is None:
             if not seekable:
                 return container_info(header, None)  # a pipe: its size is not known
@@ -475,7 +475,8 @@ def _inspect_file(file: IO[bytes], container_size: Optional[int]) -> ContainerIn
             file.seek(start)  # the caller's position, as before the call (even on an error)
 
 
-def _read_exact(file: IO[bytes], size: int) -> bytes:
+def read_exact(file: IO[bytes], size: int) -> bytes:
+    """Reads size bytes, or fewer only at the end of the input (pipes return short reads)."""
     parts = []
     while size > 0:
         data = file.read(size)

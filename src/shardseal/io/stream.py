@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 from ..core import backend as _backend, buffers as _buffers, layout as _layout
 from ..container import header as _container
+from ..container.blob import read_exact
 from ..keys import envelope as _envelope
 from .. import audit
 from ..core.layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
@@ -35,19 +36,6 @@ BULK_BATCH_CHUNKS = 256
 DEFAULT_CACHE_CHUNKS = 32
 # The writer encrypts and writes in batches of this many chunks (4 MiB).
 WRITE_BATCH_CHUNKS = 256
-
-
-def read_exact(raw, size: int) -> bytes:
-    """Reads size bytes, or fewer only at the end of the input (pipes return short reads)."""
-    parts = []
-    remaining = size
-    while remaining > 0:
-        data = raw.read(remaining)
-        if not data:
-            break
-        parts.append(data)
-        remaining -= len(data)
-    return b"".join(parts)
 
 
 def write_all(raw, data) -> None:
