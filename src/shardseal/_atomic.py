@@ -198,6 +198,19 @@ class AtomicFile:
 
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+
+
+def open_folder(path: Union[PathLike, int], *, dir_fd: Optional[int] = None, follow_links: bool = True) -> int:
+    """A descriptor of the folder at path (relative to dir_fd when given), for ``*at`` calls
+    that write or scan inside it without going through paths again.
+
+    Raises:
+        OSError: it cannot be opened; with follow_links=False, a link at path raises ELOOP
+            (or ENOTDIR), and is never followed.
+    """
+    flags = os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC | (0 if follow_links else _O_NOFOLLOW)
+    return os.open(path, flags, dir_fd=dir_fd)
 
 
 def _create_temp_in(dir_fd: int, prefix: str, suffix: str) -> tuple[int, str]:

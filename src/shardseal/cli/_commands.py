@@ -22,6 +22,7 @@ from ..keys import direct as _direct, specs as _specs, keyfile
 from ..keys.specs import KeySpecError
 from ..keys.envelope import DirectKey
 from ..container.blob import container_info
+from .._atomic import open_folder
 from ..io.files import TEMP_SUFFIX, AtomicFile
 from ..io.stream import read_exact
 from ..errors import FormatError
@@ -453,7 +454,7 @@ def transfer_folder(direction: Direction, folder: str, output: Optional[str], fo
     os.makedirs(output, exist_ok=True)
     totals = Totals()
     description = f"{direction.name} {folder}"
-    root_fd = os.open(output, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    root_fd = open_folder(output)
     try:
         with _folder_progress(progress, sum(size for _, _, size in plan), description) as bar:
             for index, (source, target, _) in enumerate(plan):
@@ -473,11 +474,6 @@ def transfer_folder(direction: Direction, folder: str, output: Optional[str], fo
     finally:
         os.close(root_fd)
     return totals
-
-
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
-_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 @contextlib.contextmanager
@@ -503,7 +499,7 @@ def _output_folder(root_fd: int, root: str, target: str):
 
 def _open_folder_at(dir_fd: int, name: str, path: str, target: str) -> int:
     try:
-        return os.open(name, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=dir_fd)
+        return open_folder(name, dir_fd=dir_fd, follow_links=False)
     except OSError as exc:
         if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise

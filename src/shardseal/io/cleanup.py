@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Union
 
 from .. import _redact
+from .._atomic import open_folder
 from .files import TEMP_SUFFIX
 
 try:
@@ -94,7 +95,7 @@ def clean_temp_files(folder: PathLike, *, min_age: float = DEFAULT_MIN_AGE, recu
     _redact.refuse_missing_secret_path(folder)
     report = CleanReport()
     now = time.time()
-    root_fd = os.open(folder, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+    root_fd = open_folder(folder)
     try:
         for dir_fd, name, path in _temp_files(root_fd, Path(folder), recursive):
             why = _reason_to_keep(dir_fd, name, now, min_age, remove=not dry_run)
@@ -107,7 +108,6 @@ def clean_temp_files(folder: PathLike, *, min_age: float = DEFAULT_MIN_AGE, recu
     return report
 
 
-_O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 _O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
 _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -139,7 +139,7 @@ def _open_sub_folder(dir_fd: int, name: str):
     """The sub-folder name, opened without following a link (None when it is gone, or is no
     longer a folder: swapped for a link since it was listed)."""
     try:
-        return os.open(name, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=dir_fd)
+        return open_folder(name, dir_fd=dir_fd, follow_links=False)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as exc:
