@@ -27,7 +27,8 @@ from typing import Callable
 import shardseal
 from shardseal import keyfile, keyring, manifest, x25519
 from shardseal.errors import ShardsealError
-from shardseal.ops import manifest as manifest_home
+from shardseal.container import blob as container_blob
+from shardseal.core import backend
 from shardseal.passphrase import Passphrase
 
 # Fixed secrets: fuzzing needs files it can open, not secrecy.
@@ -243,17 +244,17 @@ def target_keyring(data: bytes) -> None:
 _KEYRING_BLOB = shardseal.encrypt(b"keyring target", recipients=[KEYRING.recipient()])
 
 
-@contextmanager
-def _plaintext_writer(plaintext: bytes):
-    # Seam: the manifest writer encodes its plaintext in one function; replacing it makes
-    # Dataset.create write a real manifest container around the fuzzer's plaintext.
-    # Patched in its home module (shardseal.ops.manifest): the short path only re-exports.
-    original = manifest_home._encode_document
-    manifest_home._encode_document = lambda *args: plaintext
-    try:
-        yield
-    finally:
-        manifest_home._encode_document = original
+def _manifest_container(plaintext: bytes) -> bytes:
+    """A manifest file around the fuzzer's plaintext, written as docs/FORMAT.md says a manifest
+    is: a container for the dataset's recipients whose header metadata names its content type.
+
+    Built from the container layer's interface (plan_header, the backend's seal), not by
+    patching the manifest writer, so the parser sees exactly what any writer could produce.
+    """
+    plan = container_blob.plan_header(None, [IDENTITY.recipient], manifest.MANIFEST_SUITE,
+                                      container_blob.header_metadata(None, {"content_type": manifest.CONTENT_TYPE}))
+    return backend.impl.seal(manifest.MANIFEST_SUITE, plan.input_key, container_blob.random_salt(), plan.fixed,
+                             plaintext, 1, plan.header)
 
 
 def _fresh_dataset_folder() -> Path:
@@ -274,12 +275,9 @@ def target_manifest(data: bytes) -> None:
     if not data:
         return
     folder = _fresh_dataset_folder()
-    if data[0] & 1:
-        with _plaintext_writer(data[1:]):
-            manifest.Dataset.create(folder, recipients=[IDENTITY.recipient]).close()
-    else:
-        folder.mkdir()
-        (folder / manifest.MANIFEST_NAME).write_bytes(data[1:])
+    folder.mkdir()
+    manifest_bytes = _manifest_container(data[1:]) if data[0] & 1 else data[1:]
+    (folder / manifest.MANIFEST_NAME).write_bytes(manifest_bytes)
     (folder / "shard-0.sseal").write_bytes(_SHARD)
     with documented(ShardsealError):
         report = manifest.verify(folder, identities=[IDENTITY, KEYRING], deep=True, threads=1)
