@@ -305,3 +305,16 @@ def test_functions_take_identity_strings_and_references(keys_folder, tmp_path):
     (tmp_path / "not.id").chmod(0o600)
     with pytest.raises(KeyFileError):
         shardseal.decrypt(blob, identities=[str(tmp_path / "not.id")])  # not an identity file
+
+
+def test_cli_takes_the_library_identity_strings(keys_folder):
+    """-i keyring:PATH (a registry form the command line did not know before) works end to end."""
+    from ..cli_helpers import assert_ok, run
+
+    folder, _ = keys_folder
+    ring = f"keyring:{folder / 'ring.json'}"
+    (folder / "data.bin").write_bytes(b"cli data")
+    assert_ok(run("encrypt", "-r", f"{ring}#kek-1", "data.bin", cwd=folder))
+    assert_ok(run("decrypt", "-i", ring, "-o", "out", "data.bin.sseal", cwd=folder))
+    assert (folder / "out").read_bytes() == b"cli data"
+    assert shardseal.decrypt((folder / "data.bin.sseal").read_bytes(), identities=ring) == b"cli data"

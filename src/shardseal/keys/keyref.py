@@ -35,6 +35,7 @@ from __future__ import annotations
 import os
 from typing import TypeVar, Union
 
+from .. import _redact
 from . import direct as _direct
 from ..core.buffers import BytesLike
 from .keyfile import KeyFileError, parse_key_file, read_key_file
@@ -136,7 +137,9 @@ class EnvKey(KeyRef):
 
     def __init__(self, name: str = DEFAULT_ENV_VAR) -> None:
         if not isinstance(name, str) or not name or "=" in name:
-            raise ValueError(f"not an environment variable name: {name!r}")
+            # Not repr(name): a key pasted where the variable's name belongs must not show.
+            shown = _redact.shown_argument(name) if isinstance(name, str) else _redact.shown(name)
+            raise ValueError(f"not an environment variable name: {shown}")
         self.name = name
 
     def resolve(self) -> bytes:
