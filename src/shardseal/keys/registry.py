@@ -269,7 +269,8 @@ class IdentityRef:
         """Loads the identity now, in this process (``parse_identity``).
 
         Raises:
-            As ``parse_identity``.
+            OSError: an identity file that cannot be read.
+            ValueError: a malformed identity string or a file that is no identity file.
         """
         return parse_identity(self.text)
 
@@ -296,7 +297,8 @@ def resolve_identities(identities: Any) -> Any:
     this process; None and anything else are returned as they are (checked where used).
 
     Raises:
-        As ``parse_identity``.
+        OSError: an identity file that cannot be read.
+        ValueError: a malformed identity string or a file that is no identity file.
     """
     if identities is None:
         return None
@@ -322,7 +324,3 @@ def check_identities(key: Union[RawKeyLike, DirectKey, None] = None,
     """
     return _check_identities(key, resolve_identities(identities))
 
-
-def shown(text: str) -> str:
-    """An identity or recipient string for a message: hidden when it might be a secret."""
-    return _redact.shown_argument(text)
