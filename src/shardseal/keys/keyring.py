@@ -360,7 +360,8 @@ class KeyringRecipient(Recipient):
 # -- the keyring --------------------------------------------------------------------------
 
 class Keyring(Identity):
-    """A keyring file's KEKs, in memory. It is the identity that opens keyring stanzas.
+    """A keyring file's KEKs, in memory. It is the identity that opens keyring stanzas (also
+    named ``KeyringIdentity``; its string form is ``keyring:PATH``).
 
     Make one with ``Keyring.create`` or ``Keyring.load``; every change (``add``,
     ``set_state``) is saved at once. As an identity it opens stanzas wrapped under any of its
