@@ -23,6 +23,7 @@ import pytest
 import shardseal
 from shardseal import cli, cobblestone, keyfile, keyref, passphrase, x25519
 import shardseal.keyring
+from shardseal.keys import registry
 
 from .cli_helpers import child_env, command, register_secret
 
@@ -153,6 +154,20 @@ def _api_calls(folder, blob):
             ("x25519 identity string", lambda k=k: x25519.X25519Identity.from_string(k)),
             ("keyref RawKey", lambda k=k: keyref.RawKey(k[:31])),
             ("keyfile format", lambda k=k: keyfile.format_key_file(k[:31])),
+            # Issue 12: the one registry, references and their string forms.
+            ("registry parse_identity", lambda k=k: registry.parse_identity(k)),
+            ("registry parse_recipient", lambda k=k: registry.parse_recipient(k)),
+            ("registry keyring identity", lambda k=k: registry.parse_identity(f"keyring:{k}")),
+            ("registry keyring recipient", lambda k=k: registry.parse_recipient(f"keyring:{k}#x")),
+            ("registry aws-kms identity", lambda k=k: registry.parse_identity(f"aws-kms:{k}")),
+            ("IdentityRef", lambda k=k: keyref.IdentityRef(k).load()),
+            ("parse_key_ref", lambda k=k: keyref.parse_key_ref(k)),
+            ("KeyFile from_string", lambda k=k: keyref.KeyFile.from_string(f"keyfile:{k}").resolve()),
+            ("EnvKey from_string", lambda k=k: keyref.EnvKey.from_string(f"env:{k}")),
+            ("DatasetKey identity", lambda k=k: keyref.DatasetKey(folder, k).resolve()),
+            ("SealFileSystem identities", lambda k=k: _sealfs(identities=[k]).cat(path)),
+            ("SealFileSystem key string", lambda k=k: _sealfs(key=k)),
+            ("open identities string", lambda k=k: shardseal.open(path, "rb", identities=[k])),
         ]
     line = KEY_LINE.encode()
     calls += [
@@ -182,8 +197,20 @@ def _api_calls(folder, blob):
         ("write_key_file", lambda: keyfile.write_key_file("/x/" + HEX, KEY)),
         ("clean_temp_files hex", lambda: shardseal.clean_temp_files(HEX)),
         ("rotate add", lambda: shardseal.rotate(path, identities=[], add=[KEY], dry_run=True)),
+        ("RawKey to_string", lambda: keyref.RawKey(KEY).to_string()),
+        ("SealFileSystem raw key to_json", lambda: _sealfs(key=KEY).to_json()),
+        ("SealFileSystem RawKey to_json", lambda: _sealfs(key=keyref.RawKey(KEY, allow_pickle=True)).to_json()),
+        ("SealFileSystem identity to_json",
+         lambda: _sealfs(identities=[shardseal.keys.envelope.DirectKey(KEY)]).to_json()),
     ]
     return calls
+
+
+def _sealfs(**kwargs):
+    pytest.importorskip("fsspec")
+    from shardseal.fsspec import SealFileSystem
+
+    return SealFileSystem(target_protocol="file", **kwargs)
 
 
 def test_no_api_error_holds_the_key(files):

@@ -15,10 +15,12 @@ from .keys.keyref import (  # noqa: F401
     RawKey,
     as_key_ref,
     is_key_ref,
+    parse_key_ref,
     resolve_key,
     resolve_reference,
     PathLike,
 )
+from .keys.registry import IdentityRef  # noqa: F401
 from .ops.manifest import DatasetKey  # noqa: F401
 
 __all__ = [
@@ -30,8 +32,10 @@ __all__ = [
     "RawKey",
     "as_key_ref",
     "is_key_ref",
+    "parse_key_ref",
     "resolve_key",
     "resolve_reference",
     "PathLike",
     "DatasetKey",
+    "IdentityRef",
 ]

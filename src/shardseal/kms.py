@@ -6,13 +6,14 @@ The code lives in ``shardseal.keys.kms`` (docs/ARCHITECTURE.md); this module re-
 public names, so that user code keeps the short path.
 """
 
+from .keys import kms as _home
 from .keys.kms import (  # noqa: F401
     CONTEXT_KEY,
     AwsKms,
     KeyProvider,
     KmsError,
     KmsIdentity,
-    KmsKey,
+    KmsRecipient,
     encryption_context,
     parse_identity,
     parse_recipient,
@@ -26,10 +27,15 @@ __all__ = [
     "KeyProvider",
     "KmsError",
     "KmsIdentity",
-    "KmsKey",
+    "KmsRecipient",
     "encryption_context",
     "parse_identity",
     "parse_recipient",
     "AuthenticationError",
     "AWS_KMS",
 ]
+
+
+def __getattr__(name: str):
+    # Deprecated old names (KmsKey): the home module warns.
+    return getattr(_home, name)

@@ -6,11 +6,13 @@ The code lives in ``shardseal.keys.pkcs11`` (docs/ARCHITECTURE.md); this module 
 public names, so that user code keeps the short path.
 """
 
+from .keys import pkcs11 as _home
 from .keys.pkcs11 import (  # noqa: F401
     MODULE_ENV,
     PIN_ENV,
     HsmError,
-    Pkcs11Key,
+    Pkcs11Identity,
+    Pkcs11Recipient,
     Pkcs11LoginError,
     create_kek,
     make_uri,
@@ -27,7 +29,8 @@ __all__ = [
     "MODULE_ENV",
     "PIN_ENV",
     "HsmError",
-    "Pkcs11Key",
+    "Pkcs11Identity",
+    "Pkcs11Recipient",
     "Pkcs11LoginError",
     "create_kek",
     "make_uri",
@@ -39,3 +42,8 @@ __all__ = [
     "KEK_BITS",
     "PathLike",
 ]
+
+
+def __getattr__(name: str):
+    # Deprecated old names (Pkcs11Key): the home module warns.
+    return getattr(_home, name)

@@ -25,7 +25,7 @@ shardseal.encrypt(b"data", key, metadata=1)  # expect: arg-type
 shardseal.encrypt(b"data", key, suite=192)  # expect: arg-type
 shardseal.encrypt(b"data", key, threads="4")  # expect: arg-type
 shardseal.encrypt(b"data", recipients=[1])  # expect: list-item
-shardseal.decrypt(blob, identities=["keyring:keys.ring"])  # expect: list-item
+shardseal.decrypt(blob, identities=[1])  # expect: list-item
 shardseal.encrypt_into(b"data", key, "out")  # expect: arg-type
 shardseal.encrypt_array(np.zeros(3), key.hex())  # expect: arg-type
 shardseal.decrypt_file("a.sseal", "a", key=os.environ["KEY"])  # expect: arg-type

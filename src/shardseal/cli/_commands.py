@@ -147,7 +147,7 @@ def keygen_x25519(args: argparse.Namespace) -> int:
         sys.stdout.flush()
         return EXIT_OK
     try:
-        x25519.write_identity_file(args.output, identity, overwrite=args.force)
+        x25519.write_identity_file(args.output, identity, force=args.force)
     except FileExistsError:
         raise CliError(f"{args.output} already exists (use --force to replace it)") from None
     print(recipient)
@@ -163,7 +163,7 @@ def cmd_keyring(args: argparse.Namespace) -> int:
         args.subparser.error(f"keyring {args.action} needs PATH and NAME")
     if args.action == "create":
         try:
-            keyring.Keyring.create(args.path, overwrite=args.force)
+            keyring.Keyring.create(args.path, force=args.force)
         except FileExistsError:
             raise CliError(f"{args.path} already exists (use --force to replace it)") from None
         print_note(f"created keyring {args.path}")

@@ -186,7 +186,8 @@ def _add_decrypt(commands) -> None:
 def _add_identity_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("-i", "--identity", action="append", metavar="IDENTITY", default=[],
                      help="decrypt with IDENTITY (repeatable, tried in order): the path of a "
-                          "key file, keyring file or X25519 identity file; pkcs11:...; aws-kms")
+                          "key file, keyring file or X25519 identity file; keyring:PATH; "
+                          "pkcs11:...; aws-kms[:KEY] (the library's identity strings)")
     _add_passphrase_options(sub, "decrypt with a passphrase (asked without echo)")
 
 

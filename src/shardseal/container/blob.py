@@ -16,8 +16,8 @@ from ..errors import FormatError
 from ..core.buffers import BytesLike
 from ..core.layout import Suite
 from ..keys.keyref import KeyLike, resolve_reference
-from ..keys.envelope import DirectKey, Identities
-from ..keys.registry import Recipients
+from ..keys.envelope import DirectKey
+from ..keys.registry import Identities, Recipients
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -131,9 +131,10 @@ def encrypt(data: BytesLike, key: Optional[KeyLike] = None, *, recipients: Optio
             (``shardseal.keyref.KeyFile``, ``EnvKey``, ...) resolved here. Give either key or
             recipients.
         recipients: envelope encryption: a fresh random file key is wrapped for each recipient
-            (``keyring.Keyring`` keys, ``passphrase.Passphrase``, ``x25519.X25519Recipient`` or
-            recipient strings, ``pkcs11.Pkcs11Key``, ``kms.KmsKey``); any one of their
-            identities decrypts.
+            (``keyring.KeyringRecipient``, ``passphrase.Passphrase``,
+            ``x25519.X25519Recipient``, ``pkcs11.Pkcs11Recipient``, ``kms.KmsRecipient``) or
+            recipient strings (``ssealx1...``, ``keyring:PATH[#NAME]``, ``pkcs11:...``,
+            ``aws-kms:KEY``: ``shardseal.keys.registry``); any one of their identities decrypts.
         metadata: a JSON-serialisable mapping stored in the header: authenticated, not secret.
         threads: worker threads; None uses every available CPU, 1 runs inline.
         suite: 256 (Cobblestone-256, AES-256-GCM, the default) or 128 (AES-128-GCM).
@@ -201,7 +202,7 @@ def _input_key(header: _container.Header, key: Union[KeyLike, DirectKey, None],
     if identities is None and key is not None:
         # The key id is derived once per key, and the stanza matched once per header.
         return _caches.input_key(header, _caches.direct_key(key))
-    return _envelope.unwrap_input_key(header, key, identities)
+    return _envelope.unwrap_input_key(header, key, _registry.resolve_identities(identities))
 
 
 def clear_key_cache() -> None:
@@ -237,8 +238,11 @@ def decrypt(blob: BytesLike, key: Optional[KeyLike] = None, *, identities: Optio
     Args:
         blob: the container (any bytes-like object).
         key: the 32-byte key of a direct-key container, or a key reference (resolved here).
-        identities: identities to try in order (``keyring.Keyring``, ``passphrase.Passphrase``,
-            ``x25519.X25519Identity``, ``pkcs11.Pkcs11Key``, ``kms.KmsIdentity``), after key.
+        identities: identities to try in order, after key (``keyring.KeyringIdentity``,
+            ``passphrase.Passphrase``, ``x25519.X25519Identity``, ``pkcs11.Pkcs11Identity``,
+            ``kms.KmsIdentity``), identity strings (an identity file's path,
+            ``keyring:PATH``, ``pkcs11:...``, ``aws-kms[:KEY]``: ``shardseal.keys.registry``) or
+            ``shardseal.keyref.IdentityRef`` objects, loaded here.
         threads: worker threads; None uses every available CPU, 1 runs inline.
 
     Raises:

@@ -14,7 +14,7 @@ from .._atomic import TEMP_STEM_BYTES, TEMP_SUFFIX, AtomicFile, folder_lock  # n
 from .stream import DecryptingReader, EncryptingWriter
 from ..core.layout import Suite
 from ..keys.keyref import KeyLike
-from ..keys.envelope import Identities
+from ..keys.registry import Identities
 from ..keys.registry import Recipients
 
 if TYPE_CHECKING:

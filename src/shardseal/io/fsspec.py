@@ -35,8 +35,9 @@ import fsspec
 from fsspec import AbstractFileSystem
 
 from ..core import buffers as _buffers
-from ..keys import direct as _direct
-from ..keys.keyref import is_key_ref, resolve_reference
+from ..keys import direct as _direct, registry as _registry
+from ..keys.envelope import Identity
+from ..keys.keyref import ENV_PREFIX, KEYFILE_PREFIX, is_key_ref, parse_key_ref, resolve_reference
 from .. import _redact
 from ..container.blob import encrypted_size
 from .stream import DEFAULT_CACHE_CHUNKS, DecryptingReader, EncryptingWriter
@@ -72,9 +73,14 @@ class _KeyedFileSystemType(type(AbstractFileSystem)):
 
     def __call__(cls, *args, **kwargs):
         kwargs.pop("key_id", None)  # only ever derived from a raw key
+        kwargs.pop("identity_ids", None)  # only ever derived from loaded identities
+        if isinstance(kwargs.get("key"), str) and kwargs["key"].startswith((KEYFILE_PREFIX, ENV_PREFIX)):
+            kwargs["key"] = parse_key_ref(kwargs["key"])  # a reference's string form (from_json)
+        loaded = _split_identities(kwargs)
         if is_key_ref(kwargs.get("key")):
             fs = super().__call__(*args, **kwargs)
             fs._key = None
+            fs._identities = loaded
             return fs
         key = kwargs.pop("key", None)
         if key is not None:
@@ -82,7 +88,42 @@ class _KeyedFileSystemType(type(AbstractFileSystem)):
             kwargs["key_id"] = _direct.key_id(key).hex()
         fs = super().__call__(*args, **kwargs)
         fs._key = key
+        fs._identities = loaded
         return fs
+
+
+def _split_identities(kwargs: dict) -> Optional[tuple[Identity, ...]]:
+    """Takes loaded identities out of kwargs (like a raw key: replaced by their public ids)
+    and returns them; identity strings and references stay, as ``IdentityRef`` objects.
+
+    Raises:
+        TypeError: an identity that is not an Identity, an identity string or an IdentityRef.
+        ValueError: an identity string that is a secret (an X25519 identity string).
+    """
+    identities = kwargs.get("identities")
+    if identities is None:
+        return None
+    if isinstance(identities, (str, Identity, _registry.IdentityRef)):
+        identities = [identities]
+    items = list(identities)
+    if any(isinstance(i, Identity) for i in items):
+        for item in items:
+            if not isinstance(item, Identity):
+                raise TypeError("give SealFileSystem either loaded identities or identity references "
+                                f"(strings, IdentityRef), not both; got {type(item).__name__}")
+        kwargs.pop("identities")
+        kwargs["identity_ids"] = [key_id for identity in items for key_id in identity.key_ids]
+        return tuple(items)
+    refs = []
+    for item in items:
+        if isinstance(item, str):
+            item = _registry.IdentityRef(item)
+        if not isinstance(item, _registry.IdentityRef):
+            raise TypeError(f"identities must be Identity objects, identity strings or IdentityRef, "
+                            f"not {type(item).__name__}")
+        refs.append(item)
+    kwargs["identities"] = refs
+    return None
 
 
 class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
@@ -112,8 +153,13 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
     *reference* instead (``shardseal.keyref.KeyFile(path)``, ``EnvKey(name)``, a
     ``DatasetKey``), the filesystem keeps the reference, resolves it each time a file is
     opened, in the process that opens it, and pickles (a dask cluster's workers, DataLoader
-    workers); it is not serialised to JSON. Instances are not cached by fsspec
-    (``cachable = False``).
+    workers). ``identities=`` works the same way: identity strings and ``IdentityRef``
+    objects (an identity file, ``keyring:PATH``, ``pkcs11:...``, ``aws-kms[:KEY]``) are kept
+    and loaded at each open; loaded ``Identity`` objects are held like a raw key (their
+    public ids in ``identity_ids``) and refuse pickling. A filesystem holding only references
+    serialises to JSON (``to_json``/``from_json``): a key reference as ``keyfile:PATH`` or
+    ``env:NAME`` (a ``DatasetKey`` has no string form: pickle it). Instances are not cached
+    by fsspec (``cachable = False``).
 
     Args:
         target_protocol: the target filesystem's protocol (``"file"``, ``"s3"``, ``"https"``,
@@ -135,7 +181,12 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
         fo: the target path, filled in by fsspec's URL chaining; used when an older fsspec
             passes an empty path.
         key_id: set from a raw ``key``; any value given is ignored.
-        key: a key reference (``shardseal.keyref``), kept as it is; a raw key is taken by the
+        identities: identities to decrypt with (tried after the key, if any): identity strings
+            or ``IdentityRef`` objects (kept, loaded at each open, picklable), or loaded
+            ``Identity`` objects (taken by the constructor like a raw key).
+        identity_ids: set from loaded identities; any value given is ignored.
+        key: a key reference (``shardseal.keyref``, or its string ``keyfile:PATH`` /
+            ``env:NAME``), kept as it is; a raw key is taken by the
             constructor before ``__init__`` (see below).
         **kwargs: passed to ``fsspec.AbstractFileSystem``.
 
@@ -153,6 +204,7 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
     protocol = "sseal"
     cachable = False
     _key: Optional[bytes] = None
+    _identities: Optional[tuple[Identity, ...]] = None
 
     def __init__(self, target_protocol: Optional[str] = None,
                  target_options: Optional[Mapping[str, Any]] = None,
@@ -161,7 +213,8 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
                  suite: int = 256, cache_chunks: int = DEFAULT_CACHE_CHUNKS,
                  block_size: Optional[int] = DEFAULT_READ_BLOCK_SIZE,
                  cache_type: Optional[str] = DEFAULT_READ_CACHE_TYPE, fo: Optional[str] = None,
-                 key_id: Optional[str] = None, key: Any = None, **kwargs) -> None:
+                 key_id: Optional[str] = None, key: Any = None, identities: Any = None,
+                 identity_ids: Optional[list[str]] = None, **kwargs) -> None:
         if key is not None and not is_key_ref(key):
             # A raw key only gets here from fsspec's configuration, past __call__.
             raise TypeError("give SealFileSystem its key as key=, not in fsspec's configuration")
@@ -174,6 +227,9 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
         self.target_protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self.key_id = key_id
         self.key_ref = key
+        self.identity_refs: Optional[tuple[_registry.IdentityRef, ...]] = (
+            None if identities is None else tuple(identities))
+        self.identity_ids = identity_ids
         self.metadata = metadata
         self.threads = threads
         self.suite = suite
@@ -197,8 +253,14 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
 
     def __repr__(self) -> str:
         if self.key_ref is not None:
-            return f"SealFileSystem(target_protocol={self.target_protocol!r}, key={self.key_ref!r})"
-        return f"SealFileSystem(target_protocol={self.target_protocol!r}, key_id={self.key_id!r})"
+            text = f"SealFileSystem(target_protocol={self.target_protocol!r}, key={self.key_ref!r}"
+        else:
+            text = f"SealFileSystem(target_protocol={self.target_protocol!r}, key_id={self.key_id!r}"
+        if self.identity_refs is not None:
+            text += f", identities={list(self.identity_refs)!r}"
+        elif self.identity_ids is not None:
+            text += f", identity_ids={self.identity_ids!r}"
+        return text + ")"
 
     def __reduce__(self):
         """Pickles a keyless filesystem or one that holds a key reference (as the reference:
@@ -208,23 +270,46 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
         Raises:
             TypeError: the filesystem holds a raw key.
         """
-        if self._key is not None:
+        if self._key is not None or self._identities is not None:
             raise TypeError("a SealFileSystem holds key material and cannot be pickled; create "
-                            "it again with key= in the other process")
+                            "it again with key= in the other process, or give it key and "
+                            "identity references (shardseal.keyref) instead")
         return super().__reduce__()
 
     def to_dict(self, *, include_password: bool = True) -> dict:
-        """Serialises a keyless filesystem (also used by ``to_json``).
+        """Serialises a filesystem without key material (also used by ``to_json``): a key
+        reference is written as its string (``keyfile:PATH``, ``env:NAME``) and identity
+        references as their identity strings; ``fsspec.AbstractFileSystem.from_dict`` (and
+        ``from_json``) make the same filesystem again.
 
         Raises:
-            TypeError: the filesystem holds a key, or a key reference (pickle it instead).
+            TypeError: the filesystem holds a raw key or loaded identities, or a key reference
+                with no string form (a ``RawKey``, a ``DatasetKey``: pickle those instead).
         """
-        if self._key is not None:
-            raise TypeError("a SealFileSystem holds key material and cannot be serialised")
+        if self._key is not None or self._identities is not None:
+            raise TypeError("a SealFileSystem holds key material and cannot be serialised; give "
+                            "it key and identity references (shardseal.keyref) instead")
+        options = dict(self.storage_options)
+        if not include_password:
+            options.pop("password", None)
         if self.key_ref is not None:
-            raise TypeError("a SealFileSystem with a key reference is not serialised to JSON; "
-                            "pickle it instead")
-        return super().to_dict(include_password=include_password)
+            options["key"] = _key_ref_string(self.key_ref)
+        if self.identity_refs is not None:
+            options["identities"] = [ref.to_string() for ref in self.identity_refs]
+        from fsspec.json import FilesystemJSONEncoder
+
+        encoder = FilesystemJSONEncoder()
+        cls = type(self)
+        return dict(cls=f"{cls.__module__}:{cls.__name__}", protocol=self.protocol,
+                    args=encoder.make_serializable(self.storage_args),
+                    **encoder.make_serializable(options))
+
+    def _identities_to_try(self) -> Optional[list[Identity]]:
+        if self._identities is not None:
+            return list(self._identities)
+        if self.identity_refs is not None:
+            return [ref.load() for ref in self.identity_refs]  # at each open, in this process
+        return None
 
     def _require_key(self) -> bytes:
         if self.key_ref is not None:
@@ -232,6 +317,11 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
         if self._key is None:
             raise TypeError("opening a file needs a key: create the SealFileSystem with key=")
         return self._key
+
+    def _optional_key(self) -> Optional[bytes]:
+        if self.key_ref is None and self._key is None:
+            return None
+        return self._require_key()
 
     # ---- files --------------------------------------------------------------------------
 
@@ -264,9 +354,10 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
             FormatError, KeyNotFoundError, AuthenticationError, TruncatedError: reading a
                 file that is not a container this key opens (checked here, before any read).
         """
-        key = self._require_key()
         threads = kwargs.pop("threads", self.threads)
         if mode == "rb":
+            identities = self._identities_to_try()
+            key = self._require_key() if identities is None else self._optional_key()
             cache_chunks = kwargs.pop("cache_chunks", self.cache_chunks)
             if block_size is None:
                 block_size = self.block_size
@@ -281,9 +372,10 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
                 raise
             if not seekable:
                 raw = _Sequential(raw)
-            return DecryptingReader(raw, key, threads=threads, cache_chunks=cache_chunks,
-                                    close_raw=True)
+            return DecryptingReader(raw, key, identities=identities, threads=threads,
+                                    cache_chunks=cache_chunks, close_raw=True)
         if mode in _WRITE_MODES:
+            key = self._require_key()
             metadata = kwargs.pop("metadata", self.metadata)
             suite = kwargs.pop("suite", self.suite)
             # Bad options fail here, before "wb" truncates an existing file.
@@ -362,6 +454,15 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
 
     def invalidate_cache(self, path=None):
         return self.fs.invalidate_cache(None if path is None else self._strip_protocol(path))
+
+
+def _key_ref_string(key_ref: Any) -> str:
+    to_string = getattr(key_ref, "to_string", None)
+    if to_string is None:
+        raise TypeError(f"a SealFileSystem with a {type(key_ref).__name__} key reference is not "
+                        "serialised to JSON (it has no string form); pickle it instead")
+    text: str = to_string()  # a RawKey raises TypeError, without the key
+    return text
 
 
 def _can_seek(raw) -> bool:

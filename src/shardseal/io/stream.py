@@ -20,14 +20,14 @@ from typing import Any, Callable, Mapping, Optional, Union
 from ..core import backend as _backend, buffers as _buffers, layout as _layout
 from ..container import header as _container
 from ..container.blob import read_exact
-from ..keys import envelope as _envelope
+from ..keys import envelope as _envelope, registry as _registry
 from .. import audit
 from ..core.layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
 from ..errors import AuthenticationError, ShardsealError, TruncatedError
 from ..core.layout import Suite
 from ..keys.keyref import KeyLike, resolve_reference
-from ..keys.envelope import DirectKey, Identities
-from ..keys.registry import Recipients
+from ..keys.envelope import DirectKey
+from ..keys.registry import Identities, Recipients
 
 # Reads of at least this many whole chunks skip the cache and decrypt straight into the
 # caller's buffer, in batches of at most BULK_BATCH_CHUNKS (4 MiB) to bound memory.
@@ -129,7 +129,7 @@ class DecryptingReader(io.BufferedIOBase):
         seekable = _is_seekable(raw)
         start = raw.tell() if seekable else 0
         header = _container.read_header(lambda n: read_exact(raw, n))
-        file_key = _envelope.unwrap_file_key(header, _envelope.check_identities(key, identities))
+        file_key = _envelope.unwrap_file_key(header, _registry.check_identities(key, identities))
         head = read_exact(raw, MESSAGE_HEADER_SIZE)
         if len(head) < MESSAGE_HEADER_SIZE:
             raise TruncatedError("message truncated: shorter than its salt and commitment")

@@ -29,7 +29,7 @@ def make_uri(token_label: str, key_label: str) -> str:
 
     Raises:
         TypeError: a label is not a str.
-        ValueError: a label is empty or too long (see ``Pkcs11Key``).
+        ValueError: a label is empty or too long (see ``Pkcs11Recipient``).
     """
     token_label, key_label = _check_token_label(token_label), _check_key_label(key_label)
     uri = (f"{URI_SCHEME}token={urllib.parse.quote(token_label, safe=_PATH_SAFE)}"

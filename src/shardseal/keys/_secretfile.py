@@ -64,7 +64,7 @@ def read_secret_file(name: str, *, what: str, limit: int, too_large: Callable[[]
     return data
 
 
-def write_secret_file(path: PathLike, data: bytes, *, overwrite: bool) -> None:
+def write_secret_file(path: PathLike, data: bytes, *, force: bool) -> None:
     """Writes data to path with mode 0600 (narrowed further by the umask), fsynced.
 
     The data goes to a temporary ``.<name>.*.sseal-tmp`` file beside path (``_atomic.AtomicFile``:
@@ -73,14 +73,14 @@ def write_secret_file(path: PathLike, data: bytes, *, overwrite: bool) -> None:
     killed), fsynced, then given the name path, and the folder is fsynced. Readers see no file
     (or the old one) or the whole new one, never a part.
 
-    * overwrite: the temporary file is renamed over path.
+    * force: the temporary file is renamed over path.
     * otherwise: it is linked to path, which never replaces an existing file (see
       ``AtomicFile.commit(replace=False)`` for file systems without hard links).
 
     Raises:
-        FileExistsError: path exists and overwrite is false.
+        FileExistsError: path exists and force is false.
         OSError: the file cannot be written.
     """
     with AtomicFile(path, mode=None) as temp:
         temp.file.write(data)
-        temp.commit(replace=overwrite)
+        temp.commit(replace=force)

@@ -169,10 +169,11 @@ def write_key_file(path: PathLike, key: bytes, *, force: bool = False) -> None:
     it is never readable by others, not even while being written) and fsynced, which then
     appears under path in one step: readers see no file (or the old one) or the whole new one.
     Without force an existing path is an error; with force the file is renamed over it.
+    ``force`` is the one overwrite flag of the library and the command line (``--force``).
 
     Raises:
         FileExistsError: path exists and force is false.
         OSError: the file cannot be written.
         TypeError, ValueError: key is not 32 bytes.
     """
-    write_secret_file(path, format_key_file(key).encode("ascii"), overwrite=force)
+    write_secret_file(path, format_key_file(key).encode("ascii"), force=force)

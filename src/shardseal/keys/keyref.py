@@ -17,6 +17,14 @@ reference* and resolve it in each process, so that key material is never pickled
   named by a string: the path of a key file, keyring file or X25519 identity file, a
   ``pkcs11:`` URI or ``aws-kms``, so that workers reach an HSM or a KMS themselves.
 
+String forms (``to_string``/``from_string``, and ``parse_key_ref`` for either): ``keyfile:PATH``
+and ``env:NAME``. They name where the key is, never the key, so ``SealFileSystem.to_json``
+writes them; a ``RawKey`` has no string form (``to_string`` raises ``TypeError``).
+
+Identities have references too: ``IdentityRef`` (``shardseal.keys.registry``, re-exported by
+``shardseal.keyref``) names an identity file, a keyring, a PKCS#11 key or a KMS key by its
+identity string and loads it in the process that decrypts.
+
 ``resolve()`` returns the 32 key bytes. No ``repr`` or message here contains key material; a
 ``RawKey``'s repr shows its public key id, the fingerprint ``shardseal inspect`` prints.
 Any object with a ``resolve() -> bytes`` method works where a key reference is expected.
@@ -27,12 +35,16 @@ from __future__ import annotations
 import os
 from typing import TypeVar, Union
 
+from .. import _redact
 from . import direct as _direct
 from ..core.buffers import BytesLike
 from .keyfile import KeyFileError, parse_key_file, read_key_file
 
 __all__ = ["DEFAULT_ENV_VAR", "EnvKey", "KeyFile", "KeyLike", "KeyRef", "RawKey", "as_key_ref",
-           "is_key_ref", "resolve_key", "resolve_reference"]
+           "is_key_ref", "parse_key_ref", "resolve_key", "resolve_reference"]
+
+KEYFILE_PREFIX = "keyfile:"
+ENV_PREFIX = "env:"
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -86,6 +98,19 @@ class KeyFile(KeyRef):
         """
         return read_key_file(self.path)
 
+    @classmethod
+    def from_string(cls, text: str) -> "KeyFile":
+        """The reference ``keyfile:PATH`` names.
+
+        Raises:
+            ValueError: text is not a ``keyfile:`` string.
+        """
+        return cls(_after_prefix(text, KEYFILE_PREFIX))
+
+    def to_string(self) -> str:
+        """``keyfile:PATH`` (the absolute path; no secret)."""
+        return KEYFILE_PREFIX + self.path
+
     def __repr__(self) -> str:
         return f"KeyFile({self.path!r})"
 
@@ -112,7 +137,9 @@ class EnvKey(KeyRef):
 
     def __init__(self, name: str = DEFAULT_ENV_VAR) -> None:
         if not isinstance(name, str) or not name or "=" in name:
-            raise ValueError(f"not an environment variable name: {name!r}")
+            # Not repr(name): a key pasted where the variable's name belongs must not show.
+            shown = _redact.shown_argument(name) if isinstance(name, str) else _redact.shown(name)
+            raise ValueError(f"not an environment variable name: {shown}")
         self.name = name
 
     def resolve(self) -> bytes:
@@ -128,6 +155,19 @@ class EnvKey(KeyRef):
                                "key file's text, e.g. export "
                                f'{self.name}="$(cat team.key)")')
         return parse_key_file(os.fsencode(value), f"environment variable {self.name}")
+
+    @classmethod
+    def from_string(cls, text: str) -> "EnvKey":
+        """The reference ``env:NAME`` names.
+
+        Raises:
+            ValueError: text is not an ``env:`` string, or NAME is no variable name.
+        """
+        return cls(_after_prefix(text, ENV_PREFIX))
+
+    def to_string(self) -> str:
+        """``env:NAME`` (the variable's name, never its value)."""
+        return ENV_PREFIX + self.name
 
     def __repr__(self) -> str:
         return f"EnvKey({self.name!r})"
@@ -170,6 +210,15 @@ class RawKey(KeyRef):
     def __repr__(self) -> str:
         return f"RawKey(<key id {self.key_id}>, allow_pickle={self.allow_pickle})"
 
+    def to_string(self) -> str:
+        """A raw key has no string form: it would be the key itself.
+
+        Raises:
+            TypeError: always.
+        """
+        raise TypeError("a RawKey has no string form (it would be the key): use "
+                        "shardseal.keyref.KeyFile(path) or EnvKey(name)")
+
     def __reduce__(self):
         if not self.allow_pickle:
             raise TypeError(_PICKLE_REFUSED)
@@ -180,6 +229,30 @@ class RawKey(KeyRef):
 
     def __deepcopy__(self, memo) -> "RawKey":
         return self
+
+
+def _after_prefix(text: str, prefix: str) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"a key reference string must be a str, not {type(text).__name__}")
+    if not text.startswith(prefix) or len(text) == len(prefix):
+        raise ValueError(f"not a {prefix}... key reference string")
+    return text[len(prefix):]
+
+
+def parse_key_ref(text: str) -> KeyRef:
+    """The key reference a string names: ``keyfile:PATH`` or ``env:NAME``.
+
+    Raises:
+        TypeError: text is not a str.
+        ValueError: neither form (the message never quotes text: it might be a key).
+    """
+    if isinstance(text, str) and text.startswith(KEYFILE_PREFIX):
+        return KeyFile.from_string(text)
+    if isinstance(text, str) and text.startswith(ENV_PREFIX):
+        return EnvKey.from_string(text)
+    if not isinstance(text, str):
+        raise TypeError(f"a key reference string must be a str, not {type(text).__name__}")
+    raise ValueError("not a key reference string (expected keyfile:PATH or env:NAME)")
 
 
 def as_key_ref(key) -> KeyRef:

@@ -65,7 +65,7 @@ from cryptography.hazmat.primitives import keywrap
 
 from ..core import backend as _backend
 from .. import _redact
-from . import stanzas as _stanzas
+from . import _deprecated, stanzas as _stanzas
 from .envelope import Identity, Recipient, WrapContext
 from .._atomic import folder_lock
 from ._secretfile import read_secret_file
@@ -83,6 +83,7 @@ __all__ = [
     "KekInfo",
     "Keyring",
     "KeyringFileError",
+    "KeyringIdentity",
     "KeyringRecipient",
     "kek_id",
     "unwrap_key",
@@ -270,6 +271,18 @@ def _stamp(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime(_TIME_FORMAT)
 
 
+_PREFIX = "keyring:"
+
+
+def _split_keyring_string(text: str) -> tuple[str, str]:
+    if not isinstance(text, str):
+        raise TypeError(f"a keyring string must be a str, not {type(text).__name__}")
+    if not text.startswith(_PREFIX) or len(text) == len(_PREFIX):
+        raise ValueError("not a keyring string (expected keyring:PATH or keyring:PATH#NAME)")
+    path, _, name = text[len(_PREFIX):].partition("#")
+    return path, name
+
+
 # -- the recipient ------------------------------------------------------------------------
 
 class KeyringRecipient(Recipient):
@@ -322,6 +335,24 @@ class KeyringRecipient(Recipient):
         """Detaches this recipient from its keyring's key bytes: it no longer wraps."""
         self._kek = None
 
+    @classmethod
+    def from_string(cls, text: str) -> "KeyringRecipient":
+        """The recipient ``keyring:PATH`` (the newest active KEK) or ``keyring:PATH#NAME`` (the
+        KEK named or with that id) names: loads the keyring file.
+
+        Raises:
+            TypeError: text is not a str.
+            ValueError: not a ``keyring:`` string; no such active KEK.
+            OSError: the keyring file cannot be read.
+            KeyringFileError: it is not a keyring file.
+        """
+        path, name = _split_keyring_string(text)
+        return Keyring.load(path).recipient(name or None)
+
+    def to_string(self) -> str:
+        """``keyring:PATH#NAME``: the keyring file and the KEK's name (public, no key)."""
+        return f"{_PREFIX}{self._keyring_path}#{self._name}"
+
     def __repr__(self) -> str:
         return f"KeyringRecipient(name={self._name!r}, id={self.key_id}, keyring={self._keyring_path!r})"
 
@@ -329,7 +360,8 @@ class KeyringRecipient(Recipient):
 # -- the keyring --------------------------------------------------------------------------
 
 class Keyring(Identity):
-    """A keyring file's KEKs, in memory. It is the identity that opens keyring stanzas.
+    """A keyring file's KEKs, in memory. It is the identity that opens keyring stanzas (also
+    named ``KeyringIdentity``; its string form is ``keyring:PATH``).
 
     Make one with ``Keyring.create`` or ``Keyring.load``; every change (``add``,
     ``set_state``) is saved at once. As an identity it opens stanzas wrapped under any of its
@@ -352,15 +384,17 @@ class Keyring(Identity):
     # -- construction ---------------------------------------------------------------------
 
     @classmethod
-    def create(cls, path: PathLike, *, overwrite: bool = False) -> "Keyring":
+    def create(cls, path: PathLike, *, force: bool = False, overwrite: Optional[bool] = None) -> "Keyring":
         """Writes a new empty keyring file (mode 0600) and returns it.
 
         Raises:
-            FileExistsError: path exists and overwrite is false.
+            FileExistsError: path exists and force is false (``overwrite=`` is the old,
+                deprecated spelling of ``force=``).
             OSError: the file cannot be written.
         """
         ring = cls(path, [])
-        _write_file(ring._path, _encode([]), overwrite=overwrite)
+        force = _deprecated.force_flag(force, overwrite, "Keyring.create")
+        _write_file(ring._path, _encode([]), force=force)
         return ring
 
     @classmethod
@@ -381,6 +415,24 @@ class Keyring(Identity):
                                                f"{MAX_KEYRING_FILE_SIZE} bytes)"),
         )
         return cls(name, _decode(data, name))
+
+    @classmethod
+    def from_string(cls, text: str) -> "Keyring":
+        """The keyring ``keyring:PATH`` names, loaded (as ``load``).
+
+        Raises:
+            TypeError: text is not a str.
+            ValueError: not a ``keyring:PATH`` string (a ``#NAME`` is for recipients).
+            OSError, KeyringFileError: as ``load``.
+        """
+        path, name = _split_keyring_string(text)
+        if name:
+            raise ValueError("an identity is a whole keyring: give keyring:PATH without #NAME")
+        return cls.load(path)
+
+    def to_string(self) -> str:
+        """``keyring:PATH``: where the keyring file is (public: no key)."""
+        return f"{_PREFIX}{os.fspath(self._path)}"
 
     # -- public facts ---------------------------------------------------------------------
 
@@ -473,7 +525,7 @@ class Keyring(Identity):
             self._write()
 
     def _write(self) -> None:
-        _write_file(self._path, _encode(self._entries), overwrite=True)
+        _write_file(self._path, _encode(self._entries), force=True)
 
     def _lock(self):
         """The keyring's folder lock (a save renames a new file over the keyring)."""
@@ -731,3 +783,9 @@ def _check_unique(entries: list[_Kek], name: str) -> None:
         seen_names.add(entry.name)
         seen_ids.add(entry.id)
 
+
+
+# The keyring in its identity role: a Keyring is the identity that opens keyring stanzas. Kept
+# as the same class, not a rename: a Keyring is also the keyring file's editor (create, add,
+# set_state), which is what most code that names it does.
+KeyringIdentity = Keyring

@@ -1,15 +1,15 @@
 """Key management services: file keys wrapped by a KMS, and the interface to add your own.
 
-A :class:`KmsKey` recipient asks a KMS to encrypt a file's key; a :class:`KmsIdentity` asks it
+A :class:`KmsRecipient` asks a KMS to encrypt a file's key; a :class:`KmsIdentity` asks it
 to decrypt the stanza again. The KMS itself is behind a :class:`KeyProvider`, a two-method
 interface: :class:`AwsKms` implements it for AWS KMS, and a few lines implement it for another
 service (Vault Transit, Google Cloud KMS, Azure Key Vault, an in-house service)::
 
     import shardseal
-    from shardseal.kms import AwsKms, KmsIdentity, KmsKey
+    from shardseal.kms import AwsKms, KmsIdentity, KmsRecipient
 
     kms = AwsKms(region_name="eu-west-1")
-    blob = shardseal.encrypt(data, recipients=[KmsKey(kms, "arn:aws:kms:eu-west-1:111122223333:key/...")])
+    blob = shardseal.encrypt(data, recipients=[KmsRecipient(kms, "arn:aws:kms:eu-west-1:111122223333:key/...")])
     data = shardseal.decrypt(blob, identities=[KmsIdentity(kms, allowed_accounts=["111122223333"])])
 
 **Encryption context.** Every wrap and unwrap sends the KMS the encryption context
@@ -32,11 +32,17 @@ like the AWS Encryption SDK's discovery filter); a file that names any other key
 declined without a request.
 
 **Stanza.** A KMS stanza (type ``0x0006``) holds the provider's name, the key reference exactly
-as it was given to :class:`KmsKey`, and the provider's opaque wrapped key; ``inspect`` and
+as it was given to :class:`KmsRecipient`, and the provider's opaque wrapped key; ``inspect`` and
 :class:`~shardseal.errors.KeyNotFoundError` name the key as ``"<provider>:<key reference>"``,
 e.g. ``"aws-kms:alias/training-data"``. Prefer key ARNs for files that live long: an alias is
 resolved again at every decryption, and one that was pointed at another key no longer opens old
 files.
+
+**Strings.** ``KmsRecipient.from_string("aws-kms:KEY")`` and ``KmsIdentity.from_string("aws-kms")``
+or ``("aws-kms:KEY")`` build an :class:`AwsKms` provider from the usual AWS configuration;
+``to_string`` gives those strings back (``shardseal.keys.registry`` parses them for every
+function that takes recipient or identity strings). ``KmsKey`` is the old name of
+``KmsRecipient`` (deprecated).
 """
 
 from __future__ import annotations
@@ -48,7 +54,7 @@ import re
 from typing import Iterable, Iterator, Mapping, Optional
 
 from .. import _redact
-from . import stanzas as _stanzas
+from . import _deprecated, stanzas as _stanzas
 from .envelope import Identity, Recipient, WrapContext
 from ..errors import AuthenticationError, KmsError
 
@@ -58,7 +64,7 @@ __all__ = [
     "KeyProvider",
     "KmsError",
     "KmsIdentity",
-    "KmsKey",
+    "KmsRecipient",
     "encryption_context",
     "parse_identity",
     "parse_recipient",
@@ -92,7 +98,7 @@ def encryption_context(context: WrapContext) -> dict[str, str]:
 class KeyProvider(abc.ABC):
     """A key management service that encrypts and decrypts small secrets under named keys.
 
-    Implement ``name``, ``wrap`` and ``unwrap`` to use another KMS with :class:`KmsKey` and
+    Implement ``name``, ``wrap`` and ``unwrap`` to use another KMS with :class:`KmsRecipient` and
     :class:`KmsIdentity`. The provider must authenticate ``context`` (a KMS encryption context,
     or AAD of an AEAD): unwrap with another context must fail. Providers are not picklable,
     since they usually hold credentials or clients.
@@ -162,7 +168,7 @@ def _check_key_ref(key_id) -> str:
     return key_id
 
 
-class KmsKey(Recipient):
+class KmsRecipient(Recipient):
     """A recipient whose file key is wrapped by a KMS key.
 
     Args:
@@ -201,8 +207,24 @@ class KmsKey(Recipient):
         wrapped = self._provider.wrap(self._key_ref, bytes(file_key), encryption_context(context))
         return _stanzas.reference_body(self._provider.name, self._key_ref, bytes(wrapped))
 
+    @classmethod
+    def from_string(cls, text: str) -> "KmsRecipient":
+        """The recipient ``"aws-kms:<key id, ARN or alias>"`` names (as ``parse_recipient``).
+
+        Raises:
+            TypeError: text is not a str.
+            ValueError: not an ``aws-kms:`` recipient string, or no AWS region configured.
+            ImportError: boto3 is not installed.
+        """
+        return parse_recipient(text)
+
+    def to_string(self) -> str:
+        """The recipient string, ``"<provider>:<key reference>"`` (``aws-kms:...`` for AWS);
+        public. Only ``aws-kms:`` (and prefixes registered in ``keys.registry``) parse back."""
+        return self.key_id
+
     def __repr__(self) -> str:
-        return f"KmsKey(key_id={self.key_id!r})"
+        return f"KmsRecipient(key_id={self.key_id!r})"
 
 
 class KmsIdentity(Identity):
@@ -217,7 +239,7 @@ class KmsIdentity(Identity):
 
     Args:
         provider: the KeyProvider that talks to the KMS.
-        key_ids: the key references to try (as stored in stanzas, see ``KmsKey``); None tries
+        key_ids: the key references to try (as stored in stanzas, see ``KmsRecipient``); None tries
             every stanza of this provider that allowed_accounts lets through.
         allowed_accounts: AWS account ids (12 digits) whose keys may be tried: a stanza is
             then tried only when its key reference is a KMS ARN
@@ -277,6 +299,32 @@ class KmsIdentity(Identity):
             return None  # declined before any request: not an attempt
         return bytes(self._provider.unwrap(stanza.key_ref, stanza.wrapped_key,
                                            encryption_context(context)))
+
+    @classmethod
+    def from_string(cls, text: str) -> "KmsIdentity":
+        """The identity ``"aws-kms"`` (any AWS KMS key) or ``"aws-kms:<key id>"`` names (as
+        ``parse_identity``).
+
+        Raises:
+            TypeError: text is not a str.
+            ValueError: not an ``aws-kms`` identity string, or no AWS region configured.
+            ImportError: boto3 is not installed.
+        """
+        return parse_identity(text)
+
+    def to_string(self) -> str:
+        """The identity string: ``"<provider>"`` for any key, ``"<provider>:<key>"`` for one
+        key (no secret: a KMS key's name).
+
+        Raises:
+            ValueError: the identity names several keys or an account filter, which have no
+                string form.
+        """
+        if self._accounts is not None or (self._key_refs is not None and len(self._key_refs) != 1):
+            raise ValueError("a KmsIdentity with several key_ids or allowed_accounts has no string form")
+        if self._key_refs is None:
+            return self._provider.name
+        return f"{self._provider.name}:{self._key_refs[0]}"
 
     def __repr__(self) -> str:
         accounts = "" if self._accounts is None else f", allowed_accounts={sorted(self._accounts)!r}"
@@ -428,8 +476,8 @@ def _kms_error(key_id: str, code: str, detail: str) -> KmsError:
 _PREFIX = AWS_KMS + ":"
 
 
-def parse_recipient(text: str) -> KmsKey:
-    """A KmsKey from ``"aws-kms:<key id, key ARN, alias name or alias ARN>"``.
+def parse_recipient(text: str) -> KmsRecipient:
+    """A KmsRecipient from ``"aws-kms:<key id, key ARN, alias name or alias ARN>"``.
 
     The AwsKms provider is built from the usual AWS configuration.
 
@@ -443,7 +491,7 @@ def parse_recipient(text: str) -> KmsKey:
     if not text.startswith(_PREFIX) or len(text) == len(_PREFIX):
         raise ValueError(f"not a KMS recipient (expected 'aws-kms:<key id or ARN>'): {text!r}")
     key_ref = _check_key_ref(text[len(_PREFIX):])  # before AwsKms(), whose errors are others
-    return KmsKey(AwsKms(), key_ref)
+    return KmsRecipient(AwsKms(), key_ref)
 
 
 def parse_identity(text: str) -> KmsIdentity:
@@ -462,3 +510,7 @@ def parse_identity(text: str) -> KmsIdentity:
         raise ValueError(f"not a KMS identity (expected 'aws-kms' or 'aws-kms:<key id>'): {text!r}")
     key_ref = _check_key_ref(text[len(_PREFIX):])
     return KmsIdentity(AwsKms(), [key_ref])
+
+
+__getattr__ = _deprecated.module_getattr(__name__, globals(), {"KmsKey": "KmsRecipient"},
+                                           short_path="shardseal.kms")

@@ -43,7 +43,8 @@ from . import stanzas as _stanzas
 from .envelope import Identity, Recipient, WrapContext
 from ..errors import FormatError, WrongPassphraseError
 
-__all__ = ["DEFAULT_WORK_FACTOR", "MAX_WORK_FACTOR", "MIN_WORK_FACTOR", "Passphrase"]
+__all__ = ["DEFAULT_WORK_FACTOR", "MAX_WORK_FACTOR", "MIN_WORK_FACTOR", "Passphrase", "PassphraseIdentity",
+           "PassphraseRecipient"]
 
 DEFAULT_WORK_FACTOR = 18  # log2(N): about 256 MiB and a fraction of a second per stanza
 MIN_WORK_FACTOR = _stanzas.SCRYPT_MIN_LOG2_N
@@ -163,6 +164,11 @@ class Passphrase(Recipient, Identity):
     """A passphrase: the recipient that seals a file key with it, and the identity that
     opens it again.
 
+    One class for both roles (also named ``PassphraseRecipient`` and ``PassphraseIdentity``):
+    a passphrase is symmetric, the same secret seals and opens, and it has no public part to
+    split off. It has no string form either (no ``from_string``/``to_string``): the string
+    would be the secret itself; the command line prompts for it.
+
     Args:
         passphrase: the passphrase, text (NFC-normalised, UTF-8 encoded) or bytes (used as
             they are). Never empty.
@@ -242,3 +248,8 @@ class Passphrase(Recipient, Identity):
     def __repr__(self) -> str:
         state = "wiped" if self._secret is None else "hidden"
         return f"Passphrase(<{state}>, work_factor={self._work_factor})"
+
+
+# The names of Passphrase in its two roles (the same class: see its documentation).
+PassphraseRecipient = Passphrase
+PassphraseIdentity = Passphrase

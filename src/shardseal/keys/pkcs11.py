@@ -1,6 +1,6 @@
 """PKCS#11 HSM key-encryption keys: file keys wrapped and unwrapped inside a token.
 
-A :class:`Pkcs11Key` names an AES-256 key object in a PKCS#11 token (a hardware security
+A :class:`Pkcs11Recipient` names an AES-256 key object in a PKCS#11 token (a hardware security
 module, a smart card, SoftHSM2) that never leaves it. It is both a recipient (it wraps a file's
 key for the container's key block) and an identity (it unwraps it again)::
 
@@ -8,7 +8,7 @@ key for the container's key block) and an identity (it unwraps it again)::
     kek = pkcs11.create_kek("ml-keys", "kek-2026", module="/usr/lib/softhsm/libsofthsm2.so",
                             pin="1234")            # once: generates the key in the token
     blob = shardseal.encrypt(data, recipients=[kek])
-    with pkcs11.Pkcs11Key("ml-keys", "kek-2026") as kek:   # module and PIN from the environment
+    with pkcs11.Pkcs11Recipient("ml-keys", "kek-2026") as kek:   # module and PIN from the environment
         data = shardseal.decrypt(blob, identities=[kek])
 
 **The key stays in the token.** ``create_kek`` generates it there with ``CKA_SENSITIVE`` true,
@@ -68,7 +68,7 @@ import threading
 import weakref
 from typing import Any, Callable, Optional, Union
 
-from . import envelope as _envelope, stanzas as _stanzas
+from . import _deprecated, envelope as _envelope, stanzas as _stanzas
 from .. import _redact
 from ._pkcs11uri import MODULE_ENV, PIN_ENV, make_uri, parse_uri
 from ..errors import AuthenticationError, HsmError, KeyNotFoundError, Pkcs11LoginError
@@ -77,7 +77,8 @@ __all__ = [
     "MODULE_ENV",
     "PIN_ENV",
     "HsmError",
-    "Pkcs11Key",
+    "Pkcs11Identity",
+    "Pkcs11Recipient",
     "Pkcs11LoginError",
     "create_kek",
     "make_uri",
@@ -232,7 +233,7 @@ class _Module:
             if "already initialized" not in str(exc):
                 raise _hsm_error(f"re-initialisation of {self.path} after fork", exc) from None
 
-    def acquire(self, key: Pkcs11Key) -> _TokenSession:
+    def acquire(self, key: Pkcs11Recipient) -> _TokenSession:
         """The shared session of key's token, opened (and logged in) if needed. Holds lock.
 
         Raises:
@@ -275,7 +276,7 @@ def _same_pin(a: Optional[bytes], b: Optional[bytes]) -> bool:
     return hmac.compare_digest(a, b)
 
 
-def _open_session(lib, key: Pkcs11Key) -> _TokenSession:
+def _open_session(lib, key: Pkcs11Recipient) -> _TokenSession:
     errors = _p11().exceptions
     try:
         token = lib.get_token(token_label=key.token_label)
@@ -299,7 +300,7 @@ def _open_session(lib, key: Pkcs11Key) -> _TokenSession:
     return _TokenSession(token, session, key._pin_digest)
 
 
-def _login(token, key: Pkcs11Key):
+def _login(token, key: Pkcs11Recipient):
     """A session logged in with key's PIN. Keeps the PIN's str copy out of tracebacks."""
     errors = _p11().exceptions
     message, failure = None, None
@@ -334,7 +335,7 @@ def _call_module(action: str, function: Callable, *args, **kwargs):
 
 _MODULES: dict[str, _Module] = {}
 _MODULES_LOCK = threading.Lock()
-_KEYS: "weakref.WeakSet[Pkcs11Key]" = weakref.WeakSet()
+_KEYS: "weakref.WeakSet[Pkcs11Recipient]" = weakref.WeakSet()
 
 
 def _module(path: str) -> _Module:
@@ -422,8 +423,13 @@ def _unwrap_in_token(session, kek, wrapped: bytes, *, mechanism=None, key_type=N
 
 # -- the key ---------------------------------------------------------------------------------------
 
-class Pkcs11Key(_envelope.Recipient, _envelope.Identity):
+class Pkcs11Recipient(_envelope.Recipient, _envelope.Identity):
     """An AES key-encryption key inside a PKCS#11 token: a recipient and an identity.
+
+    One class for both roles, also named ``Pkcs11Identity``: the token's key is symmetric, the
+    same handle wraps and unwraps, so a recipient and an identity are the same object. Its
+    string form is its RFC 7512 URI (``from_string``/``to_string``; no PIN in it).
+    ``Pkcs11Key`` is the old name (deprecated).
 
     Args:
         token_label: the token's label (``CKA_LABEL`` of the token, 1..32 UTF-8 bytes).
@@ -461,7 +467,7 @@ class Pkcs11Key(_envelope.Recipient, _envelope.Identity):
 
     @classmethod
     def from_uri(cls, uri: str, module: Optional[PathLike] = None,
-                 pin: Union[str, bytes, None] = None) -> Pkcs11Key:
+                 pin: Union[str, bytes, None] = None) -> Pkcs11Recipient:
         """The key an RFC 7512 URI names, e.g. ``pkcs11:token=ml-keys;object=kek-2026``.
 
         Raises:
@@ -469,6 +475,21 @@ class Pkcs11Key(_envelope.Recipient, _envelope.Identity):
         """
         token_label, key_label = parse_uri(uri)
         return cls(token_label, key_label, module=module, pin=pin)
+
+    @classmethod
+    def from_string(cls, text: str) -> "Pkcs11Recipient":
+        """The key a ``pkcs11:token=...;object=...`` string names; module and PIN from the
+        environment (``$SHARDSEAL_PKCS11_MODULE``, ``$SHARDSEAL_PKCS11_PIN``).
+
+        Raises:
+            TypeError, ValueError: a malformed URI, or no module in the environment.
+            ImportError: python-pkcs11 is not installed.
+        """
+        return cls.from_uri(text)
+
+    def to_string(self) -> str:
+        """The key's URI (public: token and key labels, never the PIN or the module)."""
+        return self._uri
 
     # -- public names ------------------------------------------------------------------------
 
@@ -504,7 +525,7 @@ class Pkcs11Key(_envelope.Recipient, _envelope.Identity):
 
     def __repr__(self) -> str:
         state = ", closed" if self._closed else ""
-        return f"Pkcs11Key({self._uri!r}{state})"
+        return f"Pkcs11Key({self._uri!r}{state})"  # the repr reads "a PKCS#11 key"; tests pin it
 
     # -- Recipient and Identity ----------------------------------------------------------------
 
@@ -587,7 +608,7 @@ class Pkcs11Key(_envelope.Recipient, _envelope.Identity):
                 self._finalizer = None
             self._shared = None
 
-    def __enter__(self) -> Pkcs11Key:
+    def __enter__(self) -> Pkcs11Recipient:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -676,7 +697,7 @@ def _read_key_attributes(session, kek) -> dict[str, Any]:
     return result
 
 
-def _generate_kek(shared: _TokenSession, key: Pkcs11Key) -> None:
+def _generate_kek(shared: _TokenSession, key: Pkcs11Recipient) -> None:
     p11 = _p11()
     errors = p11.exceptions
     action = f"creating {key.uri}"
@@ -706,11 +727,11 @@ def _generate_kek(shared: _TokenSession, key: Pkcs11Key) -> None:
 
 
 def create_kek(token_label: str, key_label: str, *, module: Optional[PathLike] = None,
-               pin: Union[str, bytes, None] = None) -> Pkcs11Key:
+               pin: Union[str, bytes, None] = None) -> Pkcs11Recipient:
     """Generates a non-extractable AES-256 key-encryption key in a token.
 
     The key is a token object with ``CKA_SENSITIVE`` true, ``CKA_EXTRACTABLE`` false, and
-    ``CKA_WRAP``/``CKA_UNWRAP`` as its only permitted uses. Arguments as for ``Pkcs11Key``.
+    ``CKA_WRAP``/``CKA_UNWRAP`` as its only permitted uses. Arguments as for ``Pkcs11Recipient``.
 
     Returns:
         The new key, ready to use.
@@ -722,10 +743,17 @@ def create_kek(token_label: str, key_label: str, *, module: Optional[PathLike] =
         Pkcs11LoginError: the token refuses the PIN, or none was given and it needs one.
         HsmError: the module failed.
     """
-    key = Pkcs11Key(token_label, key_label, module=module, pin=pin)
+    key = Pkcs11Recipient(token_label, key_label, module=module, pin=pin)
     try:
         key._generate()
     except BaseException:
         key.close()
         raise
     return key
+
+
+# The same class in its identity role (see Pkcs11Recipient).
+Pkcs11Identity = Pkcs11Recipient
+
+__getattr__ = _deprecated.module_getattr(__name__, globals(), {"Pkcs11Key": "Pkcs11Recipient"},
+                                           short_path="shardseal.pkcs11")

@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .. import _redact
-from . import stanzas as _stanzas
+from . import _deprecated, stanzas as _stanzas
 from .envelope import Identity, Recipient, WrapContext
 from ._secretfile import read_secret_file, write_secret_file
 from ..errors import AuthenticationError, IdentityFileError  # IdentityFileError: kept importable from here
@@ -483,18 +483,20 @@ def read_identity_file(path: PathLike) -> X25519Identity:
     return parse_identity_file(data, name)
 
 
-def write_identity_file(path: PathLike, identity: X25519Identity, *, overwrite: bool = False) -> None:
+def write_identity_file(path: PathLike, identity: X25519Identity, *, force: bool = False,
+                        overwrite: Optional[bool] = None) -> None:
     """Writes identity to a new identity file with mode 0600 (narrowed further by the umask).
 
     The text goes to a temporary file beside path, created with O_EXCL and mode 0600 (never
     readable by others, not even while written) and fsynced, which then appears under path in
     one step: readers see no file, or the old one, or the whole new one. An existing path is
-    an error unless overwrite is true.
+    an error unless force is true (``overwrite=`` is the old, deprecated spelling).
 
     Raises:
-        FileExistsError: path exists and overwrite is false.
+        FileExistsError: path exists and force is false.
         OSError: the file cannot be written.
         TypeError: identity is not an X25519Identity.
         ValueError: the identity was wiped.
     """
-    write_secret_file(path, format_identity_file(identity).encode("ascii"), overwrite=overwrite)
+    force = _deprecated.force_flag(force, overwrite, "write_identity_file")
+    write_secret_file(path, format_identity_file(identity).encode("ascii"), force=force)

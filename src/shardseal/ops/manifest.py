@@ -52,7 +52,7 @@ from typing import Any, Iterator, Mapping, NamedTuple, Optional, Union
 
 from ..container import blob as _blob, header as _container
 from ..core import backend as _backend, buffers as _buffers
-from ..keys import envelope as _envelope, direct as _direct, specs as _specs
+from ..keys import envelope as _envelope, direct as _direct, registry as _registry
 from ..keys.keyref import KeyRef
 from ..io import files as _files
 from .. import audit
@@ -482,7 +482,7 @@ class Dataset:
         """
         manifest_name = _check_manifest_name(manifest_name)
         manifest_path = Path(folder) / manifest_name
-        identities = _envelope.check_identities(None, identities)
+        identities = _registry.check_identities(None, identities)
         thread_count = _buffers.thread_count(threads)
         blob = manifest_path.read_bytes()
         with audit.target(manifest_path):
@@ -957,13 +957,15 @@ class DatasetKey(KeyRef):
 
     Args:
         folder: the dataset folder (holding ``manifest.sseal``).
-        identity: what opens the manifest, as the command line's ``-i`` takes it: the path of
-            a key file, keyring file or X25519 identity file, ``pkcs11:token=...;object=...``
-            (module and PIN from the environment) or ``aws-kms[:KEY]``.
+        identity: what opens the manifest, an identity string (``keys.registry``) that holds no
+            secret: the path of a key file, keyring file or X25519 identity file,
+            ``keyring:PATH``, ``pkcs11:token=...;object=...`` (module and PIN from the
+            environment) or ``aws-kms[:KEY]``.
         manifest_name: the manifest's file name in the folder.
 
     Raises:
         TypeError: folder or identity is not a str or path.
+        ValueError: identity is a secret (an X25519 identity string), not where one is.
     """
 
     __slots__ = ("folder", "identity", "manifest_name")
@@ -972,9 +974,8 @@ class DatasetKey(KeyRef):
         if not isinstance(folder, (str, os.PathLike)) or not isinstance(identity, (str, os.PathLike)):
             raise TypeError("DatasetKey takes a folder path and an identity path or URI")
         self.folder = os.path.abspath(os.fspath(folder))
-        identity = os.fspath(identity)
-        named = identity.startswith(("pkcs11:", "aws-kms"))
-        self.identity = identity if named else os.path.abspath(identity)
+        # Paths made absolute; a secret (an X25519 identity string) refused: this pickles.
+        self.identity = _registry.IdentityRef(identity).to_string()
         self.manifest_name = manifest_name
 
     def resolve(self) -> bytes:
@@ -985,7 +986,7 @@ class DatasetKey(KeyRef):
             ValueError: the identity string names nothing usable.
             ShardsealError: the identity does not open the manifest, or it was tampered with.
         """
-        identity = _specs.load_identity(self.identity)
+        identity = _registry.parse_identity(self.identity)
         with Dataset.open(self.folder, identities=[identity],
                                    manifest_name=self.manifest_name) as dataset:
             return dataset.key

@@ -255,7 +255,7 @@ class _Request:
     @classmethod
     def from_arguments(cls, identities, key, add, remove, recipients, reencrypt, threads,
                        dry_run, checkpoint=None) -> "_Request":
-        checked_identities = _envelope.check_identities(key, identities)
+        checked_identities = _registry.check_identities(key, identities)
         add = _recipient_tuple(add, "add")
         remove_ids = _remove_ids(remove)
         if recipients is not None:
