@@ -16,8 +16,11 @@ from .keys.kms import (  # noqa: F401
     encryption_context,
     parse_identity,
     parse_recipient,
-    AuthenticationError,
     AWS_KMS,
+)
+# The layer module uses these without exporting them: they come from where they are defined.
+from .errors import (  # noqa: F401
+    AuthenticationError,
 )
 
 __all__ = [

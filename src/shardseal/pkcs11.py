@@ -15,12 +15,15 @@ from .keys.pkcs11 import (  # noqa: F401
     create_kek,
     make_uri,
     parse_uri,
-    AuthenticationError,
-    KeyNotFoundError,
     PROVIDER,
     WRAPPED_SIZE,
     KEK_BITS,
     PathLike,
+)
+# The layer module uses these without exporting them: they come from where they are defined.
+from .errors import (  # noqa: F401
+    AuthenticationError,
+    KeyNotFoundError,
 )
 
 __all__ = [
