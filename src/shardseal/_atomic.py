@@ -16,14 +16,16 @@ import secrets
 import stat
 import tempfile
 from pathlib import Path
-from typing import Optional, Union
+from typing import Iterator, Optional, Union
 
 from . import _redact
 
 try:
     import fcntl
 except ImportError:  # Windows: no flock; concurrent writers are then not serialised
-    fcntl = None
+    _HAVE_FLOCK = False
+else:
+    _HAVE_FLOCK = True
 
 PathLike = Union[str, "os.PathLike[str]"]
 TEMP_SUFFIX = ".sseal-tmp"
@@ -85,7 +87,7 @@ class AtomicFile:
             fd, temp = _create_temp_in(dir_fd, f".{stem}.", suffix)
         self.temp = Path(temp)
         try:
-            if fcntl is not None:
+            if _HAVE_FLOCK:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file: nobody else holds it
             created_mode = stat.S_IMODE(os.fstat(fd).st_mode)  # 0600 narrowed by the umask
             # Mode 0600 while it is written (what ``shardseal clean`` looks for); mode at commit.
@@ -201,7 +203,7 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
 
 
-def open_folder(path: Union[PathLike, int], *, dir_fd: Optional[int] = None, follow_links: bool = True) -> int:
+def open_folder(path: PathLike, *, dir_fd: Optional[int] = None, follow_links: bool = True) -> int:
     """A descriptor of the folder at path (relative to dir_fd when given), for ``*at`` calls
     that write or scan inside it without going through paths again.
 
@@ -269,7 +271,7 @@ def _fsync_folder_fd(fd: int) -> None:
 
 
 @contextlib.contextmanager
-def folder_lock(folder):
+def folder_lock(folder: PathLike) -> Iterator[None]:
     """Holds an exclusive ``flock`` on a folder while files in it are read, changed and replaced.
 
     Files that are replaced by renaming a new file over them cannot carry the lock themselves,
@@ -277,7 +279,7 @@ def folder_lock(folder):
     rotation take it around each read-modify-replace, so two processes never overwrite each
     other's change. Held per open descriptor: do not nest it for one folder in one process.
     """
-    if fcntl is None:
+    if not _HAVE_FLOCK:
         yield
         return
     fd = os.open(folder, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))

@@ -1,7 +1,12 @@
 """Type stub of the native module (cpp/bindings/_native.cpp). tests/core/test_native_stub.py
 checks that it matches the compiled module."""
 
-from collections.abc import Buffer
+import sys
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:
+    from typing_extensions import Buffer
 
 CHUNK_SIZE: int
 TAG_SIZE: int

@@ -12,7 +12,18 @@ import errno
 import os
 import re
 import string
-from typing import Optional
+import sys
+from collections.abc import Sized
+from typing import Optional, Union
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:
+    from typing_extensions import Buffer
+
+# A path a message may have to name (file descriptors and file objects are accepted at run
+# time too: they have no name to hide).
+PathArg = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 
 # Short strings such as modes ('r', 'w+b') are too short to be a key or a passphrase worth
 # hiding, and showing them makes the message useful.
@@ -25,7 +36,7 @@ _MIN_SECRET_CHARS = 16
 _SECRET_PREFIXES = ("shardseal-key-1:", "SSEAL-X25519-SECRET-1")
 
 
-def shown(value) -> str:
+def shown(value: object) -> str:
     """A description of value safe for any message: its repr only when it cannot be a secret.
 
     None, bools, ints, floats and strings of at most 4 printable characters are shown as they
@@ -38,9 +49,11 @@ def shown(value) -> str:
         return repr(value)
     kind = type(value).__name__
     try:
-        return f"{kind} of length {len(value)}"
-    except Exception:  # no len(), or a len() that fails: the type alone
-        return f"a {kind} object"
+        if isinstance(value, Sized):
+            return f"{kind} of length {len(value)}"
+    except Exception:  # a len() that fails: the type alone
+        pass
+    return f"a {kind} object"  # no len(): the type alone
 
 
 def looks_like_secret(text: str) -> bool:
@@ -70,7 +83,7 @@ def shown_argument(text: str) -> str:
     return repr(text)
 
 
-def utf8_text(data) -> Optional[str]:
+def utf8_text(data: Buffer) -> Optional[str]:
     """data decoded as UTF-8, or None when it is not UTF-8.
 
     Callers raise their own error when this returns None, outside any ``except`` block: an
@@ -100,7 +113,7 @@ def ascii_bytes(text: str) -> Optional[bytes]:
         return None
 
 
-def hidden_path(path) -> Optional[str]:
+def hidden_path(path: PathArg) -> Optional[str]:
     """How a message names path when it names nothing and might be a key, else None.
 
     A key pasted where a path belongs (``read_key_file(key)``, ``encrypt_file(hex_key, ...)``)
@@ -120,7 +133,7 @@ def hidden_path(path) -> Optional[str]:
     return f"(a path of {len(text)} characters, not shown in case it is a key)"
 
 
-def refuse_missing_secret_path(path, *, for_writing: bool = False) -> None:
+def refuse_missing_secret_path(path: PathArg, *, for_writing: bool = False) -> None:
     """Raises FileNotFoundError naming path by its length when it names nothing and might be a
     key; does nothing otherwise (the caller's own open then reports any other failure).
     With for_writing, a path that is about to be created is refused only when its folder is

@@ -14,13 +14,16 @@ from .ml.data import (  # noqa: F401
     expand_urls,
     write_npy_shard,
     write_webdataset_shards,
-    FormatError,
-    TruncatedError,
     PathLike,
     SHARD_READ_BUFFER,
     MAX_NPY_HEADER,
     DEFAULT_MAX_SAMPLES_PER_SHARD,
     DEFAULT_MAX_BYTES_PER_SHARD,
+)
+# The layer module uses these without exporting them: they come from where they are defined.
+from .errors import (  # noqa: F401
+    FormatError,
+    TruncatedError,
 )
 
 __all__ = [

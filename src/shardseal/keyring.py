@@ -22,12 +22,15 @@ from .keys.keyring import (  # noqa: F401
     unwrap_key_with_padding,
     wrap_key,
     wrap_key_with_padding,
-    AuthenticationError,
     PathLike,
     KEK_SIZE,
     MAX_KEYRING_FILE_SIZE,
     MAX_NAME_LENGTH,
     STANZA_SIZE,
+)
+# The layer module uses these without exporting them: they come from where they are defined.
+from .errors import (  # noqa: F401
+    AuthenticationError,
 )
 
 __all__ = [

@@ -6,6 +6,8 @@ The code lives in ``shardseal.keys.kms`` (docs/ARCHITECTURE.md); this module re-
 public names, so that user code keeps the short path.
 """
 
+from typing import Any
+
 from .keys import kms as _home
 from .keys.kms import (  # noqa: F401
     CONTEXT_KEY,
@@ -17,8 +19,11 @@ from .keys.kms import (  # noqa: F401
     encryption_context,
     parse_identity,
     parse_recipient,
-    AuthenticationError,
     AWS_KMS,
+)
+# The layer module uses these without exporting them: they come from where they are defined.
+from .errors import (  # noqa: F401
+    AuthenticationError,
 )
 
 __all__ = [
@@ -36,6 +41,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # Deprecated old names (KmsKey): the home module warns.
     return getattr(_home, name)

@@ -18,9 +18,6 @@ from .ops.manifest import (  # noqa: F401
     ShardMismatchError,
     VerifyReport,
     verify,
-    FormatError,
-    KeyNotFoundError,
-    ShardsealError,
     PathLike,
     SHARD_SUFFIX,
     MANIFEST_SUITE,
@@ -29,6 +26,12 @@ from .ops.manifest import (  # noqa: F401
     UNLISTED,
     CORRUPT,
     UNREADABLE,
+)
+# The layer module uses these without exporting them: they come from where they are defined.
+from .errors import (  # noqa: F401
+    FormatError,
+    KeyNotFoundError,
+    ShardsealError,
 )
 
 __all__ = [

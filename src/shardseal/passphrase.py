@@ -13,11 +13,14 @@ from .keys.passphrase import (  # noqa: F401
     Passphrase,
     PassphraseIdentity,
     PassphraseRecipient,
-    FormatError,
-    WrongPassphraseError,
     STANZA_SIZE,
     MAX_SCRYPT_MEMORY,
     MAX_SCRYPT_COST,
+)
+# The layer module uses these without exporting them: they come from where they are defined.
+from .errors import (  # noqa: F401
+    FormatError,
+    WrongPassphraseError,
 )
 
 __all__ = [

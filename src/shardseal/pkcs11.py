@@ -6,6 +6,8 @@ The code lives in ``shardseal.keys.pkcs11`` (docs/ARCHITECTURE.md); this module 
 public names, so that user code keeps the short path.
 """
 
+from typing import Any
+
 from .keys import pkcs11 as _home
 from .keys.pkcs11 import (  # noqa: F401
     MODULE_ENV,
@@ -17,12 +19,15 @@ from .keys.pkcs11 import (  # noqa: F401
     create_kek,
     make_uri,
     parse_uri,
-    AuthenticationError,
-    KeyNotFoundError,
     PROVIDER,
     WRAPPED_SIZE,
     KEK_BITS,
     PathLike,
+)
+# The layer module uses these without exporting them: they come from where they are defined.
+from .errors import (  # noqa: F401
+    AuthenticationError,
+    KeyNotFoundError,
 )
 
 __all__ = [
@@ -44,6 +49,6 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # Deprecated old names (Pkcs11Key): the home module warns.
     return getattr(_home, name)

@@ -13,9 +13,12 @@ from .ops.rotation import (  # noqa: F401
     journal_path,
     recover,
     rotate,
+    PathArg,
+)
+# The layer module uses these without exporting them: they come from where they are defined.
+from .errors import (  # noqa: F401
     ShardsealError,
     TruncatedError,
-    PathArg,
 )
 
 __all__ = [

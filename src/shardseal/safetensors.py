@@ -13,9 +13,12 @@ from .ml.safetensors import (  # noqa: F401
     load_file,
     safe_open,
     save_file,
+    TensorSlice,
+)
+# The layer module uses these without exporting them: they come from where they are defined.
+from .errors import (  # noqa: F401
     FormatError,
     TruncatedError,
-    TensorSlice,
 )
 
 __all__ = [

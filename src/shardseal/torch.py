@@ -12,13 +12,16 @@ from .ml.torch import (  # noqa: F401
     encrypt_tensor,
     load,
     save,
-    FormatError,
     DTYPES,
     DTYPE_SIZES,
     dtype_name,
     cpu_contiguous,
     byte_view,
     element_count,
+)
+# The layer module uses these without exporting them: they come from where they are defined.
+from .errors import (  # noqa: F401
+    FormatError,
 )
 
 __all__ = [

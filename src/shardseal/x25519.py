@@ -16,11 +16,14 @@ from .keys.x25519 import (  # noqa: F401
     parse_identity_file,
     read_identity_file,
     write_identity_file,
-    AuthenticationError,
     PathLike,
     KEY_SIZE,
     STANZA_SIZE,
     MAX_IDENTITY_FILE_SIZE,
+)
+# The layer module uses these without exporting them: they come from where they are defined.
+from .errors import (  # noqa: F401
+    AuthenticationError,
 )
 
 __all__ = [

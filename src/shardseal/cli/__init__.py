@@ -19,15 +19,17 @@ printed; passphrases are read without echo or from a file descriptor (``keys.spe
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
 import traceback
 import warnings
-from typing import Optional
+from types import FrameType
+from typing import Any, Callable, Optional, Union
 
 from .. import audit
-from ..keys.specs import KeySpecError
+from ..errors import KeySpecError
 from ._commands import AUDIT_LOG_ENV
 from ._messages import (
     DEBUG_ENV,
@@ -47,6 +49,9 @@ from ._parser import build_parser
 
 __all__ = ["build_parser", "describe", "exit_status", "main", "terminal_safe"]
 
+# What signal.signal takes and returns (typeshed's private signal._HANDLER).
+_SignalHandler = Union[Callable[[int, Optional[FrameType]], Any], int, signal.Handlers, None]
+
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Runs the command line; returns the exit status (argparse exits 2 on bad usage)."""
@@ -61,9 +66,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             if audit_log:
                 audit_handler = audit.enable(audit_log)
-            return args.handler(args)
+            status: int = args.handler(args)  # every cmd_* returns its exit status
+            return status
         except KeySpecError as exc:
-            getattr(args, "subparser", parser).error(str(exc))
+            usage: argparse.ArgumentParser = getattr(args, "subparser", parser)
+            usage.error(str(exc))
         except (Exception, KeyboardInterrupt, Terminated) as exc:
             if os.environ.get(DEBUG_ENV) == "1":
                 print(lines_safe(scrubbed(traceback.format_exc())), end="", file=sys.stderr)
@@ -80,7 +87,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 audit_handler.close()
 
 
-def _install_sigterm_handler():
+def _install_sigterm_handler() -> _SignalHandler:
     try:
         return signal.signal(signal.SIGTERM, on_sigterm)
     except ValueError:  # not the main thread (main() called from a library)

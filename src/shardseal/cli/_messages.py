@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import re
 import sys
-from typing import Optional
+from types import FrameType
+from typing import NoReturn, Optional, TextIO, Union
 
 import shardseal
 
 from .. import _redact
-from ..io.files import TEMP_SUFFIX
+from .._atomic import TEMP_SUFFIX
 from ..errors import (
     AuthenticationError,
     FormatError,
@@ -186,9 +187,10 @@ def print_warning(message: str) -> None:
     print(f"shardseal: warning: {_one_line(message)}", file=sys.stderr, flush=True)
 
 
-def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def show_warning(message: Union[Warning, str], category: type[Warning], filename: str, lineno: int,
+                 file: Optional[TextIO] = None, line: Optional[str] = None) -> None:
     print_warning(str(message))  # every warning (a loose key file's mode) as one line
 
 
-def on_sigterm(signum, frame):
+def on_sigterm(signum: int, frame: Optional[FrameType]) -> NoReturn:
     raise Terminated()

@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Optional
+from typing import Any, Mapping, Optional, TypeVar, Union
 
 from . import _plan, header as _container
 from ..keys import envelope as _envelope, direct as _direct
+from ..keys.direct import RawKeyLike
 from .. import audit
 
 HEADER_CACHE_SIZE = 64
@@ -48,10 +49,10 @@ _lock = threading.Lock()
 _headers: dict[bytes, _container.Header] = {}
 _header_sizes: list[int] = []  # most recent first
 _direct_keys: dict[bytes, _envelope.DirectKey] = {}
-_direct_plans: dict[tuple, _plan.Plan] = {}
+_direct_plans: dict[tuple[int, bytes, bytes], _plan.Plan] = {}  # (suite, fixed, key)
 # (id(header), id(identity)) -> (header, identity, input key): the objects are kept so that
 # their ids cannot be reused while the entry exists.
-_unwrapped: dict[tuple[int, int], tuple] = {}
+_unwrapped: dict[tuple[int, int], tuple[_container.Header, _envelope.DirectKey, bytes]] = {}
 _EMPTY_FIXED = {suite: _container.encode_fixed(suite, {}) for suite in _container.SUITE_NAMES}
 
 
@@ -65,7 +66,11 @@ def clear() -> None:
         _unwrapped.clear()
 
 
-def _evict(cache: dict, limit: int) -> None:
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def _evict(cache: dict[_K, _V], limit: int) -> None:
     with _lock:
         while len(cache) > limit:
             cache.pop(next(iter(cache)), None)
@@ -92,7 +97,7 @@ def parse_header(view: memoryview) -> _container.Header:
     return header
 
 
-def fixed_part(suite: int, header_metadata: dict) -> bytes:
+def fixed_part(suite: int, header_metadata: Mapping[str, Any]) -> bytes:
     """``_container.encode_fixed``, without the JSON encoding when there is no metadata.
 
     Raises:
@@ -103,14 +108,14 @@ def fixed_part(suite: int, header_metadata: dict) -> bytes:
     return _container.encode_fixed(suite, header_metadata)
 
 
-def _key_bytes(key) -> Optional[bytes]:
+def _key_bytes(key: object) -> Optional[bytes]:
     """The key as bytes when it is a valid direct key that may be cached, else None."""
     if type(key) is bytes and len(key) == _direct.KEY_SIZE and KEY_CACHE_SIZE:
         return key
     return None
 
 
-def direct_key(key) -> _envelope.DirectKey:
+def direct_key(key: Union[RawKeyLike, _envelope.DirectKey]) -> _envelope.DirectKey:
     """The DirectKey of a caller's key (cached for bytes keys).
 
     Raises:
@@ -129,7 +134,7 @@ def direct_key(key) -> _envelope.DirectKey:
     return identity
 
 
-def direct_plan(key, suite: int, fixed: bytes) -> _plan.Plan:
+def direct_plan(key: RawKeyLike, suite: int, fixed: bytes) -> _plan.Plan:
     """The plan (fixed part, whole header, input key) of a direct-key container; cached for
     keys given as bytes.
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, Mapping, Optional
 
 from . import header as _container
 from ..keys import direct as _direct
 from ..keys.envelope import FILE_KEY_SIZE, WrapContext, wrap_for
-from ..keys.registry import check_recipients
+from ..keys.direct import RawKeyLike
+from ..keys.registry import Recipients, check_recipients
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,8 @@ class Plan:
     input_key: bytes
 
 
-def plan(key, recipients, suite: int, header_metadata: dict) -> Plan:
+def plan(key: Optional[RawKeyLike], recipients: Optional[Recipients], suite: int,
+         header_metadata: Mapping[str, Any]) -> Plan:
     """The header and input key of a new container, for a direct key or for recipients.
 
     Raises:
@@ -31,7 +34,7 @@ def plan(key, recipients, suite: int, header_metadata: dict) -> Plan:
     fixed = _container.encode_fixed(suite, header_metadata)
     if (key is None) == (recipients is None):
         raise TypeError("give exactly one of key= and recipients=")
-    if key is not None:
+    if recipients is None:  # then key is not None (checked above)
         key = _direct.check_key(key)
         stanzas = [_direct.direct_stanza(key)]
         file_key = key

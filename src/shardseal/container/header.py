@@ -12,11 +12,14 @@ import json
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..keys import stanzas as _stanzas
 from ..keys.stanzas import Stanza
 from ..errors import FormatError, TruncatedError
+
+if TYPE_CHECKING:
+    from ..core.buffers import Buffer
 
 MAGIC = b"\x89SSEAL\r\n\x1a\n"
 VERSION = 1
@@ -54,7 +57,7 @@ class Header:
 
     version: int
     suite: int
-    metadata: dict = field(hash=False)
+    metadata: dict[str, Any] = field(hash=False)
     stanzas: tuple[Stanza, ...]
     fixed: bytes
     size: int
@@ -117,7 +120,7 @@ def encode_key_block(stanzas: list[Stanza] | tuple[Stanza, ...]) -> bytes:
 class _BoundedReader:
     """Reads exact byte counts from `read`, refusing to go past MAX_HEADER_SIZE in total."""
 
-    def __init__(self, read: Callable[[int], bytes]) -> None:
+    def __init__(self, read: Callable[[int], Buffer]) -> None:
         self._read = read
         self.consumed = 0
 
@@ -131,7 +134,7 @@ class _BoundedReader:
         return data
 
 
-def read_header(read: Callable[[int], bytes]) -> Header:
+def read_header(read: Callable[[int], Buffer]) -> Header:
     """Parses a header from a source of bytes, reading no more than the header itself.
 
     Args:
@@ -170,12 +173,12 @@ def read_header(read: Callable[[int], bytes]) -> Header:
     return Header(VERSION, SUITE_IDS[suite_id], metadata, tuple(stanzas), fixed, reader.consumed)
 
 
-def parse_header(data) -> Header:
+def parse_header(data: Buffer) -> Header:
     """Parses the header at the start of a buffer (see read_header)."""
     view = memoryview(data).cast("B")
     position = 0
 
-    def read(n: int) -> bytes:
+    def read(n: int) -> memoryview:
         nonlocal position
         chunk = view[position : position + n]
         position += len(chunk)
@@ -233,7 +236,7 @@ def _bounded_int(text: str) -> int:
     return int(text)
 
 
-def _parse_metadata(data: bytes) -> dict:
+def _parse_metadata(data: bytes) -> dict[str, Any]:
     if json_depth(data) > MAX_METADATA_DEPTH:
         raise FormatError(f"header metadata is nested more than {MAX_METADATA_DEPTH} levels deep")
     try:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hmac
 import os
+import sys
+from typing import NoReturn, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -17,6 +19,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from . import layout as _layout
 from .layout import CHUNK_SIZE, COMMITMENT_SIZE, SALT_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
 from ..errors import AuthenticationError, TruncatedError
+
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+else:
+    from typing_extensions import Buffer
 
 __all__ = [
     "CHUNK_SIZE",
@@ -40,6 +47,15 @@ _NONCE_SIZE = 12
 _HAS_INTO = hasattr(AESGCM, "encrypt_into") and hasattr(AESGCM, "decrypt_into")
 
 
+class SizedBuffer(Protocol):
+    """A buffer whose len() is its size in bytes, as this backend checks keys, salts and nonces
+    (bytes, bytearray, a flat byte memoryview)."""
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+    def __len__(self) -> int: ...
+
+
 def default_threads() -> int:
     """Number of CPUs this process may run on."""
     try:
@@ -48,28 +64,28 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def hkdf_sha512(ikm, salt, info, length: int) -> bytes:
+def hkdf_sha512(ikm: Buffer, salt: Buffer, info: Buffer, length: int) -> bytes:
     """HKDF-SHA512 (extract and expand)."""
     return HKDF(hashes.SHA512(), length, bytes(salt), bytes(info)).derive(bytes(ikm))
 
 
-def hkdf_expand_sha512(prk, info, length: int) -> bytes:
+def hkdf_expand_sha512(prk: Buffer, info: Buffer, length: int) -> bytes:
     """HKDF-Expand-SHA512."""
     return HKDFExpand(hashes.SHA512(), length, bytes(info)).derive(bytes(prk))
 
 
-def _check_nonce(nonce) -> None:
+def _check_nonce(nonce: SizedBuffer) -> None:
     if len(nonce) != _NONCE_SIZE:
         raise ValueError(f"nonce must be {_NONCE_SIZE} bytes, got {len(nonce)}")
 
 
-def gcm_seal(key, nonce, aad, plaintext) -> bytes:
+def gcm_seal(key: Buffer, nonce: SizedBuffer, aad: Buffer, plaintext: Buffer) -> bytes:
     """Single-message AES-GCM with a 96-bit nonce; returns ciphertext || tag."""
     _check_nonce(nonce)
     return AESGCM(bytes(key)).encrypt(bytes(nonce), bytes(plaintext), bytes(aad) or None)
 
 
-def gcm_open(key, nonce, aad, ciphertext) -> bytes:
+def gcm_open(key: Buffer, nonce: SizedBuffer, aad: Buffer, ciphertext: Buffer) -> bytes:
     """Opens ciphertext || tag; raises AuthenticationError."""
     _check_nonce(nonce)
     try:
@@ -95,7 +111,7 @@ def _check_room(out: memoryview, needed: int) -> None:
         raise ValueError(f"output buffer too small: need {needed} bytes, got {out.nbytes}")
 
 
-def _writable(out) -> memoryview:
+def _writable(out: Buffer) -> memoryview:
     view = memoryview(out)
     if view.readonly:
         raise TypeError("out must be a writable C-contiguous buffer")
@@ -114,7 +130,7 @@ def _zero(view: memoryview) -> None:
 class MessageKeys:
     """Per-message Cobblestone keys for sealing and opening chunk runs."""
 
-    def __init__(self, suite: int, key, salt, context) -> None:
+    def __init__(self, suite: int, key: SizedBuffer, salt: SizedBuffer, context: Buffer) -> None:
         key_size = _suite_key_size(suite)
         if len(key) != key_size:
             raise ValueError(f"Cobblestone-{suite} needs a {key_size}-byte key")
@@ -128,20 +144,21 @@ class MessageKeys:
         self._nonce_low = int.from_bytes(nonce[7:], "big")
         self._commitment = okm[key_size + _NONCE_SIZE :]
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError("MessageKeys cannot be pickled")
 
     @property
     def commitment(self) -> bytes:
         return self._commitment
 
-    def commitment_matches(self, candidate) -> bool:
+    def commitment_matches(self, candidate: Buffer) -> bool:
         return hmac.compare_digest(bytes(candidate), self._commitment)
 
     def _nonce(self, chunk: int) -> bytes:
         return self._nonce_prefix + (self._nonce_low ^ chunk).to_bytes(5, "big")
 
-    def seal_chunks_into(self, first_chunk: int, plaintext, out, final: bool, threads: int) -> int:
+    def seal_chunks_into(self, first_chunk: int, plaintext: Buffer, out: Buffer, final: bool,
+                         threads: int) -> int:
         _check_threads(threads)
         src = memoryview(plaintext).cast("B")
         dst = _writable(out)
@@ -161,7 +178,8 @@ class MessageKeys:
                 dst[start:end] = aead.encrypt(nonce, chunk, None)
         return needed
 
-    def open_chunks_into(self, first_chunk: int, ciphertext, out, final: bool, threads: int) -> int:
+    def open_chunks_into(self, first_chunk: int, ciphertext: Buffer, out: Buffer, final: bool,
+                         threads: int) -> int:
         _check_threads(threads)
         src = memoryview(ciphertext).cast("B")
         dst = _writable(out)
@@ -184,7 +202,8 @@ class MessageKeys:
             raise AuthenticationError() from None
         return needed
 
-    def read_into(self, fd: int, data_start: int, plaintext_size: int, offset: int, out, threads: int) -> int:
+    def read_into(self, fd: int, data_start: int, plaintext_size: int, offset: int, out: Buffer,
+                  threads: int) -> int:
         """Reads plaintext at offset into out from a message stored in file fd (as the native one).
 
         A read that reaches the end of the plaintext authenticates the final chunk, even when
@@ -228,7 +247,8 @@ def _check_chunk_range(first_chunk: int, n_chunks: int) -> None:
         raise ValueError("message exceeds 2^38 chunks")
 
 
-def seal_into(suite: int, key, salt, context, plaintext, out, threads: int) -> int:
+def seal_into(suite: int, key: SizedBuffer, salt: SizedBuffer, context: Buffer, plaintext: Buffer,
+              out: Buffer, threads: int) -> int:
     """Seals a whole Cobblestone message into out; returns the bytes written."""
     _check_threads(threads)
     dst = _writable(out)
@@ -241,7 +261,8 @@ def seal_into(suite: int, key, salt, context, plaintext, out, threads: int) -> i
     return needed
 
 
-def open_into(suite: int, key, context, message, out, threads: int) -> int:
+def open_into(suite: int, key: SizedBuffer, context: Buffer, message: Buffer, out: Buffer,
+              threads: int) -> int:
     """Opens a whole Cobblestone message into out; returns the plaintext size."""
     _check_threads(threads)
     src = memoryview(message).cast("B")
@@ -255,7 +276,8 @@ def open_into(suite: int, key, context, message, out, threads: int) -> int:
     return needed
 
 
-def seal(suite: int, key, salt, context, plaintext, threads: int, prefix) -> bytes:
+def seal(suite: int, key: SizedBuffer, salt: SizedBuffer, context: Buffer, plaintext: Buffer,
+         threads: int, prefix: Buffer) -> bytes:
     """Returns prefix || the sealed Cobblestone message."""
     prefix = memoryview(prefix).cast("B")
     out = bytearray(prefix.nbytes + _layout.message_size(memoryview(plaintext).nbytes))
@@ -264,7 +286,8 @@ def seal(suite: int, key, salt, context, plaintext, threads: int, prefix) -> byt
     return bytes(out)
 
 
-def open(suite: int, key, context, message, threads: int) -> bytes:  # noqa: A001 (mirrors _native)
+def open(suite: int, key: SizedBuffer, context: Buffer, message: Buffer,  # noqa: A001 (mirrors _native)
+         threads: int) -> bytes:
     """Returns the plaintext of a whole message."""
     out = bytearray(_layout.message_plaintext_size(memoryview(message).nbytes))
     open_into(suite, key, context, message, out, threads)

@@ -18,6 +18,7 @@ import os
 import sys
 import warnings
 from types import ModuleType
+from typing import Optional, TypedDict
 
 from .. import _redact
 
@@ -31,6 +32,15 @@ FALLBACK_WARNING = (
     "shows why the build skipped it). SHARDSEAL_BACKEND=python chooses the Python backend "
     "without this warning."
 )
+
+
+class BackendInfo(TypedDict):
+    """What ``backend_info()`` reports (see there)."""
+
+    backend: str
+    kernel: str
+    detail: str
+    kernels: dict[str, Optional[str]]
 
 
 def _is_command_line() -> bool:
@@ -68,7 +78,7 @@ def _load(choice: str) -> tuple[str, ModuleType]:
     return "python", _pybackend
 
 
-def _select_kernel(native, choice: str) -> None:
+def _select_kernel(native: ModuleType, choice: str) -> None:
     """Applies SHARDSEAL_KERNEL to the native module.
 
     Raises:
@@ -86,7 +96,7 @@ def _select_kernel(native, choice: str) -> None:
     native.select_kernel(choice)
 
 
-def backend_info() -> dict:
+def backend_info() -> BackendInfo:
     """What does the work: the backend, the AES-GCM kernel and the library behind it.
 
     Returns:

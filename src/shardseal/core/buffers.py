@@ -10,9 +10,9 @@ import numpy as np
 from . import backend as _backend
 
 if sys.version_info >= (3, 12):
-    from collections.abc import Buffer
+    from collections.abc import Buffer as Buffer
 else:
-    from typing_extensions import Buffer
+    from typing_extensions import Buffer as Buffer
 
 # Any object with the buffer protocol (bytes, bytearray, memoryview, numpy arrays, mmap), as
 # the public functions accept for data, containers and output buffers; str is not one. numpy's

@@ -38,16 +38,17 @@ import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Iterator, Optional, Union
 
 from .. import _redact
-from .._atomic import open_folder
-from .files import TEMP_SUFFIX
+from .._atomic import TEMP_SUFFIX, open_folder
 
 try:
     import fcntl
 except ImportError:  # Windows
-    fcntl = None
+    _HAVE_FLOCK = False
+else:
+    _HAVE_FLOCK = True
 
 __all__ = ["DEFAULT_MIN_AGE", "CleanReport", "clean_temp_files"]
 
@@ -114,7 +115,7 @@ _O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _TEMP_FILE_MODE = 0o600
 
 
-def _temp_files(dir_fd: int, folder: Path, recursive: bool):
+def _temp_files(dir_fd: int, folder: Path, recursive: bool) -> Iterator[tuple[int, str, Path]]:
     """(dir_fd, name, path) for each temporary file name in the folder open as dir_fd."""
     with os.scandir(dir_fd) as entries:
         found = sorted(((entry.name, entry.is_symlink(), entry.is_dir(follow_symlinks=False))
@@ -135,7 +136,7 @@ def _temp_files(dir_fd: int, folder: Path, recursive: bool):
             yield dir_fd, name, folder / name
 
 
-def _open_sub_folder(dir_fd: int, name: str):
+def _open_sub_folder(dir_fd: int, name: str) -> Optional[int]:
     """The sub-folder name, opened without following a link (None when it is gone, or is no
     longer a folder: swapped for a link since it was listed)."""
     try:
@@ -148,7 +149,8 @@ def _open_sub_folder(dir_fd: int, name: str):
         raise
 
 
-def _reason_to_keep(dir_fd: int, name: str, now: float, min_age: float, *, remove: bool):
+def _reason_to_keep(dir_fd: int, name: str, now: float, min_age: float, *,
+                    remove: bool) -> Optional[str]:
     """None when name is a leftover (removed unless not remove), else why it is kept."""
     try:
         # O_NONBLOCK: opening a FIFO planted under a temporary file's name must not hang.
@@ -166,7 +168,7 @@ def _reason_to_keep(dir_fd: int, name: str, now: float, min_age: float, *, remov
             return "not made by shardseal (another owner, or a mode other than 0600)"
         if now - info.st_mtime < min_age:
             return "too recent (a writer may still be using it)"
-        if fcntl is not None:
+        if _HAVE_FLOCK:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

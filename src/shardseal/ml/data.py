@@ -34,28 +34,41 @@ import tarfile
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Union
+from typing import (IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Optional, Protocol,
+                    SupportsIndex, TypedDict, Union, cast)
 
 import numpy as np
+import numpy.typing as npt
 
 from ..container.blob import decrypt
 from ..io.files import open as _sseal_open
-from ..io.stream import DEFAULT_CACHE_CHUNKS, DecryptingReader
+from ..core.layout import Suite
+from ..io.stream import DEFAULT_CACHE_CHUNKS, DecryptingReader, EncryptingWriter
 from ..errors import FormatError, TruncatedError
-from ..keys.keyref import as_key_ref, resolve_key
+from ..keys.keyref import KeyLike, KeyRef, as_key_ref, resolve_key
 
 try:
     import torch
     from torch.utils.data import Dataset as _Dataset
     from torch.utils.data import IterableDataset as _IterableDataset
 except ImportError:  # the writers work without torch; the datasets say what to install
-    torch = None
+    _HAVE_TORCH = False
 
     class _Dataset:  # type: ignore[no-redef]
         pass
 
     class _IterableDataset:  # type: ignore[no-redef]
         pass
+else:
+    _HAVE_TORCH = True
+
+# The datasets' items are whatever decode returns (bytes, arrays, sample dicts): Any.
+if TYPE_CHECKING:
+    _DatasetBase = _Dataset[Any]
+    _IterableDatasetBase = _IterableDataset[Any]
+else:  # torch's classes, or the plain stand-ins above (not subscriptable)
+    _DatasetBase = _Dataset
+    _IterableDatasetBase = _IterableDataset
 
 
 __all__ = [
@@ -68,6 +81,11 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
+# What names shards or sample files: a path, URL, brace pattern or folder, or several of them.
+Sources = Union[PathLike, Iterable[PathLike]]
+# EncryptedWebDataset's decode: of the whole sample dict, or of the named fields' bytes.
+SampleDecode = Callable[[dict[str, Any]], Any]
+FieldDecode = Callable[[bytes], Any]
 
 # Sequential shard reads go through a buffer of this size: each refill decrypts 64 chunks in
 # one call, and tarfile's many small reads are served from memory.
@@ -87,12 +105,29 @@ _RANGE = re.compile(r"^(\d+)\.\.(\d+)$")
 
 
 def _require_torch(what: str) -> None:
-    if torch is None:
+    if not _HAVE_TORCH:
         raise ImportError(f"shardseal.data.{what} needs PyTorch: pip install \"shardseal[torch]\"")
 
 
 # --------------------------------------------------------------------------------------
 # Per-process state
+
+
+class _State(TypedDict, total=False):
+    """What one process keeps: the resolved key and (EncryptedArrayDataset) its open reader."""
+
+    key: bytes
+    reader: DecryptingReader
+
+
+class _WorkerInfo(Protocol):
+    """What the datasets read of ``torch.utils.data.get_worker_info()``."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def num_workers(self) -> int: ...
 
 
 class _ProcessLocal:
@@ -104,28 +139,29 @@ class _ProcessLocal:
 
     def __init__(self) -> None:
         self._pid = os.getpid()
-        self._state: dict = {}
+        self._state: _State = {}
         self.lock = threading.Lock()
 
-    def get(self) -> dict:
+    def get(self) -> _State:
         pid = os.getpid()
         if pid != self._pid:
             # A forked child: the parent's objects are dropped (their file descriptors are
             # this process's copies), and a lock held by a parent thread at fork is replaced.
-            self._pid, self._state, self.lock = pid, {}, threading.Lock()
+            self._pid, self._state, self.lock = pid, _State(), threading.Lock()
         return self._state
 
     def clear(self) -> None:
         state = self.get()
         with self.lock:
             items = list(state.values())
-            state.clear()
+            state.pop("key", None)  # every entry (a TypedDict has no clear())
+            state.pop("reader", None)
         for item in items:
             close = getattr(item, "close", None)
             if close is not None:
                 close()
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[_ProcessLocal], tuple[()]]:
         return (_ProcessLocal, ())
 
 
@@ -133,11 +169,11 @@ class _Keyed:
     """What the datasets share: a key reference resolved once per process, and a thread
     count (None: one thread inside a DataLoader worker, every CPU elsewhere)."""
 
-    def _init_keyed(self, key, threads: Optional[int]) -> None:
-        self.key_ref = as_key_ref(key)
+    def _init_keyed(self, key: KeyLike, threads: Optional[int]) -> None:
+        self.key_ref: KeyRef = as_key_ref(key)
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
             raise ValueError(f"threads must be None or a positive int, got {threads!r}")
-        self.threads = threads
+        self.threads: Optional[int] = threads
         self._local = _ProcessLocal()
 
     def _key(self) -> bytes:
@@ -158,8 +194,8 @@ class _Keyed:
         self._local.clear()
 
 
-def _worker_info():
-    if torch is None:
+def _worker_info() -> Optional[_WorkerInfo]:
+    if not _HAVE_TORCH:
         return None
     return torch.utils.data.get_worker_info()
 
@@ -167,7 +203,7 @@ def _worker_info():
 def _rank_and_world_size() -> tuple[int, int]:
     """(rank, world size): torch.distributed's when initialised, else the RANK and WORLD_SIZE
     environment variables (as torchrun sets them), else (0, 1)."""
-    if torch is not None:
+    if _HAVE_TORCH:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized():
@@ -192,13 +228,14 @@ def _is_url(name: str) -> bool:
     return "://" in name or "::" in name
 
 
-def _open_raw(name: str):
+def _open_raw(name: str) -> IO[bytes]:
     """A binary file object for a local path or an fsspec URL."""
     if not _is_url(name):
         return builtins.open(name, "rb")
     import fsspec
 
-    return fsspec.open(name, "rb").open()
+    raw: IO[bytes] = fsspec.open(name, "rb").open()  # fsspec is untyped: a binary file in "rb"
+    return raw
 
 
 def _open_reader(name: str, key: bytes, threads: Optional[int],
@@ -210,7 +247,8 @@ def _open_reader(name: str, key: bytes, threads: Optional[int],
 
     if name.startswith("sseal::"):
         options = {"key": key, "threads": threads, "cache_chunks": cache_chunks}
-        return fsspec.open(name, "rb", sseal=options).open()
+        reader: DecryptingReader = fsspec.open(name, "rb", sseal=options).open()  # SealFileSystem's "rb"
+        return reader
     return DecryptingReader(fsspec.open(name, "rb").open(), key, threads=threads,
                             cache_chunks=cache_chunks, close_raw=True)
 
@@ -220,14 +258,14 @@ def _open_reader(name: str, key: bytes, threads: Optional[int],
 _MANIFEST_NAME = "manifest.sseal"
 
 
-def _sorted_files(folder: Path, suffix: str) -> list:
+def _sorted_files(folder: Path, suffix: str) -> list[str]:
     found = [p for p in folder.rglob(f"*{suffix}") if p.is_file()
              and p.relative_to(folder).as_posix() != _MANIFEST_NAME]
     found.sort(key=lambda p: p.relative_to(folder).as_posix())
     return [str(p) for p in found]
 
 
-def expand_urls(urls) -> list:
+def expand_urls(urls: Sources) -> list[str]:
     """The list of shard paths or URLs that ``urls`` names.
 
     * a local folder: its ``*.sseal`` files, recursively, sorted by relative path (a dataset
@@ -254,7 +292,7 @@ def expand_urls(urls) -> list:
     return result
 
 
-def _expand_braces(pattern: str) -> list:
+def _expand_braces(pattern: str) -> list[str]:
     match = _BRACES.search(pattern)
     if match is None:
         return [pattern]
@@ -275,7 +313,7 @@ def _expand_braces(pattern: str) -> list:
 # EncryptedFileDataset
 
 
-class EncryptedFileDataset(_Keyed, _Dataset):
+class EncryptedFileDataset(_Keyed, _DatasetBase):
     """A map-style dataset of encrypted files, one sample per file.
 
     Item ``i`` is ``decode(plaintext)`` of file ``i`` (default: the plaintext bytes), decrypted
@@ -296,8 +334,8 @@ class EncryptedFileDataset(_Keyed, _Dataset):
         TypeError: key is neither a key reference nor bytes-like.
     """
 
-    def __init__(self, files_or_folder, key, *, decode: Optional[Callable[[bytes], Any]] = None,
-                 threads: Optional[int] = None) -> None:
+    def __init__(self, files_or_folder: Sources, key: KeyLike, *,
+                 decode: Optional[Callable[[bytes], Any]] = None, threads: Optional[int] = None) -> None:
         _require_torch("EncryptedFileDataset")
         self._init_keyed(key, threads)
         self.files = expand_urls(files_or_folder)
@@ -306,7 +344,7 @@ class EncryptedFileDataset(_Keyed, _Dataset):
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: SupportsIndex) -> Any:
         name = self.files[_check_index(index, len(self.files))]
         with _open_raw(name) as f:
             blob = f.read()
@@ -317,21 +355,22 @@ class EncryptedFileDataset(_Keyed, _Dataset):
         return f"EncryptedFileDataset({len(self.files)} files, key={self.key_ref!r})"
 
 
-def _check_index(index, length: int) -> int:
-    index = operator.index(index)
-    if index < 0:
-        index += length
-    if not 0 <= index < length:
+def _check_index(index: SupportsIndex, length: int) -> int:
+    position = operator.index(index)
+    if position < 0:
+        position += length
+    if not 0 <= position < length:
         raise IndexError(f"index out of range for a dataset of {length} samples")
-    return index
+    return position
 
 
 # --------------------------------------------------------------------------------------
 # .npy record shards
 
 
-def write_npy_shard(array, path: PathLike, key, *, metadata: Optional[Mapping[str, Any]] = None,
-                    threads: Optional[int] = None, suite: int = 256) -> None:
+def write_npy_shard(array: npt.ArrayLike, path: PathLike, key: KeyLike, *,
+                    metadata: Optional[Mapping[str, Any]] = None, threads: Optional[int] = None,
+                    suite: Suite = 256) -> None:
     """Writes array to an encrypted container whose plaintext is exactly an ``.npy`` file.
 
     The ``.npy`` header and the array bytes are streamed through ``shardseal.open(path,
@@ -367,7 +406,7 @@ def write_npy_shard(array, path: PathLike, key, *, metadata: Optional[Mapping[st
             f.write(array.reshape(-1).view(np.uint8))
 
 
-def _numpy_format_private(name: str):
+def _numpy_format_private(name: str) -> Optional[Callable[..., Any]]:
     """A private helper of numpy's .npy module (header writing and reading for every format
     version, as np.save and np.load use them), where numpy 1.x and 2.x keep it."""
     function = getattr(np.lib.format, name, None)
@@ -377,10 +416,11 @@ def _numpy_format_private(name: str):
         except ImportError:  # pragma: no cover
             return None
         function = getattr(_format_impl, name, None)
-    return function
+    found: Optional[Callable[..., Any]] = function
+    return found
 
 
-def _read_npy_header(reader: DecryptingReader, name: str) -> tuple:
+def _read_npy_header(reader: DecryptingReader, name: str) -> tuple[np.dtype[Any], tuple[int, ...], int]:
     """(dtype, shape, data offset) from the .npy header at the start of reader's plaintext."""
     prefix = reader.pread(0, 12)
     if len(prefix) < 10 or not prefix.startswith(np.lib.format.MAGIC_PREFIX):
@@ -421,7 +461,7 @@ def _read_npy_header(reader: DecryptingReader, name: str) -> tuple:
     return dtype, tuple(shape), length
 
 
-class EncryptedArrayDataset(_Keyed, _Dataset):
+class EncryptedArrayDataset(_Keyed, _DatasetBase):
     """A map-style dataset over the rows of an encrypted ``.npy`` array (axis 0).
 
     Item ``i`` is ``array[i]`` as a new writable ndarray (a numpy scalar for a 1-D array),
@@ -449,7 +489,7 @@ class EncryptedArrayDataset(_Keyed, _Dataset):
             ``shardseal.open``: wrong key, not a container).
     """
 
-    def __init__(self, path: PathLike, key, *, threads: Optional[int] = None,
+    def __init__(self, path: PathLike, key: KeyLike, *, threads: Optional[int] = None,
                  cache_chunks: int = DEFAULT_CACHE_CHUNKS) -> None:
         _require_torch("EncryptedArrayDataset")
         self._init_keyed(key, threads)
@@ -476,14 +516,14 @@ class EncryptedArrayDataset(_Keyed, _Dataset):
     def __len__(self) -> int:
         return self.shape[0]
 
-    def __getitem__(self, index):
-        index = _check_index(index, self.shape[0])
+    def __getitem__(self, index: SupportsIndex) -> Any:
+        position = _check_index(index, self.shape[0])
         row = np.empty(self._row_shape, self.dtype)
         if self._row_bytes:
-            offset = self._data_offset + index * self._row_bytes
+            offset = self._data_offset + position * self._row_bytes
             # Decrypts the row's chunks straight into the new array (thread-safe, no copies).
             if self._reader().preadinto(offset, row.reshape(-1).view(np.uint8)) != self._row_bytes:
-                raise TruncatedError(f"{self.path}: row {index} is cut short")
+                raise TruncatedError(f"{self.path}: row {position} is cut short")
         return row if self._row_shape else row[()]
 
     def __repr__(self) -> str:
@@ -494,7 +534,7 @@ class EncryptedArrayDataset(_Keyed, _Dataset):
 # WebDataset tar shards
 
 
-def _member_bytes(name: str, data) -> memoryview:
+def _member_bytes(name: str, data: Any) -> memoryview:  # any sample value: checked here
     if isinstance(data, str):
         data = data.encode("utf-8")
     try:
@@ -505,7 +545,7 @@ def _member_bytes(name: str, data) -> memoryview:
     return view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
 
 
-def _sample_members(sample: Mapping[str, Any]) -> list:
+def _sample_members(sample: Mapping[str, Any]) -> list[tuple[tarfile.TarInfo, memoryview]]:
     """The (TarInfo, data) pairs of one sample, validated."""
     key = sample.get("__key__") if isinstance(sample, Mapping) else None
     if not isinstance(key, str) or not key:
@@ -513,7 +553,7 @@ def _sample_members(sample: Mapping[str, Any]) -> list:
     if "." in key.rsplit("/", 1)[-1] or key.startswith("/") or _META_NAME.match(key):
         raise ValueError(f"sample key {key!r} is not usable: no dot in its last path part, "
                          "no leading '/', no '__name__' form (WebDataset groups files by it)")
-    members = []
+    members: list[tuple[tarfile.TarInfo, memoryview]] = []
     for ext, value in sample.items():
         if isinstance(ext, str) and ext.startswith("__"):
             continue  # __key__, and __url__ from a sample read back
@@ -534,7 +574,7 @@ def _round_up(n: int, block: int) -> int:
     return -(-n // block) * block
 
 
-def _tar_size(members: list) -> int:
+def _tar_size(members: list[tuple[tarfile.TarInfo, memoryview]]) -> int:
     """The bytes the members take in a PAX tar: headers (long names add extended headers)
     and data padded to 512-byte blocks."""
     return sum(len(info.tobuf(tarfile.PAX_FORMAT, tarfile.ENCODING, "surrogateescape"))
@@ -546,11 +586,11 @@ def _shard_size(members_size: int) -> int:
     return _round_up(members_size + 2 * _TAR_BLOCK, tarfile.RECORDSIZE)
 
 
-def write_webdataset_shards(samples: Iterable[Mapping[str, Any]], pattern: str, key, *,
+def write_webdataset_shards(samples: Iterable[Mapping[str, Any]], pattern: str, key: KeyLike, *,
                             max_samples_per_shard: int = DEFAULT_MAX_SAMPLES_PER_SHARD,
                             max_bytes_per_shard: int = DEFAULT_MAX_BYTES_PER_SHARD,
                             start_index: int = 0, metadata: Optional[Mapping[str, Any]] = None,
-                            threads: Optional[int] = None, suite: int = 256) -> list:
+                            threads: Optional[int] = None, suite: Suite = 256) -> list[str]:
     """Writes samples into encrypted WebDataset tar shards; returns the shard paths.
 
     Each sample is a dict: ``"__key__"`` (str) and extension -> data (bytes-like, or str,
@@ -576,22 +616,24 @@ def write_webdataset_shards(samples: Iterable[Mapping[str, Any]], pattern: str, 
     if not distinct:
         raise ValueError(f"pattern {pattern!r} needs a %-field for the shard number, "
                          "e.g. 'train-%06d.tar.sseal'")
-    key = resolve_key(key)
-    paths: list = []
-    writer = tar = None
+    raw_key = resolve_key(key)
+    paths: list[str] = []
+    # Both set while a shard is open (tar writes through writer), both None between shards.
+    writer: Optional[EncryptingWriter] = None
+    tar: Optional[tarfile.TarFile] = None
     count = size = 0
     try:
         for sample in samples:
             members = _sample_members(sample)
             sample_size = _tar_size(members)
-            if tar is not None and (count >= max_samples_per_shard
+            if tar is not None and writer is not None and (count >= max_samples_per_shard
                                     or _shard_size(size + sample_size) > max_bytes_per_shard):
                 tar.close()
                 writer.close()
                 writer = tar = None
             if tar is None:
                 path = pattern % (start_index + len(paths))
-                writer = _sseal_open(path, "wb", key=key, metadata=metadata, threads=threads, suite=suite)
+                writer = _sseal_open(path, "wb", key=raw_key, metadata=metadata, threads=threads, suite=suite)
                 tar = tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT)
                 paths.append(path)
                 count = size = 0
@@ -599,7 +641,7 @@ def write_webdataset_shards(samples: Iterable[Mapping[str, Any]], pattern: str, 
                 tar.addfile(info, io.BytesIO(data))
             count += 1
             size += sample_size
-        if tar is not None:
+        if tar is not None and writer is not None:
             tar.close()
             writer.close()
             writer = tar = None
@@ -608,17 +650,18 @@ def write_webdataset_shards(samples: Iterable[Mapping[str, Any]], pattern: str, 
             writer.abort()
             paths.pop()
             with contextlib.suppress(Exception):
-                tar.close()  # fails on the aborted writer; marks tarfile's stream closed
+                if tar is not None:  # None when tarfile.open failed
+                    tar.close()  # fails on the aborted writer; marks tarfile's stream closed
         raise
     return paths
 
 
-def _drain(stream) -> None:
+def _drain(stream: IO[bytes]) -> None:
     while stream.read(SHARD_READ_BUFFER):
         pass
 
 
-class EncryptedWebDataset(_Keyed, _IterableDataset):
+class EncryptedWebDataset(_Keyed, _IterableDatasetBase):
     """An iterable dataset over encrypted WebDataset tar shards.
 
     Each shard is decrypted and read sequentially (``tarfile`` stream mode) and its members are
@@ -653,8 +696,8 @@ class EncryptedWebDataset(_Keyed, _IterableDataset):
             elsewhere.
     """
 
-    def __init__(self, urls, key, *, shuffle_shards: bool = False, seed: int = 0,
-                 decode: Union[None, Callable[[dict], Any], Mapping[str, Callable[[bytes], Any]]] = None,
+    def __init__(self, urls: Sources, key: KeyLike, *, shuffle_shards: bool = False, seed: int = 0,
+                 decode: Union[None, SampleDecode, Mapping[str, FieldDecode]] = None,
                  threads: Optional[int] = None) -> None:
         _require_torch("EncryptedWebDataset")
         self._init_keyed(key, threads)
@@ -664,13 +707,14 @@ class EncryptedWebDataset(_Keyed, _IterableDataset):
         self.epoch = 0
         if decode is not None and not callable(decode) and not isinstance(decode, Mapping):
             raise TypeError("decode must be a callable or a dict of extension -> callable")
-        self.decode = dict(decode) if isinstance(decode, Mapping) else decode
+        self.decode: Union[None, SampleDecode, dict[str, FieldDecode]] = (
+            dict(decode) if isinstance(decode, Mapping) else decode)
 
     def set_epoch(self, epoch: int) -> None:
         """Sets the epoch that the shard permutation depends on (with shuffle_shards)."""
         self.epoch = operator.index(epoch)
 
-    def shard_order(self, epoch: Optional[int] = None) -> list:
+    def shard_order(self, epoch: Optional[int] = None) -> list[str]:
         """All shards in the order of an epoch (default: the current one), before splitting."""
         order = list(self.urls)
         if self.shuffle_shards:
@@ -678,7 +722,7 @@ class EncryptedWebDataset(_Keyed, _IterableDataset):
             random.Random(f"shardseal-shards:{self.seed}:{epoch}").shuffle(order)
         return order
 
-    def assigned_shards(self) -> list:
+    def assigned_shards(self) -> list[str]:
         """The shards this rank and DataLoader worker reads this epoch."""
         rank, world_size = _rank_and_world_size()
         shards = self.shard_order()[rank::world_size]
@@ -690,29 +734,32 @@ class EncryptedWebDataset(_Keyed, _IterableDataset):
             shards = shards[info.id :: info.num_workers]
         return shards
 
-    def __iter__(self) -> Iterator:
+    def __iter__(self) -> Iterator[Any]:
         for url in self.assigned_shards():
             yield from self._shard_samples(url)
 
-    def _open_shard(self, url: str):
+    def _open_shard(self, url: str) -> io.BufferedReader:
         """A sequential binary stream of the shard's plaintext."""
         reader = _open_reader(url, self._key(), self._thread_count(), cache_chunks=1)
         return io.BufferedReader(reader, SHARD_READ_BUFFER)
 
-    def _shard_samples(self, url: str) -> Iterator:
+    def _shard_samples(self, url: str) -> Iterator[Any]:
         stream = self._open_shard(url)
         try:
-            current: Optional[dict] = None
+            current: Optional[dict[str, Any]] = None
             with tarfile.open(fileobj=stream, mode="r|") as tar:
                 for member in tar:
-                    tar.members = []  # stream mode keeps every header otherwise
+                    # Stream mode keeps every header otherwise. typeshed's TarFile omits the
+                    # (undocumented) members list.
+                    tar.members = []  # type: ignore[attr-defined]
                     if not member.isfile():
                         continue
                     match = _MEMBER_NAME.match(member.name)
                     if match is None or _META_NAME.match(member.name):
                         continue
                     key, ext = match.groups()
-                    data = tar.extractfile(member).read()
+                    # A regular member (isfile() above) always has a file object: never None.
+                    data = cast(IO[bytes], tar.extractfile(member)).read()
                     if current is None or current["__key__"] != key:
                         if current is not None:
                             yield self._decoded(current)
@@ -726,7 +773,7 @@ class EncryptedWebDataset(_Keyed, _IterableDataset):
         finally:
             stream.close()
 
-    def _decoded(self, sample: dict):
+    def _decoded(self, sample: dict[str, Any]) -> Any:
         decode = self.decode
         if decode is None:
             return sample
