@@ -359,6 +359,7 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
 
 def open_url(url: str, mode: str = "rb", *, key: Any = None, recipients: Any = None,
              identities: Any = None, threads: Optional[int] = None,
+             metadata: Optional[Mapping[str, Any]] = None,
              storage_options: Optional[Mapping[str, Any]] = None):
     """Opens the container at an fsspec URL with a key, recipients or identities.
 
@@ -375,6 +376,7 @@ def open_url(url: str, mode: str = "rb", *, key: Any = None, recipients: Any = N
         recipients: ``"wb"``: envelope encryption for these recipients instead of key.
         identities: ``"rb"``: identities to try after key.
         threads: worker threads; None uses every CPU.
+        metadata: ``"wb"``: JSON metadata for the header (authenticated, not secret).
         storage_options: options of the target filesystem (``fsspec.core.url_to_fs``'s).
 
     Returns:
@@ -405,7 +407,7 @@ def open_url(url: str, mode: str = "rb", *, key: Any = None, recipients: Any = N
         _buffers.thread_count(threads)
         raw = fs.open(path, "wb")
         return _TargetWriter(raw, key, fs=fs, path=path, autocommit=True, recipients=recipients,
-                             threads=threads)
+                             metadata=metadata, threads=threads)
     raise ValueError(f"mode must be 'rb' or 'wb', not {_redact.shown(mode)}")
 
 

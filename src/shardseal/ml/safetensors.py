@@ -160,15 +160,20 @@ def _positional(function: str, args: tuple, names: tuple[str, ...], given: dict,
     return values, key
 
 
-def _is_url(filename) -> bool:
+def is_url(filename) -> bool:
     """Whether filename is an fsspec URL (``sseal::memory://...``, ``s3://...``) rather than a
     local path: a str that starts with a protocol followed by ``://`` or ``::``."""
     return isinstance(filename, str) and re.match(r"[A-Za-z][A-Za-z0-9+.\-]*(://|::)", filename) is not None
 
 
-def _open(filename, mode: str, storage_options, **kwargs):
-    """shardseal.open, or the fsspec layer for a URL (imported only then: fsspec is an extra)."""
-    if _is_url(filename):
+def open_target(filename, mode: str, storage_options=None, **kwargs):
+    """``shardseal.open`` of a path or file object, or ``shardseal.fsspec.open_url`` of an
+    fsspec URL (fsspec, an extra, is imported only then).
+
+    Raises:
+        TypeError: storage_options for something that is not a URL.
+    """
+    if is_url(filename):
         from ..io import fsspec as _sealfs
 
         return _sealfs.open_url(filename, mode, storage_options=storage_options, **kwargs)
@@ -279,12 +284,39 @@ def save_file(tensors: Mapping[str, Any], filename, *args: Any, metadata: Any = 
             this includes views of one storage whose byte ranges interleave.
     """
     values, key = _positional("save_file", args, ("metadata",), {"metadata": metadata}, key)
+    header, entries = _plan_file(tensors, None if values["metadata"] is _UNSET else values["metadata"])
+    with open_target(filename, "wb", storage_options, key=key, recipients=recipients, threads=threads) as out:
+        _write_planned(out, header, entries)
+
+
+def write_tensors(out, tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]] = None) -> None:
+    """Writes the safetensors file of tensors into an open writer (``shardseal.checkpoint``
+    writes its shards with this, into writers it opens with its own header metadata).
+
+    Raises:
+        TypeError, ValueError, RuntimeError: as ``save_file``, before anything is written.
+    """
+    _write_planned(out, *_plan_file(tensors, metadata))
+
+
+def _write_planned(out, header: bytes, entries) -> None:
+    sstorch = _torch()
+    out.write(header)
+    for name, _, tensor in entries:
+        data = sstorch.cpu_contiguous(tensor, repr(name))
+        out.write(sstorch.byte_view(data))
+        del data  # a CPU copy of a GPU tensor goes before the next one is made
+
+
+def _plan_file(tensors: Mapping[str, Any], metadata) -> tuple[bytes, list]:
+    """Checks tensors and metadata; the safetensors header and the (name, code, tensor)
+    entries in file order."""
     sstorch = _torch()
     torch = sstorch.torch
     sstorch.check_byte_order()
     if not isinstance(tensors, Mapping):
         raise TypeError(f"tensors must be a mapping of names to tensors, not {type(tensors).__name__}")
-    metadata = _check_metadata(None if values["metadata"] is _UNSET else values["metadata"])
+    metadata = _check_metadata(metadata)
     entries = []
     for name, tensor in tensors.items():
         if not isinstance(name, str):
@@ -307,12 +339,7 @@ def save_file(tensors: Mapping[str, Any], filename, *args: Any, metadata: Any = 
     header = _build_header(
         [(name, code, _file_shape(name, code, t), t.numel() * _DTYPES[code][0]) for name, code, t in entries],
         metadata)
-    with _open(filename, "wb", storage_options, key=key, recipients=recipients, threads=threads) as out:
-        out.write(header)
-        for name, _, tensor in entries:
-            data = sstorch.cpu_contiguous(tensor, repr(name))
-            out.write(sstorch.byte_view(data))
-            del data  # a CPU copy of a GPU tensor goes before the next one is made
+    return header, entries
 
 
 # ---- reading -----------------------------------------------------------------------------
@@ -476,20 +503,31 @@ def load_file(filename, *args: Any, device: Any = _UNSET, key=None, identities=N
     """
     values, key = _positional("load_file", args, ("device",), {"device": device}, key)
     device = "cpu" if values["device"] is _UNSET else values["device"]
+    _torch().check_byte_order()
+    with open_target(filename, "rb", storage_options, key=key, identities=identities, threads=threads) as reader:
+        return read_tensors(reader, device)
+
+
+def read_tensors(reader, device="cpu") -> dict[str, Any]:
+    """Every tensor of the safetensors file an open ``DecryptingReader`` holds, as
+    ``load_file`` (``shardseal.checkpoint`` reads its shards with this).
+
+    Raises:
+        FormatError: not a valid safetensors header inside.
+        AuthenticationError, TruncatedError: as ``shardseal.decrypt``.
+    """
     sstorch = _torch()
     torch = sstorch.torch
-    sstorch.check_byte_order()
-    with _open(filename, "rb", storage_options, key=key, identities=identities, threads=threads) as reader:
-        if reader.seekable():
-            header = _parse_header(reader.pread, reader.size)
-            data = sstorch.empty_tensor((reader.size - header.data_start,), torch.uint8, device)
-            _read_exact(reader, header.data_start, data.numpy())
-        else:
-            plain = reader.read()
-            header = _parse_header(lambda offset, n: plain[offset : offset + n], len(plain))
-            data = sstorch.empty_tensor((len(plain) - header.data_start,), torch.uint8, device)
-            data.numpy()[:] = np.frombuffer(memoryview(plain)[header.data_start :], np.uint8)
-            del plain
+    if reader.seekable():
+        header = _parse_header(reader.pread, reader.size)
+        data = sstorch.empty_tensor((reader.size - header.data_start,), torch.uint8, device)
+        _read_exact(reader, header.data_start, data.numpy())
+    else:
+        plain = reader.read()
+        header = _parse_header(lambda offset, n: plain[offset : offset + n], len(plain))
+        data = sstorch.empty_tensor((len(plain) - header.data_start,), torch.uint8, device)
+        data.numpy()[:] = np.frombuffer(memoryview(plain)[header.data_start :], np.uint8)
+        del plain
     result = {}
     for name in sorted(header.tensors):
         info = header.tensors[name]
@@ -558,7 +596,7 @@ class safe_open:
         else:
             raise ValueError(f"framework must be 'pt' or 'numpy', not {framework!r}")
         self._device = device
-        self._reader = _open(filename, "rb", storage_options, key=key, identities=identities, threads=threads)
+        self._reader = open_target(filename, "rb", storage_options, key=key, identities=identities, threads=threads)
         try:
             if not self._reader.seekable():
                 raise ValueError("safe_open needs a seekable file (random access)")
@@ -575,6 +613,11 @@ class safe_open:
 
     def close(self) -> None:
         self._reader.close()
+
+    def container_metadata(self) -> dict[str, Any]:
+        """The container header's metadata (authenticated, not secret; the caller's own is
+        under ``"user"``), as ``shardseal.inspect`` shows it."""
+        return json.loads(json.dumps(self._reader.header.metadata))
 
     def keys(self) -> list[str]:
         """The tensor names, sorted."""
