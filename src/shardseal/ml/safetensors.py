@@ -5,9 +5,9 @@ safetensors file ``safetensors.torch.save`` makes of the same tensors, so ``shar
 gives an ordinary ``.safetensors`` file. Reading needs no plaintext file either:
 
     >>> import shardseal.safetensors
-    >>> shardseal.safetensors.save_file(model.state_dict(), "model.safetensors.sseal", key)
-    >>> model.load_state_dict(shardseal.safetensors.load_file("model.safetensors.sseal", key))
-    >>> with shardseal.safetensors.safe_open("model.safetensors.sseal", key) as f:
+    >>> shardseal.safetensors.save_file(model.state_dict(), "model.safetensors.sseal", key=key)
+    >>> model.load_state_dict(shardseal.safetensors.load_file("model.safetensors.sseal", key=key))
+    >>> with shardseal.safetensors.safe_open("model.safetensors.sseal", "pt", key=key) as f:
     ...     w = f.get_tensor("lm_head.weight")        # decrypts only that tensor's chunks
     ...     rows = f.get_slice("embed.weight")[1000:1010]
 
