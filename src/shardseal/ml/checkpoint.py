@@ -453,7 +453,12 @@ def load_checkpoint(folder: Folder, *, key=None, identities=None, device="cpu",
     ``shardseal.safetensors.load_file``), after its binding to the checkpoint is checked.
 
     Args:
-        folder, key, identities, device, weights_name, threads: as for ``open_checkpoint``.
+        folder: the checkpoint folder, local or an fsspec URL.
+        key: the 32-byte key, or a key reference.
+        identities: identities to try after key.
+        device: where tensors go.
+        weights_name: as for ``save_checkpoint``.
+        threads: worker threads; None uses every CPU.
 
     Returns:
         A dict of tensor names (sorted) to tensors, for ``model.load_state_dict``.
@@ -560,7 +565,8 @@ def decrypt_checkpoint(src: Folder, dst: Folder, *, key=None, identities=None,
     Args:
         src: the encrypted checkpoint folder.
         dst: the folder for the plaintext one (created if missing).
-        key, identities: to open the shards and the index.
+        key: the 32-byte key, or a key reference.
+        identities: identities to try after key.
         weights_name: as for ``save_checkpoint``.
         copy_other_files: copy the other files that are not ``.sseal`` (``config.json``).
         threads: worker threads; None uses every CPU.
