@@ -95,6 +95,9 @@ def test_old_positional_key_warns_and_works(tmp_path):
             assert f.metadata() == {"k": "v"}
     with pytest.warns(DeprecationWarning):  # a key reference is a key too
         sss.load_file(path, shardseal.keyref.RawKey(key))
+    with pytest.warns(DeprecationWarning) as record:
+        sss.load_file(path, key)
+    assert record[0].filename == __file__  # the warning points at the caller's line
 
 
 def test_ambiguous_or_doubled_arguments_are_refused(tmp_path):
