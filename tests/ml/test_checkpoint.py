@@ -223,6 +223,35 @@ def test_plain_index(tmp_path, key):
         ck.load_checkpoint(tmp_path, key=key)
 
 
+def test_plain_index_cannot_drop_a_shard(tmp_path, key):
+    ck.save_checkpoint(state_dict(), tmp_path, max_shard_size=80_000, key=key, seal_index=False)
+    path = tmp_path / "model.safetensors.index.json"
+    index = json.loads(path.read_text())
+    index["weight_map"] = {n: f for n, f in index["weight_map"].items() if f != "model-00004-of-00004.safetensors"}
+    path.write_text(json.dumps(index))
+    with pytest.raises(AuthenticationError, match="lists 3 shards"):
+        ck.load_checkpoint(tmp_path, key=key)
+
+
+def test_sealed_index_cannot_be_replaced_by_a_plain_one(sharded, key):
+    folder, _, _ = sharded
+    with ck.open_checkpoint(folder, key=key) as checkpoint:
+        index = {"metadata": {}, "weight_map": checkpoint.weight_map}
+    (folder / "model.safetensors.index.json.sseal").unlink()
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(AuthenticationError, match="index was sealed"):
+        ck.load_checkpoint(folder, key=key)
+
+
+def test_threads_share_one_reader(sharded, key):
+    from concurrent.futures import ThreadPoolExecutor
+
+    folder, tensors, _ = sharded
+    with ck.open_checkpoint(folder, key=key) as checkpoint, ThreadPoolExecutor(4) as pool:
+        got = dict(zip(tensors, pool.map(checkpoint.get_tensor, tensors)))
+    assert all(torch.equal(got[n], t) for n, t in tensors.items())
+
+
 def test_hostile_index(tmp_path, key):
     ck.save_checkpoint(state_dict(), tmp_path, max_shard_size=80_000, key=key, seal_index=False)
     index_path = tmp_path / "model.safetensors.index.json"

@@ -25,10 +25,13 @@ the shard sizes a fair estimate of the large tensors' sizes. Shapes and dtypes s
 encrypted shards either way, as do the safetensors ``__metadata__`` and the tensor data.
 
 **Shards are bound to their checkpoint.** Every shard's container header (authenticated, not
-secret) names a random checkpoint id and the shard's file name, and the index records the id.
-Loading checks that each shard holds this checkpoint's id, its own file name, and exactly the
-tensors the index assigns to it, so shards swapped with each other, or taken from another
-checkpoint under the same key (an older save, say), fail with ``AuthenticationError``. What no
+secret) names a random checkpoint id, the shard's file name, the number of shards and whether
+the index is sealed; the index records the id. Loading checks that each shard holds this
+checkpoint's id, its own file name, exactly the tensors the index assigns to it, and that the
+index lists every shard and is kept as it was written, so shards swapped with each other or
+taken from another checkpoint under the same key (an older save, say), a plain index that
+leaves a shard out, or a sealed index replaced by a plain one fail with
+``AuthenticationError``. What no
 file format can catch is a whole folder replaced by an older complete one: compare the
 checkpoint id (``CheckpointReader.checkpoint_id``) with one you keep, if that matters.
 """
@@ -40,6 +43,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Union
 
@@ -154,8 +158,16 @@ def _without_shared(state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], list
     return kept, dropped
 
 
-def _binding(checkpoint_id: str, file: str) -> dict[str, Any]:
-    return {_BINDING: {"id": checkpoint_id, "file": file}}
+def _binding(checkpoint_id: str, file: str, shards: int, index: Optional[str]) -> dict[str, Any]:
+    """What a shard's header says of its checkpoint: its id, the shard's file name, how many
+    shards there are, and how the index is kept ("sealed", "plain" or None: no index)."""
+    return {_BINDING: {"id": checkpoint_id, "file": file, "shards": shards, "index": index}}
+
+
+def _index_kind(shards: int, sealed: bool) -> Optional[str]:
+    if shards == 1:
+        return None
+    return "sealed" if sealed else "plain"
 
 
 def save_checkpoint(state_dict: Mapping[str, Any], folder: Folder, *,
@@ -205,7 +217,8 @@ def save_checkpoint(state_dict: Mapping[str, Any], folder: Folder, *,
     written = []
     for name, shard in zip(names, shards):
         with _st.open_target(_join(folder, name + SEALED_SUFFIX), "wb", None, key=key, recipients=recipients,
-                             metadata=_binding(checkpoint_id, name), threads=threads) as out:
+                             metadata=_binding(checkpoint_id, name, len(names), _index_kind(len(names), seal_index)),
+                             threads=threads) as out:
             _st.write_tensors(out, shard, metadata)
         written.append(name + SEALED_SUFFIX)
     if len(shards) > 1:
@@ -299,7 +312,10 @@ class CheckpointReader:
         self._options = {"key": key, "identities": identities, "threads": threads}
         self._device = device
         self._shards: dict[str, Any] = {}
+        self._lock = threading.Lock()
         self.checkpoint_id: Optional[str] = None
+        self.weight_map: Optional[dict[str, str]] = None
+        self._index_kind: Optional[str] = None  # how the index is kept: "sealed", "plain", None
         index_path = _join(folder, _index_name(weights_name))
         if _exists(index_path + SEALED_SUFFIX):
             with _st.open_target(index_path + SEALED_SUFFIX, "rb", None, **self._options) as reader:
@@ -308,11 +324,14 @@ class CheckpointReader:
             self.checkpoint_id = index["metadata"].get(_INDEX_ID)
             if binding != {"id": self.checkpoint_id, "file": "index"}:
                 raise AuthenticationError(f"{index_path}{SEALED_SUFFIX} is not this checkpoint's index")
+            self._index_kind = "sealed"
         elif _exists(index_path):
             index = _parse_index(_read_plain(index_path), index_path)
             self.checkpoint_id = index["metadata"].get(_INDEX_ID)
+            self._index_kind = "plain"
         elif _exists(_join(folder, weights_name + SEALED_SUFFIX)):
             index = None
+            self._index_kind = None
         else:
             raise FileNotFoundError(f"no encrypted checkpoint in {os.fspath(folder)!r}: neither "
                                     f"{_index_name(weights_name)}[{SEALED_SUFFIX}] nor "
@@ -337,11 +356,11 @@ class CheckpointReader:
 
     def keys(self) -> list[str]:
         """Every tensor name, sorted."""
-        return sorted(self.weight_map)
+        return sorted(self.weight_map or {})
 
     def files(self) -> list[str]:
         """The shard file names (without ``.sseal``), sorted."""
-        return sorted(set(self.weight_map.values()))
+        return sorted(set((self.weight_map or {}).values()))
 
     def _open_shard(self, file: str):
         """A shard's safe_open, after checking that it belongs here.
@@ -353,10 +372,11 @@ class CheckpointReader:
         shard = _st.safe_open(_join(self._folder, file + SEALED_SUFFIX), "pt", self._device, **self._options)
         try:
             self._check_binding(file, shard.container_metadata().get("user", {}).get(_BINDING))
-            expected = {name for name, owner in getattr(self, "weight_map", {}).items() if owner == file}
-            if hasattr(self, "weight_map") and set(shard.keys()) != expected:
-                raise AuthenticationError(f"{file}{SEALED_SUFFIX} does not hold the tensors the index "
-                                          "assigns to it")
+            if self.weight_map is not None:
+                expected = {name for name, owner in self.weight_map.items() if owner == file}
+                if set(shard.keys()) != expected:
+                    raise AuthenticationError(f"{file}{SEALED_SUFFIX} does not hold the tensors the index "
+                                              "assigns to it")
         except BaseException:
             shard.close()
             raise
@@ -372,6 +392,12 @@ class CheckpointReader:
             return
         if not isinstance(binding, dict) or binding.get("file") != file:
             raise AuthenticationError(f"{file}{SEALED_SUFFIX} is another file of a checkpoint, not {file!r}")
+        shards = 1 if self.weight_map is None else len(set(self.weight_map.values()))
+        if binding.get("shards", shards) != shards:
+            raise AuthenticationError(f"the index lists {shards} shards; the checkpoint has {binding.get('shards')}")
+        if binding.get("index", self._index_kind) != self._index_kind:
+            raise AuthenticationError(f"the checkpoint's index was {binding.get('index') or 'absent'} when "
+                                      f"written; here it is {self._index_kind or 'absent'}")
         if self.checkpoint_id is None:
             self.checkpoint_id = binding.get("id")
         elif binding.get("id") != self.checkpoint_id:
@@ -387,10 +413,11 @@ class CheckpointReader:
             pass
 
     def _shard(self, file: str):
-        shard = self._shards.get(file)
-        if shard is None:
-            shard = self._shards[file] = self._open_shard(file)
-        return shard
+        with self._lock:  # get_tensor from several threads opens each shard once
+            shard = self._shards.get(file)
+            if shard is None:
+                shard = self._shards[file] = self._open_shard(file)
+            return shard
 
     def get_tensor(self, name: str):
         """The tensor ``name``, decrypting only its chunks (its shard opens on first use).
@@ -540,7 +567,8 @@ def encrypt_checkpoint(src: Folder, dst: Folder, *, key=None, recipients=None,
     written = []
     for name in shards:
         _files.encrypt_file(_join(src, name), _join(dst, name + SEALED_SUFFIX), key, recipients=recipients,
-                            metadata=_binding(checkpoint_id, name),
+                            metadata=_binding(checkpoint_id, name, len(shards),
+                                              None if index is None else _index_kind(2, seal_index)),
                             threads=threads)
         written.append(name + SEALED_SUFFIX)
     skip = set(shards)
