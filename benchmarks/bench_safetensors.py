@@ -95,24 +95,24 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="shardseal-bench-st-") as folder:
         plain, encrypted = Path(folder) / "model.safetensors", Path(folder) / "model.safetensors.sseal"
         plain_save_file(tensors, plain)
-        sealed.save_file(tensors, encrypted, key)
+        sealed.save_file(tensors, encrypted, key=key)
 
         # Verification, once, outside the timings.
-        loaded = sealed.load_file(encrypted, key)
+        loaded = sealed.load_file(encrypted, key=key)
         assert loaded.keys() == tensors.keys() and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
-        with sealed.safe_open(encrypted, key) as f:
+        with sealed.safe_open(encrypted, "pt", key=key) as f:
             assert torch.equal(f.get_tensor(name), tensors[name])
         del loaded
 
         plain_load = timed(lambda: touch(plain_load_file(plain)), args.repeat, args.cold)
-        sealed_load = timed(lambda: touch(sealed.load_file(encrypted, key)), args.repeat, args.cold)
+        sealed_load = timed(lambda: touch(sealed.load_file(encrypted, key=key)), args.repeat, args.cold)
 
         def plain_one():
             with plain_safe_open(plain, framework="pt") as f:
                 f.get_tensor(name)
 
         def sealed_one():
-            with sealed.safe_open(encrypted, key) as f:
+            with sealed.safe_open(encrypted, "pt", key=key) as f:
                 f.get_tensor(name)
 
         plain_get = timed(plain_one, args.repeat * 4, args.cold)

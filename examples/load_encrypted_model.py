@@ -37,14 +37,14 @@ def main() -> int:
         path = Path(folder) / "model.safetensors.sseal"
 
         # Save: the state dict's tensors stream straight into the encrypted file (atomic write).
-        shardseal.safetensors.save_file(model.state_dict(), path, key, metadata={"arch": "mlp-64-256-10"})
+        shardseal.safetensors.save_file(model.state_dict(), path, key=key, metadata={"arch": "mlp-64-256-10"})
 
         # Load: one call decrypts and authenticates every byte, and gives a state dict.
         restored = make_model().eval()
-        restored.load_state_dict(shardseal.safetensors.load_file(path, key))
+        restored.load_state_dict(shardseal.safetensors.load_file(path, key=key))
 
         # Or read single tensors: only the chunks holding them are decrypted.
-        with shardseal.safetensors.safe_open(path, key) as f:
+        with shardseal.safetensors.safe_open(path, "pt", key=key) as f:
             print("tensors:", f.keys())
             print("metadata:", f.metadata())
             bias = f.get_tensor("4.bias")

@@ -37,6 +37,8 @@ PUBLIC_MODULES = {
     "cleanup": "io.cleanup",
     "torch": "ml.torch",
     "safetensors": "ml.safetensors",
+    "checkpoint": "ml.checkpoint",
+    "transformers": "ml.transformers",
     "data": "ml.data",
     "manifest": "ops.manifest",
     "rotation": "ops.rotation",
@@ -116,7 +118,7 @@ def test_the_private_name_check_sees_a_violation(tmp_path):
 
 @pytest.mark.parametrize("short", sorted(PUBLIC_MODULES))
 def test_documented_short_paths_export_the_home_modules_names(short):
-    if short in ("torch", "safetensors"):
+    if short in ("torch", "safetensors", "checkpoint", "transformers"):
         pytest.importorskip("torch")
     public = importlib.import_module(f"shardseal.{short}")
     home = importlib.import_module(f"shardseal.{PUBLIC_MODULES[short]}")

@@ -8,12 +8,14 @@ public names, so that user code keeps the short path.
 
 from .io.fsspec import (  # noqa: F401
     SealFileSystem,
+    open_url,
     DEFAULT_READ_BLOCK_SIZE,
     DEFAULT_READ_CACHE_TYPE,
 )
 
 __all__ = [
     "SealFileSystem",
+    "open_url",
     "DEFAULT_READ_BLOCK_SIZE",
     "DEFAULT_READ_CACHE_TYPE",
 ]

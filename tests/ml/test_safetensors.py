@@ -641,7 +641,10 @@ HOSTILE = {
     "entry not an object": (header_file({"a": [1, 2]}), "'a' is not a JSON object"),
     "unknown dtype": (header_file({"a": entry("F128")}, bytes(8)), "unknown or unsupported dtype 'F128'"),
     "dtype not a string": (header_file({"a": entry(7)}, bytes(8)), "unknown or unsupported dtype 7"),
-    "F4 not supported": (header_file({"a": entry("F4", (16,))}, bytes(8)), "unsupported dtype 'F4'"),
+    "F4 half a byte": (header_file({"a": entry("F4", (3,), offsets=(0, 2))}, bytes(2)),
+                       "not an even number of 4-bit values"),
+    "F4 0-d": (header_file({"a": entry("F4", (), offsets=(0, 1))}, bytes(1)),
+               "not an even number of 4-bit values"),
     "negative dimension": (header_file({"a": entry(shape=(-2,))}, bytes(8)), "non-negative integers"),
     "float dimension": (header_file({"a": entry(shape=(2.0,))}, bytes(8)), "non-negative integers"),
     "bool dimension": (header_file({"a": entry(shape=(True, 2))}, bytes(8)), "non-negative integers"),
@@ -684,10 +687,10 @@ def test_hostile_headers_raise_format_error(key, tmp_path, name):
 
 
 def test_hostile_headers_are_rejected_by_safetensors_too():
-    # Our checks are as strict as safetensors' own, except: F4, which this module does not read,
-    # and duplicate names, which safetensors silently resolves to one of them.
+    # Our checks are as strict as safetensors' own, except duplicate names, which safetensors
+    # silently resolves to one of them.
     for name, (plain, _) in HOSTILE.items():
-        if name in ("F4 not supported", "duplicate names"):
+        if name == "duplicate names":
             continue
         if name.startswith("zero-size"):
             # safetensors accepts the header and torch fails on it later (RuntimeError:

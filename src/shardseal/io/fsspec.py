@@ -32,6 +32,7 @@ import io
 from typing import Any, Mapping, Optional
 
 import fsspec
+import fsspec.core
 from fsspec import AbstractFileSystem
 
 from ..core import buffers as _buffers
@@ -47,7 +48,7 @@ try:  # fsspec >= 2025.10: chained URLs hand the target path to ChainedFileSyste
 except ImportError:  # pragma: no cover - older fsspec
     _Base = AbstractFileSystem
 
-__all__ = ["SealFileSystem"]
+__all__ = ["SealFileSystem", "open_url"]
 
 # Read-ahead of the target's files (fsspec's HTTPFile, S3File, ...) when opened for reading:
 # small enough that a random read does not fetch much more than the chunks it needs, large
@@ -365,15 +366,7 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
                 kwargs.setdefault("cache_type", self.cache_type)
             raw = self.fs.open(path, "rb", block_size=block_size, cache_options=cache_options,
                                **kwargs)
-            try:
-                seekable = _can_seek(raw)
-            except BaseException:
-                raw.close()
-                raise
-            if not seekable:
-                raw = _Sequential(raw)
-            return DecryptingReader(raw, key, identities=identities, threads=threads,
-                                    cache_chunks=cache_chunks, close_raw=True)
+            return _reader_over(raw, key, identities=identities, threads=threads, cache_chunks=cache_chunks)
         if mode in _WRITE_MODES:
             key = self._require_key()
             metadata = kwargs.pop("metadata", self.metadata)
@@ -463,6 +456,74 @@ def _key_ref_string(key_ref: Any) -> str:
                         "serialised to JSON (it has no string form); pickle it instead")
     text: str = to_string()  # a RawKey raises TypeError, without the key
     return text
+
+
+def open_url(url: str, mode: str = "rb", *, key: Any = None, recipients: Any = None,
+             identities: Any = None, threads: Optional[int] = None,
+             metadata: Optional[Mapping[str, Any]] = None,
+             storage_options: Optional[Mapping[str, Any]] = None):
+    """Opens the container at an fsspec URL with a key, recipients or identities.
+
+    ``sseal::memory://x.sseal`` and ``memory://x.sseal`` name the same container: the
+    ``sseal::`` prefix is optional here. Reads are random access on a seekable target, with
+    this filesystem's read defaults (1 MiB read-ahead, fsspec's ``readahead`` cache), so a read
+    moves only the chunks it touches (as range requests over HTTP and object storage). Used by
+    ``shardseal.safetensors`` and ``shardseal.checkpoint`` for URLs.
+
+    Args:
+        url: an fsspec URL, chained URLs included (``simplecache::s3://...``).
+        mode: ``"rb"`` or ``"wb"``.
+        key: the 32-byte key or a key reference.
+        recipients: ``"wb"``: envelope encryption for these recipients instead of key.
+        identities: ``"rb"``: identities to try after key.
+        threads: worker threads; None uses every CPU.
+        metadata: ``"wb"``: JSON metadata for the header (authenticated, not secret).
+        storage_options: options of the target filesystem (``fsspec.core.url_to_fs``'s).
+
+    Returns:
+        A ``DecryptingReader`` or an ``EncryptingWriter`` that closes the target file; an
+        interrupted writer removes its incomplete container.
+
+    Raises:
+        ValueError: a mode other than "rb" or "wb".
+        TypeError: no key (or recipients, identities) for the mode.
+        FormatError, KeyNotFoundError, AuthenticationError, TruncatedError: reading a file that
+            is not a container this key opens.
+    """
+    if url.startswith("sseal::"):
+        url = url[len("sseal::"):]
+    fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+    if mode == "rb":
+        if recipients is not None:
+            raise TypeError("recipients= is for writing; give key= or identities= to read")
+        if key is None and identities is None:
+            raise TypeError("reading needs key= or identities=")
+        raw = fs.open(path, "rb", block_size=DEFAULT_READ_BLOCK_SIZE, cache_type=DEFAULT_READ_CACHE_TYPE)
+        return _reader_over(raw, key, identities=identities, threads=threads)
+    if mode == "wb":
+        if identities is not None:
+            raise TypeError("identities= is for reading; give key= or recipients= to write")
+        if key is None and recipients is None:
+            raise TypeError("writing needs key= or recipients=")
+        _buffers.thread_count(threads)
+        raw = fs.open(path, "wb")
+        return _TargetWriter(raw, key, fs=fs, path=path, autocommit=True, recipients=recipients,
+                             metadata=metadata, threads=threads)
+    raise ValueError(f"mode must be 'rb' or 'wb', not {_redact.shown(mode)}")
+
+
+def _reader_over(raw, key, *, identities=None, threads=None,
+                 cache_chunks: int = DEFAULT_CACHE_CHUNKS) -> DecryptingReader:
+    """A reader over a target file it closes: random access when the file seeks to its end."""
+    try:
+        seekable = _can_seek(raw)
+    except BaseException:
+        raw.close()
+        raise
+    if not seekable:
+        raw = _Sequential(raw)
+    return DecryptingReader(raw, key, identities=identities, threads=threads,
+                            cache_chunks=cache_chunks, close_raw=True)
 
 
 def _can_seek(raw) -> bool:

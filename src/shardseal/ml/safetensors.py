@@ -5,9 +5,9 @@ safetensors file ``safetensors.torch.save`` makes of the same tensors, so ``shar
 gives an ordinary ``.safetensors`` file. Reading needs no plaintext file either:
 
     >>> import shardseal.safetensors
-    >>> shardseal.safetensors.save_file(model.state_dict(), "model.safetensors.sseal", key)
-    >>> model.load_state_dict(shardseal.safetensors.load_file("model.safetensors.sseal", key))
-    >>> with shardseal.safetensors.safe_open("model.safetensors.sseal", key) as f:
+    >>> shardseal.safetensors.save_file(model.state_dict(), "model.safetensors.sseal", key=key)
+    >>> model.load_state_dict(shardseal.safetensors.load_file("model.safetensors.sseal", key=key))
+    >>> with shardseal.safetensors.safe_open("model.safetensors.sseal", "pt", key=key) as f:
     ...     w = f.get_tensor("lm_head.weight")        # decrypts only that tensor's chunks
     ...     rows = f.get_slice("embed.weight")[1000:1010]
 
@@ -20,10 +20,13 @@ safetensors itself accepts, and a shape of more than 64 dimensions (``MAX_NDIM``
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import operator
+import re
 import struct
+import warnings
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -31,6 +34,8 @@ import numpy as np
 
 from ..container import blob as _blob
 from ..io import files as _files
+from ..keys.envelope import DirectKey
+from ..keys.keyref import is_key_ref
 from ..errors import FormatError, TruncatedError
 
 __all__ = ["MAX_HEADER_SIZE", "MAX_NDIM", "MAX_TENSOR_BYTES", "load_file", "safe_open", "save_file"]
@@ -49,6 +54,9 @@ _METADATA_KEY = "__metadata__"
 # safetensors' Dtype order: it writes tensors by descending dtype, then by name.
 _DTYPES: dict[str, tuple[int, str, Optional[str]]] = {
     "BOOL": (1, "bool", "|b1"),
+    # Two 4-bit floats per byte. safetensors counts 4-bit elements in the shape (its last
+    # dimension is twice torch's), so F4 entries are converted at the edge (_F4 below).
+    "F4": (1, "float4_e2m1fn_x2", None),
     "U8": (1, "uint8", "|u1"),
     "I8": (1, "int8", "|i1"),
     "F8_E5M2": (1, "float8_e5m2", None),
@@ -70,6 +78,9 @@ _DTYPES: dict[str, tuple[int, str, Optional[str]]] = {
 }
 _RANK = {name: rank for rank, name in enumerate(_DTYPES)}
 _CODE_OF_TORCH_NAME = {torch_name: code for code, (_, torch_name, _) in _DTYPES.items()}
+_F4 = "F4"
+# Marks an argument the caller did not give (None is a valid device or metadata value).
+_UNSET: Any = object()
 
 
 def _torch():
@@ -85,6 +96,9 @@ class _TensorInfo:
     shape: tuple[int, ...]
     begin: int  # offsets in the data section
     end: int
+    # The shape as the file states it: safetensors counts F4 elements in 4-bit units, so its
+    # last dimension is twice that of ``shape`` (torch's float4_e2m1fn_x2 shape) there.
+    file_shape: tuple[int, ...] = ()
 
     @property
     def itemsize(self) -> int:
@@ -96,6 +110,76 @@ class _Header:
     data_start: int  # plaintext offset of the data section: 8 + header length
     tensors: dict[str, _TensorInfo]
     metadata: Optional[dict[str, str]]
+
+
+# ---- arguments: safetensors' signatures, and the old positional key --------------------
+
+
+def _looks_like_key(value) -> bool:
+    """Whether a positional argument is a key (the old signatures put it second or third)
+    rather than metadata, a device or a framework: bytes-like or a key reference, never a
+    str, a mapping, None or a device."""
+    if value is None or isinstance(value, (str, Mapping)):
+        return False
+    if is_key_ref(value) or isinstance(value, DirectKey):
+        return True
+    try:
+        memoryview(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _warn_positional_key(function: str) -> None:
+    warnings.warn(f"shardseal.safetensors.{function}: the key as a positional argument is deprecated; "
+                  "the positional arguments are now safetensors' own: pass key= (or recipients=, "
+                  "identities=) as a keyword", DeprecationWarning, stacklevel=4)
+
+
+def _positional(function: str, args: tuple, names: tuple[str, ...], given: dict, key):
+    """Sorts a call's positional args into the named parameters (safetensors' order); an old
+    call whose first one is a key (``load_file(path, key, device)``) takes the key from it
+    and the rest in the same order, with a DeprecationWarning.
+
+    Raises:
+        TypeError: too many positional arguments, a parameter given twice, two keys.
+    """
+    if args and _looks_like_key(args[0]):
+        if key is not None:
+            raise TypeError(f"{function}() got a key both positionally and as key=")
+        _warn_positional_key(function)
+        key, args = args[0], args[1:]
+    if len(args) > len(names):
+        raise TypeError(f"{function}() takes at most {len(names)} positional arguments after the file "
+                        f"({', '.join(names)}); pass key= as a keyword")
+    values = dict(given)
+    for name, value in zip(names, args):
+        if values[name] is not _UNSET:
+            raise TypeError(f"{function}() got multiple values for argument {name!r}")
+        values[name] = value
+    return values, key
+
+
+def is_url(filename) -> bool:
+    """Whether filename is an fsspec URL (``sseal::memory://...``, ``s3://...``) rather than a
+    local path: a str that starts with a protocol followed by ``://`` or ``::``."""
+    return isinstance(filename, str) and re.match(r"[A-Za-z][A-Za-z0-9+.\-]*(://|::)", filename) is not None
+
+
+def open_target(filename, mode: str, storage_options=None, **kwargs):
+    """``shardseal.open`` of a path or file object, or ``shardseal.fsspec.open_url`` of an
+    fsspec URL (fsspec, an extra, is imported only then).
+
+    Raises:
+        TypeError: storage_options for something that is not a URL.
+    """
+    if is_url(filename):
+        from ..io import fsspec as _sealfs
+
+        return _sealfs.open_url(filename, mode, storage_options=storage_options, **kwargs)
+    if storage_options is not None:
+        raise TypeError("storage_options= is for fsspec URLs, not local paths or file objects")
+    return _files.open(filename, mode, **kwargs)
 
 
 # ---- writing -----------------------------------------------------------------------------
@@ -131,6 +215,16 @@ def _check_shared(tensors: dict[str, Any]) -> None:
                            "save one of each group, or .clone() them")
 
 
+def _file_shape(name: str, code: str, tensor) -> list[int]:
+    """The shape safetensors writes: an F4 tensor's last dimension counts 4-bit values."""
+    shape = list(tensor.shape)
+    if code == _F4:
+        if not shape:
+            raise ValueError(f"{name!r} is a 0-d float4_e2m1fn_x2 tensor, which safetensors cannot store")
+        shape[-1] *= 2
+    return shape
+
+
 def _build_header(entries, metadata: Optional[dict[str, str]]) -> bytes:
     """safetensors' header for (name, dtype code, shape, nbytes) entries in file order: 8-byte
     little-endian length, compact JSON, spaces up to a multiple of 8 bytes."""
@@ -149,9 +243,15 @@ def _build_header(entries, metadata: Optional[dict[str, str]]) -> bytes:
     return struct.pack("<Q", len(text)) + text
 
 
-def save_file(tensors: Mapping[str, Any], path, key=None, metadata: Optional[Mapping[str, str]] = None,
-              *, recipients=None, threads: Optional[int] = None) -> None:
-    """Writes tensors as an encrypted safetensors file.
+def save_file(tensors: Mapping[str, Any], filename, *args: Any, metadata: Any = _UNSET, key=None,
+              recipients=None, threads: Optional[int] = None,
+              storage_options: Optional[Mapping[str, Any]] = None) -> None:
+    """Writes tensors as an encrypted safetensors file, like ``safetensors.torch.save_file``.
+
+    Called as safetensors' ``save_file(tensors, filename, metadata=None)``, with the key as a
+    keyword: ``save_file(tensors, "model.safetensors.sseal", key=key)``. The old call with the
+    key third (``save_file(tensors, path, key, metadata)``) still works and warns
+    (DeprecationWarning): a key is bytes-like or a key reference, never a mapping.
 
     The plaintext is exactly the bytes ``safetensors.torch.save(tensors, metadata)`` makes
     (tensors ordered by dtype then name, the same JSON header), so ``shardseal decrypt`` gives a
@@ -164,21 +264,53 @@ def save_file(tensors: Mapping[str, Any], path, key=None, metadata: Optional[Map
 
     Args:
         tensors: a mapping of names to dense tensors (e.g. ``model.state_dict()``).
-        path: a path, written atomically (nothing is left under it on an error), or a binary
-            file object opened for writing.
-        key: the 32-byte key.
-        recipients: instead of key, envelope encryption (see ``shardseal.encrypt``).
+        filename: a path, written atomically (nothing is left under it on an error), a binary
+            file object opened for writing, or an fsspec URL (``sseal::s3://bucket/m.sseal``,
+            ``memory://...``; the ``sseal::`` prefix is optional).
+        *args: ``metadata``, positionally as in safetensors (or the deprecated ``key, metadata``).
         metadata: safetensors' ``__metadata__``: a mapping of str to str, stored **inside** the
             encrypted plaintext (so it is secret, unlike shardseal's header metadata).
+        key: the 32-byte key, or a key reference (``shardseal.keyref``).
+        recipients: instead of key, envelope encryption (see ``shardseal.encrypt``).
         threads: worker threads; None uses every available CPU.
+        storage_options: for a URL: options of the target filesystem (``fsspec.open``'s).
 
     Raises:
-        TypeError: not a mapping of str to tensors, metadata not str to str.
+        TypeError: not a mapping of str to tensors, metadata not str to str, too many
+            positional arguments.
         ValueError: a dtype safetensors cannot store (complex128, complex32, sub-byte and
             quantized dtypes), a sparse or meta tensor, the name ``__metadata__``.
         RuntimeError: tensors that share memory (tied weights), as safetensors refuses them;
             this includes views of one storage whose byte ranges interleave.
     """
+    values, key = _positional("save_file", args, ("metadata",), {"metadata": metadata}, key)
+    header, entries = _plan_file(tensors, None if values["metadata"] is _UNSET else values["metadata"])
+    with open_target(filename, "wb", storage_options, key=key, recipients=recipients, threads=threads) as out:
+        _write_planned(out, header, entries)
+
+
+def write_tensors(out, tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]] = None) -> None:
+    """Writes the safetensors file of tensors into an open writer (``shardseal.checkpoint``
+    writes its shards with this, into writers it opens with its own header metadata).
+
+    Raises:
+        TypeError, ValueError, RuntimeError: as ``save_file``, before anything is written.
+    """
+    _write_planned(out, *_plan_file(tensors, metadata))
+
+
+def _write_planned(out, header: bytes, entries) -> None:
+    sstorch = _torch()
+    out.write(header)
+    for name, _, tensor in entries:
+        data = sstorch.cpu_contiguous(tensor, repr(name))
+        out.write(sstorch.byte_view(data))
+        del data  # a CPU copy of a GPU tensor goes before the next one is made
+
+
+def _plan_file(tensors: Mapping[str, Any], metadata) -> tuple[bytes, list]:
+    """Checks tensors and metadata; the safetensors header and the (name, code, tensor)
+    entries in file order."""
     sstorch = _torch()
     torch = sstorch.torch
     sstorch.check_byte_order()
@@ -205,13 +337,9 @@ def save_file(tensors: Mapping[str, Any], path, key=None, metadata: Optional[Map
     _check_shared({name: tensor for name, _, tensor in entries})
     entries.sort(key=lambda entry: (-_RANK[entry[1]], entry[0]))
     header = _build_header(
-        [(name, code, list(t.shape), t.numel() * _DTYPES[code][0]) for name, code, t in entries], metadata)
-    with _files.open(path, "wb", key=key, recipients=recipients, threads=threads) as out:
-        out.write(header)
-        for name, _, tensor in entries:
-            data = sstorch.cpu_contiguous(tensor, repr(name))
-            out.write(sstorch.byte_view(data))
-            del data  # a CPU copy of a GPU tensor goes before the next one is made
+        [(name, code, _file_shape(name, code, t), t.numel() * _DTYPES[code][0]) for name, code, t in entries],
+        metadata)
+    return header, entries
 
 
 # ---- reading -----------------------------------------------------------------------------
@@ -243,6 +371,18 @@ def _strided_size(shape, itemsize: int) -> int:
     return _blob.strided_size(shape, itemsize)
 
 
+def _f4_shape(name: str, shape: list) -> list:
+    """torch's float4_e2m1fn_x2 shape of a safetensors F4 shape (two values per byte).
+
+    Raises:
+        FormatError: a 0-d shape, or an odd last dimension (half a byte).
+    """
+    if not shape or shape[-1] % 2:
+        raise FormatError(f"safetensors header: F4 tensor {name!r} has shape {shape}, whose last "
+                          "dimension is not an even number of 4-bit values")
+    return [*shape[:-1], shape[-1] // 2]
+
+
 def _parse_entry(name: str, entry, data_size: int) -> _TensorInfo:
     if not isinstance(entry, dict):
         raise FormatError(f"safetensors header: tensor {name!r} is not a JSON object")
@@ -257,6 +397,9 @@ def _parse_entry(name: str, entry, data_size: int) -> _TensorInfo:
         raise FormatError(f"safetensors header: tensor {name!r} has data_offsets that are not "
                           "[begin, end] with 0 <= begin <= end")
     begin, end = offsets
+    file_shape = tuple(shape)
+    if dtype == _F4:
+        shape = _f4_shape(name, shape)
     if end > data_size:
         raise FormatError(f"safetensors header: tensor {name!r} has data_offsets [{begin}, {end}] past "
                           f"the end of the data ({data_size} bytes)")
@@ -270,7 +413,7 @@ def _parse_entry(name: str, entry, data_size: int) -> _TensorInfo:
         # numpy still compute strides from them: refuse what would overflow a 64-bit size.
         raise FormatError(f"safetensors header: tensor {name!r} has shape {shape}, whose strides "
                           f"would pass {MAX_TENSOR_BYTES} bytes")
-    return _TensorInfo(dtype, tuple(shape), begin, end)
+    return _TensorInfo(dtype, tuple(shape), begin, end, file_shape)
 
 
 def _parse_header(pread, size: int) -> _Header:
@@ -324,8 +467,14 @@ def _read_exact(reader, offset: int, out) -> None:
         raise TruncatedError("the file was truncated while being read")
 
 
-def load_file(path, key=None, device="cpu", *, identities=None, threads: Optional[int] = None) -> dict[str, Any]:
+def load_file(filename, *args: Any, device: Any = _UNSET, key=None, identities=None,
+              threads: Optional[int] = None,
+              storage_options: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """Loads every tensor of an encrypted safetensors file, like ``safetensors.torch.load_file``.
+
+    Called as safetensors' ``load_file(filename, device="cpu")``, with the key as a keyword:
+    ``load_file("model.safetensors.sseal", key=key)``. The old call with the key second
+    (``load_file(path, key, device)``) still works and warns (DeprecationWarning).
 
     The whole file is decrypted with one bulk read on the thread pool into one buffer, and
     the tensors are views of that buffer (no copy per tensor; a tensor whose offset is not a
@@ -335,11 +484,14 @@ def load_file(path, key=None, device="cpu", *, identities=None, threads: Optiona
     each tensor is copied to the device.
 
     Args:
-        path: a path, or a binary file object (a non-seekable one is read into memory first).
-        key: the 32-byte key.
+        filename: a path, a binary file object (a non-seekable one is read into memory
+            first), or an fsspec URL (``sseal::https://host/m.sseal``, ``memory://...``).
+        *args: ``device``, positionally as in safetensors (or the deprecated ``key, device``).
         device: where the tensors go ("cpu", "cuda", ...).
+        key: the 32-byte key, or a key reference (``shardseal.keyref``).
         identities: identities to try after key (see ``shardseal.decrypt``).
         threads: worker threads; None uses every available CPU.
+        storage_options: for a URL: options of the target filesystem (``fsspec.open``'s).
 
     Returns:
         A dict of names (sorted) to tensors, ready for ``model.load_state_dict``.
@@ -347,21 +499,35 @@ def load_file(path, key=None, device="cpu", *, identities=None, threads: Optiona
     Raises:
         FormatError: not a valid safetensors header inside (and as ``shardseal.open``).
         KeyNotFoundError, AuthenticationError, TruncatedError: as ``shardseal.decrypt``.
+        TypeError: no key or identities, too many positional arguments.
+    """
+    values, key = _positional("load_file", args, ("device",), {"device": device}, key)
+    device = "cpu" if values["device"] is _UNSET else values["device"]
+    _torch().check_byte_order()
+    with open_target(filename, "rb", storage_options, key=key, identities=identities, threads=threads) as reader:
+        return read_tensors(reader, device)
+
+
+def read_tensors(reader, device="cpu") -> dict[str, Any]:
+    """Every tensor of the safetensors file an open ``DecryptingReader`` holds, as
+    ``load_file`` (``shardseal.checkpoint`` reads its shards with this).
+
+    Raises:
+        FormatError: not a valid safetensors header inside.
+        AuthenticationError, TruncatedError: as ``shardseal.decrypt``.
     """
     sstorch = _torch()
     torch = sstorch.torch
-    sstorch.check_byte_order()
-    with _files.open(path, "rb", key=key, identities=identities, threads=threads) as reader:
-        if reader.seekable():
-            header = _parse_header(reader.pread, reader.size)
-            data = sstorch.empty_tensor((reader.size - header.data_start,), torch.uint8, device)
-            _read_exact(reader, header.data_start, data.numpy())
-        else:
-            plain = reader.read()
-            header = _parse_header(lambda offset, n: plain[offset : offset + n], len(plain))
-            data = sstorch.empty_tensor((len(plain) - header.data_start,), torch.uint8, device)
-            data.numpy()[:] = np.frombuffer(memoryview(plain)[header.data_start :], np.uint8)
-            del plain
+    if reader.seekable():
+        header = _parse_header(reader.pread, reader.size)
+        data = sstorch.empty_tensor((reader.size - header.data_start,), torch.uint8, device)
+        _read_exact(reader, header.data_start, data.numpy())
+    else:
+        plain = reader.read()
+        header = _parse_header(lambda offset, n: plain[offset : offset + n], len(plain))
+        data = sstorch.empty_tensor((len(plain) - header.data_start,), torch.uint8, device)
+        data.numpy()[:] = np.frombuffer(memoryview(plain)[header.data_start :], np.uint8)
+        del plain
     result = {}
     for name in sorted(header.tensors):
         info = header.tensors[name]
@@ -386,23 +552,41 @@ class safe_open:
     a tampered chunk fails exactly the reads that touch it. Thread-safe: several threads may
     call ``get_tensor`` at once.
 
+    Called as safetensors' ``safe_open(filename, framework, device="cpu")``, with the key as a
+    keyword: ``safe_open("model.safetensors.sseal", "pt", key=key)``; framework defaults to
+    ``"pt"``. The old call with the key second (``safe_open(path, key, framework)``) still
+    works and warns (DeprecationWarning).
+
+    Over an fsspec URL (``sseal::https://host/model.safetensors.sseal``, ``s3://...``), the
+    reads are range requests: ``get_tensor`` fetches the chunks of that tensor (and the
+    target's read-ahead, 1 MiB by default), not the file.
+
     Args:
-        path: a path, or a seekable binary file object.
-        key: the 32-byte key.
-        identities: identities to try after key (see ``shardseal.decrypt``).
-        framework: ``"pt"`` (torch tensors) or ``"numpy"`` (arrays; bfloat16 and float8 tensors
-            have no numpy dtype and raise ValueError).
+        filename: a path, a seekable binary file object, or an fsspec URL.
+        *args: ``framework`` and ``device``, positionally as in safetensors (or the deprecated
+            ``key, framework, device``).
+        framework: ``"pt"`` (torch tensors, the default) or ``"numpy"`` (arrays; bfloat16,
+            float8 and float4 tensors have no numpy dtype and raise ValueError).
         device: ``"pt"`` only: where the tensors go (CUDA: read into pinned memory, then copied).
+        key: the 32-byte key, or a key reference (``shardseal.keyref``).
+        identities: identities to try after key (see ``shardseal.decrypt``).
         threads: worker threads for long reads; None uses every available CPU.
+        storage_options: for a URL: options of the target filesystem (``fsspec.open``'s).
 
     Raises:
         FormatError: not a valid safetensors header inside (and as ``shardseal.open``).
         KeyNotFoundError, AuthenticationError, TruncatedError: as ``shardseal.open``.
         ValueError: an unknown framework, a non-CPU device for numpy, a non-seekable file.
+        TypeError: no key or identities, too many positional arguments.
     """
 
-    def __init__(self, path, key=None, framework: str = "pt", device="cpu", *, identities=None,
-                 threads: Optional[int] = None) -> None:
+    def __init__(self, filename, *args: Any, framework: Any = _UNSET, device: Any = _UNSET, key=None,
+                 identities=None, threads: Optional[int] = None,
+                 storage_options: Optional[Mapping[str, Any]] = None) -> None:
+        values, key = _positional("safe_open", args, ("framework", "device"),
+                                  {"framework": framework, "device": device}, key)
+        framework = "pt" if values["framework"] is _UNSET else values["framework"]
+        device = "cpu" if values["device"] is _UNSET else values["device"]
         if framework in ("pt", "torch"):
             self._sstorch = _torch()
         elif framework in ("numpy", "np"):
@@ -412,7 +596,7 @@ class safe_open:
         else:
             raise ValueError(f"framework must be 'pt' or 'numpy', not {framework!r}")
         self._device = device
-        self._reader = _files.open(path, "rb", key=key, identities=identities, threads=threads)
+        self._reader = open_target(filename, "rb", storage_options, key=key, identities=identities, threads=threads)
         try:
             if not self._reader.seekable():
                 raise ValueError("safe_open needs a seekable file (random access)")
@@ -429,6 +613,11 @@ class safe_open:
 
     def close(self) -> None:
         self._reader.close()
+
+    def container_metadata(self) -> dict[str, Any]:
+        """The container header's metadata (authenticated, not secret; the caller's own is
+        under ``"user"``), as ``shardseal.inspect`` shows it."""
+        return json.loads(json.dumps(self._reader.header.metadata))
 
     def keys(self) -> list[str]:
         """The tensor names, sorted."""
@@ -515,7 +704,9 @@ class TensorSlice:
         self._info = info
 
     def get_shape(self) -> list[int]:
-        return list(self._info.shape)
+        """The shape as the file states it (as safetensors: an F4 tensor counts 4-bit values,
+        so its last dimension is twice that of the float4_e2m1fn_x2 tensor read)."""
+        return list(self._info.file_shape)
 
     def get_dtype(self) -> str:
         """The safetensors dtype: "F32", "BF16", "I64", ..."""
@@ -552,3 +743,25 @@ class TensorSlice:
                 local = slice(selected.start - lo, None, selected.step)
         part = owner._read_rows(info, lo, hi)
         return owner._finish(part[(local, *parts[1:])])
+
+
+def _safetensors_signature(function, positional: dict[str, Any]) -> inspect.Signature:
+    """function's signature as safetensors' (``inspect.signature``, help()): the named
+    positional parameters in place of ``*args``, the rest keyword-only."""
+    kinds = inspect.Parameter
+    parameters = []
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.name == "self" or parameter.name in positional:
+            continue
+        if parameter.kind is kinds.VAR_POSITIONAL:
+            parameters += [kinds(name, kinds.POSITIONAL_OR_KEYWORD, default=default)
+                           for name, default in positional.items()]
+        else:
+            parameters.append(parameter)
+    return inspect.Signature(parameters)
+
+
+save_file.__signature__ = _safetensors_signature(save_file, {"metadata": None})  # type: ignore[attr-defined]
+load_file.__signature__ = _safetensors_signature(load_file, {"device": "cpu"})  # type: ignore[attr-defined]
+safe_open.__signature__ = _safetensors_signature(  # type: ignore[attr-defined]
+    safe_open.__init__, {"framework": "pt", "device": "cpu"})
