@@ -170,10 +170,13 @@ class ShardsealKmsClient(_pe.KmsClient):
             raise AuthenticationError(f"the wrapped key of Parquet master key {_shown_id(master_key_identifier)} "
                                       "was wrapped for another master key")
         key_ids: Optional[tuple[str, ...]] = None
-        try:
-            data_key = _blob.decrypt(container, identities=self._identities, threads=1)
-        except KeyNotFoundError as exc:
-            key_ids = exc.key_ids
+        if not self._identities:
+            key_ids = tuple(stanza.key_id for stanza in _blob.inspect(container).stanzas)
+        else:
+            try:
+                data_key = _blob.decrypt(container, identities=self._identities, threads=1)
+            except KeyNotFoundError as exc:
+                key_ids = exc.key_ids
         if key_ids is not None:
             # Raised outside the except block: no chained context.
             raise KeyNotFoundError(f"no identity given opens the wrapped key of Parquet master key "
