@@ -369,3 +369,33 @@ def test_dataset_round_trip_and_rotation(tmp_path, table, external):
         table.select(["id", "email"]))
     with pytest.raises(KeyNotFoundError):
         sp.read_dataset(folder, identities=[old])
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+def test_cli_parquet_rotate(tmp_path, table, ring):
+    from tests import cli_helpers
+
+    new = shardseal.x25519.X25519Identity.generate()
+    shardseal.x25519.write_identity_file(tmp_path / "new.key", new)
+    folder = tmp_path / "ds"
+    sp.write_dataset(table, folder, footer_key="footer", column_keys={"pii": ["email"]},
+                     master_keys={"footer": f"keyring:{ring.path}#footer", "pii": f"keyring:{ring.path}#pii"},
+                     external_key_material=True, max_rows_per_file=1500, max_rows_per_group=1500)
+    recipient = new.recipient.to_string()
+    result = cli_helpers.run("parquet-rotate", folder, "-i", ring.path, "--master-key", f"footer={recipient}",
+                             "--master-key", f"pii={recipient}", cwd=tmp_path)
+    cli_helpers.assert_ok(result)
+    assert b"rotated the key material of 2 Parquet file(s)" in result.stderr
+    assert sp.read_dataset(folder, identities=[str(tmp_path / "new.key")]).sort_by("id").equals(table)
+    with pytest.raises(KeyNotFoundError):
+        sp.read_dataset(folder, identities=[ring])
+    # The old identity no longer unwraps: a clear error, no traceback, no key material.
+    again = cli_helpers.run("parquet-rotate", folder, "-i", ring.path, "--master-key", f"footer={recipient}",
+                            cwd=tmp_path)
+    cli_helpers.assert_error(again, again.returncode, "Parquet master key")
+    assert again.returncode != 0
+    for secret in secrets_of(ring, new):
+        assert secret.encode() not in again.stderr + again.stdout
+    usage = cli_helpers.run("parquet-rotate", folder, "-i", ring.path, "--master-key", "footer", cwd=tmp_path)
+    assert usage.returncode == 2 and b"--master-key takes NAME=RECIPIENT" in usage.stderr  # a usage error
