@@ -335,6 +335,38 @@ def test_rotation_to_a_keyrings_newest_key(tmp_path, table, ring):
     assert sp.read_table(path, identities=[str(ring.path)]).equals(table)
 
 
+def test_interrupted_rotation_is_recovered(tmp_path, table):
+    old, new = shardseal.x25519.X25519Identity.generate(), shardseal.x25519.X25519Identity.generate()
+    path = tmp_path / "c.parquet"
+    sp.write_table(table, path, footer_key="f", master_keys={"f": old.recipient}, external_key_material=True)
+    current = tmp_path / f"_KEY_MATERIAL_FOR_{path.name}.json"
+    temporary = tmp_path / f"_TMP_KEY_MATERIAL_FOR_{path.name}.json"
+    assert not sp.recover_interrupted_rotation(path)
+    # A crash before pyarrow deleted the old material: the new one may be partial, and goes.
+    temporary.write_text('{"footerKey": "{\\"keyMater')
+    sp.rotate_master_keys(path, identities=[old], master_keys={"f": new.recipient})
+    assert not temporary.exists()
+    assert sp.read_table(path, identities=[new]).equals(table)
+    # A crash after it: only the complete new material is left, and is renamed into place.
+    current.rename(temporary)
+    assert sp.recover_interrupted_rotation(path)
+    assert current.is_file() and not temporary.exists()
+    assert sp.read_table(path, identities=[new]).equals(table)
+
+
+def test_rotation_that_fails_leaves_the_key_material_unchanged(tmp_path, table):
+    old, new = shardseal.x25519.X25519Identity.generate(), shardseal.x25519.X25519Identity.generate()
+    path = tmp_path / "f.parquet"
+    sp.write_table(table, path, footer_key="f", column_keys={"c": ["email"]},
+                   master_keys={"f": old.recipient, "c": old.recipient}, external_key_material=True)
+    material = (tmp_path / f"_KEY_MATERIAL_FOR_{path.name}.json").read_bytes()
+    with pytest.raises(KeySpecError):  # "c" has no new recipients and is no recipient string
+        sp.rotate_master_keys(path, identities=[old], master_keys={"f": new.recipient})
+    assert (tmp_path / f"_KEY_MATERIAL_FOR_{path.name}.json").read_bytes() == material
+    assert not (tmp_path / f"_TMP_KEY_MATERIAL_FOR_{path.name}.json").exists()
+    assert sp.read_table(path, identities=[old]).equals(table)
+
+
 def test_rotation_needs_external_key_material(tmp_path, table):
     identity = shardseal.x25519.X25519Identity.generate()
     path = tmp_path / "i.parquet"

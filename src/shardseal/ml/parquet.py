@@ -61,6 +61,7 @@ __all__ = [
     "master_key_name",
     "read_dataset",
     "read_table",
+    "recover_interrupted_rotation",
     "rotate_master_keys",
     "write_dataset",
     "write_table",
@@ -73,6 +74,9 @@ METADATA_KEY = "parquet_master_key_id"
 ALGORITHMS = ("AES_GCM_V1", "AES_GCM_CTR_V1")
 # pyarrow's name for the external key material file of FILE: KEY_MATERIAL_PREFIX + FILE + ".json".
 KEY_MATERIAL_PREFIX = "_KEY_MATERIAL_FOR_"
+# pyarrow's rotation writes the new key material under this prefix, deletes the old file, then
+# renames the new one into place.
+_TEMP_KEY_MATERIAL_PREFIX = "_TMP" + KEY_MATERIAL_PREFIX
 _DATA_KEY_SIZES = (16, 24, 32)
 # pyarrow parses column keys from a "id:col,col;id:col" string, so an identifier holding one
 # of these characters (keyring:, pkcs11: and aws-kms: strings all do) is stored encoded.
@@ -525,6 +529,8 @@ def rotate_master_keys(path: PathLike, *, identities: Identities, master_keys: O
     if not root.exists():
         raise FileNotFoundError(f"no such file or folder: {str(root)!r}")
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*.parquet") if p.is_file())
+    for file in files:
+        recover_interrupted_rotation(file)
     rotatable = [p for p in files if has_external_key_material(p)]
     if root.is_file() and not rotatable or files and not rotatable:
         raise ValueError(f"{str(root)!r} has no external key material: PME rotation re-wraps only key material "
@@ -534,6 +540,30 @@ def rotate_master_keys(path: PathLike, *, identities: Identities, master_keys: O
         factory.rotate_master_keys(_pe.KmsConnectionConfig(), str(file), double_wrapping=bool(double_wrapping),
                                    cache_lifetime_seconds=60)
     return [str(p) for p in rotatable]
+
+
+def recover_interrupted_rotation(path: PathLike) -> bool:
+    """Finishes or undoes a rotation of path's key material that was interrupted.
+
+    pyarrow's rotation saves the new key material as ``_TMP_KEY_MATERIAL_FOR_<file>.json``,
+    deletes the old file and renames the new one into place. A crash after the deletion
+    leaves only the complete new file: it is renamed into place. A crash before it leaves
+    both: the new one may be incomplete and is deleted (the old one still opens the file).
+    ``rotate_master_keys`` calls this for every file first.
+
+    Returns:
+        Whether anything was left over from an interrupted rotation.
+    """
+    path = Path(path)
+    current = path.with_name(f"{KEY_MATERIAL_PREFIX}{path.name}.json")
+    temporary = path.with_name(f"{_TEMP_KEY_MATERIAL_PREFIX}{path.name}.json")
+    if not temporary.is_file():
+        return False
+    if current.is_file():
+        temporary.unlink()
+    else:
+        os.replace(temporary, current)
+    return True
 
 
 @contextlib.contextmanager
