@@ -309,12 +309,19 @@ def encryption_properties(path: Optional[PathLike] = None, *, footer_key: str,
 
     Args:
         path: the Parquet file to be written.
-        footer_key, column_keys, **options: as ``encryption_configuration``.
+        footer_key: as ``encryption_configuration``.
+        column_keys: as ``encryption_configuration``.
         master_keys: as ``ShardsealKmsClient``.
         filesystem: a ``pyarrow.fs.FileSystem`` for the key material file.
+        **options: the other arguments of ``encryption_configuration``.
 
     Raises:
-        As ``encryption_configuration`` and ``ShardsealKmsClient.wrap_key``.
+        TypeError: bad arguments (as ``encryption_configuration``).
+        ValueError: an unknown algorithm or data key size.
+        KeySpecError: a master key identifier that names no recipient.
+        KeyLoadError: a recipient string that names something unusable.
+        KmsError: the KMS refused to wrap.
+        HsmError: the HSM refused to wrap.
     """
     config = encryption_configuration(footer_key=footer_key, column_keys=column_keys, **options)
     factory = crypto_factory(master_keys)
@@ -357,8 +364,11 @@ def write_table(table: "pyarrow.Table", where: PathLike, *, footer_key: str,
         column_keys: master key identifier -> columns; None encrypts every column with the
             footer key.
         master_keys: aliases, as ``ShardsealKmsClient``.
-        plaintext_footer, algorithm, double_wrapping, external_key_material, data_key_bits:
-            as ``encryption_configuration``.
+        plaintext_footer: as ``encryption_configuration``.
+        algorithm: as ``encryption_configuration``.
+        double_wrapping: as ``encryption_configuration``.
+        external_key_material: as ``encryption_configuration``.
+        data_key_bits: as ``encryption_configuration``.
         **write_options: passed to ``pyarrow.parquet.write_table`` (compression, row_group_size...).
 
     Raises:
@@ -414,12 +424,23 @@ def write_dataset(data: Any, base_dir: PathLike, *, footer_key: str,
     Args:
         data: what ``pyarrow.dataset.write_dataset`` takes (a table, batches, a dataset).
         base_dir: the folder.
-        footer_key, column_keys, master_keys, ...: as ``write_table``.
+        footer_key: as ``write_table``.
+        column_keys: as ``write_table``.
+        master_keys: as ``write_table``.
+        plaintext_footer: as ``write_table``.
+        algorithm: as ``write_table``.
+        double_wrapping: as ``write_table``.
+        external_key_material: as ``write_table``.
+        data_key_bits: as ``write_table``.
         **dataset_options: passed to ``pyarrow.dataset.write_dataset`` (partitioning,
             max_rows_per_file, existing_data_behavior...).
 
     Raises:
-        As ``write_table``.
+        TypeError: bad arguments (as ``encryption_configuration``).
+        ValueError: an unknown algorithm or data key size.
+        KeySpecError: a master key identifier that names no recipient.
+        KmsError: the KMS refused to wrap.
+        HsmError: the HSM refused to wrap.
     """
     import pyarrow.dataset as ds
 
@@ -471,7 +492,12 @@ def read_dataset(base_dir: PathLike, *, identities: Identities, columns: Optiona
         filter: a ``pyarrow.compute.Expression`` on the rows.
 
     Raises:
-        As ``read_table``.
+        KeyNotFoundError: no identity opens a needed wrapped key.
+        ParquetAuthenticationError: a module of a file does not authenticate.
+        AuthenticationError: a wrapped key was tampered with or wrapped for another master key.
+        KmsError: the KMS refused to unwrap.
+        HsmError: the HSM refused to unwrap.
+        OSError: pyarrow's other errors.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
