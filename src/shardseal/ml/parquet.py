@@ -168,14 +168,14 @@ class ShardsealKmsClient(_pe.KmsClient):
             KmsError, HsmError: the KMS or HSM refused to unwrap.
         """
         container = _decode_wrapped_key(wrapped_key, master_key_identifier)
-        bound = _blob.inspect(container).metadata.get(METADATA_KEY)
-        if bound != master_key_identifier:
+        info = _blob.inspect(container)
+        if info.metadata.get(METADATA_KEY) != master_key_identifier:
             # Checked before any key is used; decrypt below authenticates this same metadata.
             raise AuthenticationError(f"the wrapped key of Parquet master key {_shown_id(master_key_identifier)} "
                                       "was wrapped for another master key")
         key_ids: Optional[tuple[str, ...]] = None
         if not self._identities:
-            key_ids = tuple(stanza.key_id for stanza in _blob.inspect(container).stanzas)
+            key_ids = tuple(stanza.key_id for stanza in info.stanzas)
         else:
             try:
                 data_key = _blob.decrypt(container, identities=self._identities, threads=1)
