@@ -15,7 +15,8 @@ alike. PME reads are timed twice: with one ``crypto_factory`` shared by all roun
 key cache: the keyring unwraps once, as in a loader that reads many files), and with a new
 factory per read (every read unwraps its keys). The figures are medians (min, max) of wall
 seconds over ``--repeat`` rounds; ratio = PME / plain. The issue's target: within 10%.
-Every read is checked against the written table.
+Every read is checked against the written table. ``--single-thread`` reads with
+``use_threads=False``: the CPU cost, less disturbed by other processes on a shared machine.
 
 Run it as ``python benchmarks/parquet_pme.py [--rows 2000000] [--repeat 9] [--dir DIR]``;
 ``--quick`` is a tiny run for the tests.
@@ -79,7 +80,7 @@ def timed(read, expected: pa.Table) -> float:
     return seconds
 
 
-def run(rows: int, repeat: int, folder: Path) -> int:
+def run(rows: int, repeat: int, folder: Path, use_threads: bool = True) -> int:
     table = make_table(rows)
     ring = shardseal.keyring.Keyring.create(folder / "ring.json")
     ring.add("footer")
@@ -87,14 +88,14 @@ def run(rows: int, repeat: int, folder: Path) -> int:
     ring.save()
     files = write_files(table, folder, ring.path)
     shared = sp.crypto_factory(identities=[ring])
-    readers = {"plain": lambda: pq.read_table(files["plain"])}
+    readers = {"plain": lambda: pq.read_table(files["plain"], use_threads=use_threads)}
     for name, path in files.items():
         if name == "plain":
             continue
         readers[f"{name} (shared factory)"] = (
-            lambda path=path: sp.read_table(path, identities=[ring], factory=shared))
+            lambda path=path: sp.read_table(path, identities=[ring], factory=shared, use_threads=use_threads))
         readers[f"{name} (new factory per read)"] = (
-            lambda path=path: sp.read_table(path, identities=[ring]))
+            lambda path=path: sp.read_table(path, identities=[ring], use_threads=use_threads))
     for read in readers.values():  # warm-up: page cache, pyarrow's pools, the shared key cache
         timed(read, table)
     times: dict = {name: [] for name in readers}
@@ -106,7 +107,8 @@ def run(rows: int, repeat: int, folder: Path) -> int:
 
     plain = statistics.median(times["plain"])
     print(f"# PME read vs plain Parquet: {rows:,} rows, {repeat} round(s), pyarrow {pa.__version__}, "
-          f"shardseal backend {shardseal.backend}, {os.cpu_count()} CPUs, load average "
+          f"shardseal backend {shardseal.backend}, {os.cpu_count()} CPUs, "
+          f"{'all threads' if use_threads else 'use_threads=False'}, load average "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print()
     print("| file | size MiB | read s, median (min, max) | ratio to plain |")
@@ -130,11 +132,13 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None,
                         help="where the files go (default /dev/shm: no disk in the figures)")
+    parser.add_argument("--single-thread", action="store_true",
+                        help="read with use_threads=False (CPU cost, less sensitive to other load)")
     parser.add_argument("--quick", action="store_true", help="2,000 rows, 1 round (a smoke test)")
     args = parser.parse_args(argv)
     rows, repeat = (2000, 1) if args.quick else (args.rows, args.repeat)
     with tempfile.TemporaryDirectory(prefix="parquet-pme-", dir=args.dir) as folder:
-        return run(rows, repeat, Path(folder))
+        return run(rows, repeat, Path(folder), use_threads=not args.single_thread)
 
 
 if __name__ == "__main__":
