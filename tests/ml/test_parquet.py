@@ -234,6 +234,21 @@ def test_tampered_file_is_parquet_authentication_error(tmp_path, table, where):
     assert str(path) in str(caught.value) and "pyarrow:" in str(caught.value)
 
 
+def test_tampered_plaintext_footer_fails_its_signature(tmp_path, table):
+    identity = shardseal.x25519.X25519Identity.generate()
+    path = tmp_path / "s.parquet"
+    sp.write_table(table, path, footer_key="f", column_keys={"f": ["email"]}, master_keys={"f": identity.recipient},
+                   plaintext_footer=True)
+    data = bytearray(path.read_bytes())
+    footer_start = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    name = data.index(b"score", footer_start)  # a column name in the clear schema
+    data[name] ^= 0x01
+    path.write_bytes(bytes(data))
+    assert pq.read_schema(path).names[-1] == "rcore"  # readers without the key see the change
+    with pytest.raises(sp.ParquetAuthenticationError, match="signature"):
+        sp.read_table(path, identities=[identity])
+
+
 def test_tampered_unencrypted_column_of_gcm_file_is_not_detected(tmp_path, table):
     """What docs/parquet.md says: columns without a key are not authenticated by PME."""
     identity = shardseal.x25519.X25519Identity.generate()

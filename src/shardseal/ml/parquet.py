@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     import pyarrow
 
 try:
+    import pyarrow as _pa
     import pyarrow.parquet.encryption as _pe
 except ImportError as _exc:  # pragma: no cover - the extra is missing
     raise ImportError("shardseal.parquet needs pyarrow: pip install 'shardseal[parquet]'") from _exc
@@ -597,7 +598,7 @@ def _authentication_errors(source: Any) -> Iterator[None]:
     """Turns pyarrow's authentication failures into ParquetAuthenticationError."""
     try:
         yield
-    except OSError as exc:
+    except (OSError, _pa.ArrowException) as exc:  # a bad footer signature is an ArrowInvalid
         if isinstance(exc, ShardsealError) or not any(p in str(exc) for p in _AUTH_FAILURE_PHRASES):
             raise
         reason = " ".join(str(exc).split())
