@@ -127,10 +127,13 @@ def run(rows: int, repeat: int, folder: Path, use_threads: bool = True) -> int:
         print(f"| {name} | {size:.1f} | {median:.4f} ({min(times[name]):.4f}, {max(times[name]):.4f}) | "
               f"{median / plain:.3f} | {statistics.median(cpu_times[name]):.4f} | "
               f"{statistics.median(cpu_times[name]) / plain_cpu:.3f} |")
-    main_ratio = statistics.median(times["PME GCM, every column + footer (shared factory)"]) / plain
+    main = "PME GCM, every column + footer (shared factory)"
+    wall_ratio = statistics.median(times[main]) / plain
+    cpu_ratio = statistics.median(cpu_times[main]) / plain_cpu
     print()
     print(f"Target: PME (GCM, every column, shared factory) within {TARGET - 1:.0%} of plain: "
-          f"{main_ratio:.3f}x -> {'met' if main_ratio <= TARGET else 'NOT met'}")
+          f"wall {wall_ratio:.3f}x ({'met' if wall_ratio <= TARGET else 'NOT met'}), "
+          f"CPU {cpu_ratio:.3f}x ({'met' if cpu_ratio <= TARGET else 'NOT met'})")
     return 0
 
 
