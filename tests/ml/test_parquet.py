@@ -390,6 +390,13 @@ def test_rotation_needs_external_key_material(tmp_path, table):
         sp.rotate_master_keys(path, identities=[identity])
     with pytest.raises(FileNotFoundError):
         sp.rotate_master_keys(tmp_path / "missing.parquet", identities=[identity])
+    # A folder with one such file among rotatable ones: nothing is rotated.
+    other = tmp_path / "e.parquet"
+    sp.write_table(table, other, footer_key=identity.recipient.to_string(), external_key_material=True)
+    material = (tmp_path / f"_KEY_MATERIAL_FOR_{other.name}.json").read_bytes()
+    with pytest.raises(ValueError, match="1 Parquet file"):
+        sp.rotate_master_keys(tmp_path, identities=[identity])
+    assert (tmp_path / f"_KEY_MATERIAL_FOR_{other.name}.json").read_bytes() == material
 
 
 # -- datasets --------------------------------------------------------------------------------------

@@ -546,9 +546,9 @@ def rotate_master_keys(path: PathLike, *, identities: Identities, master_keys: O
         The paths of the files whose key material was rotated.
 
     Raises:
-        ValueError: a file, or every file of a folder, has its key material inside (written
-            without ``external_key_material=True``): re-encrypt it with read_table and
-            write_table instead.
+        ValueError: the file, or any ``*.parquet`` file of the folder, has its key material
+            inside (written without ``external_key_material=True``, or not by PME at all);
+            nothing is rotated then. Re-encrypt such files with read_table and write_table.
         FileNotFoundError: path does not exist.
         KeyNotFoundError, AuthenticationError, KmsError, HsmError: as ``ShardsealKmsClient``.
     """
@@ -558,15 +558,18 @@ def rotate_master_keys(path: PathLike, *, identities: Identities, master_keys: O
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*.parquet") if p.is_file())
     for file in files:
         recover_interrupted_rotation(file)
-    rotatable = [p for p in files if has_external_key_material(p)]
-    if root.is_file() and not rotatable or files and not rotatable:
-        raise ValueError(f"{str(root)!r} has no external key material: PME rotation re-wraps only key material "
-                         "kept beside the file (write with external_key_material=True); re-encrypt it instead")
+    internal = [p for p in files if not has_external_key_material(p)]
+    if internal:
+        # Checked before any file changes: a half-rotated folder would keep the old keys valid.
+        shown = ", ".join(repr(str(p)) for p in internal[:3]) + (", ..." if len(internal) > 3 else "")
+        raise ValueError(f"{len(internal)} Parquet file(s) have no external key material ({shown}): PME rotation "
+                         "re-wraps only key material kept beside the file (write with "
+                         "external_key_material=True); re-encrypt those instead")
     factory = crypto_factory(master_keys, identities)
-    for file in rotatable:
+    for file in files:
         factory.rotate_master_keys(_pe.KmsConnectionConfig(), str(file), double_wrapping=bool(double_wrapping),
                                    cache_lifetime_seconds=60)
-    return [str(p) for p in rotatable]
+    return [str(p) for p in files]
 
 
 def recover_interrupted_rotation(path: PathLike) -> bool:
