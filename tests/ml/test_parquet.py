@@ -110,7 +110,7 @@ def test_aliases_with_several_recipients_either_identity_reads(tmp_path, table, 
         sp.read_table(path, identities=[ring], columns=["email"])
 
 
-def test_aws_kms_round_trip(tmp_path, table):
+def test_aws_kms_round_trip(tmp_path, table, monkeypatch):
     pytest.importorskip("moto")
     from shardseal.kms import AwsKms, KmsIdentity, KmsKey
     from tests.kms_server import KmsServer
@@ -125,6 +125,24 @@ def test_aws_kms_round_trip(tmp_path, table):
         other = server.create_key("other")["KeyId"]
         with pytest.raises(KeyNotFoundError):
             sp.read_table(path, identities=[KmsIdentity(provider, key_ids=[other])])
+        # The string forms (aws-kms:KEY as the master key, aws-kms as the identity), with the
+        # AWS settings of a user whose configuration points at the test server.
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN",
+                     "AWS_DEFAULT_REGION"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+        monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        monkeypatch.setenv("AWS_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", server.endpoint_url)
+        by_string = tmp_path / "kms-string.parquet"
+        sp.write_table(table, by_string, footer_key=f"aws-kms:{key_id}", column_keys={f"aws-kms:{key_id}": ["email"]})
+        assert sp.read_table(by_string, identities=["aws-kms"]).equals(table)
+        assert sp.read_table(by_string, identities=[f"aws-kms:{key_id}"]).equals(table)
+        with pytest.raises(KeyNotFoundError):
+            sp.read_table(by_string, identities=[f"aws-kms:{other}"])
     finally:
         server.stop()
 
