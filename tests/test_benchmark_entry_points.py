@@ -106,6 +106,12 @@ def test_bench_checkpoint(tmp_path):
     assert "load_checkpoint" in out and "bytes moved" in out
 
 
+def test_parquet_pme(tmp_path):
+    pytest.importorskip("pyarrow.parquet.encryption")
+    out = _run([str(BENCH / "parquet_pme.py"), "--quick", "--dir", str(tmp_path)], tmp_path)
+    assert "| plain |" in out and "Target:" in out
+
+
 def test_bench_alloc(tmp_path):
     out = _run([str(BENCH / "bench_alloc.py"), "--size-mib", "1", "--pairs", "1"], tmp_path)
     assert "| encrypt, threads=1 |" in out
@@ -129,6 +135,7 @@ def test_pytest_benchmark_suite(tmp_path):
 def test_every_entry_point_is_covered():
     """A new bench_*.py (or other script with a main) must get a test above."""
     covered = {"__main__.py", "compare.py", "plot.py", "bench_core.py", "bench_files.py", "bench_rotate.py",
-               "bench_dataloader.py", "bench_safetensors.py", "bench_checkpoint.py", "openssl_paths.py", "bench_alloc.py", "bench_small.py"}
+               "bench_dataloader.py", "bench_safetensors.py", "bench_checkpoint.py", "openssl_paths.py", "bench_alloc.py", "bench_small.py",
+               "parquet_pme.py"}
     scripts = {p.name for p in BENCH.glob("*.py") if "__main__" in p.read_text(encoding="utf-8")}
     assert scripts <= covered, f"benchmark entry points without a smoke test: {sorted(scripts - covered)}"

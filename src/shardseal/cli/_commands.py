@@ -225,6 +225,27 @@ def cmd_rotate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_parquet_rotate(args: argparse.Namespace) -> int:
+    from ..ml import parquet
+
+    if not args.identity:
+        raise KeySpecError("parquet-rotate needs at least one -i IDENTITY to unwrap the current keys")
+    master_keys: dict = {}
+    for item in args.master_key:
+        name, separator, recipient = item.partition("=")
+        if not separator or not name or not recipient:
+            raise KeySpecError("--master-key takes NAME=RECIPIENT")
+        master_keys.setdefault(name, []).append(_specs.parse_recipient(recipient))
+    identities = [_specs.load_identity(spec) for spec in args.identity]
+    rotated = []
+    for source in args.inputs:
+        rotated += parquet.rotate_master_keys(source, identities=identities, master_keys=master_keys,
+                                              double_wrapping=not args.single_wrapping)
+    if not args.quiet:
+        print_note(f"rotated the key material of {len(rotated)} Parquet file(s)")
+    return EXIT_OK
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..ops import manifest
 

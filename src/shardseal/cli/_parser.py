@@ -19,6 +19,7 @@ from ._commands import (
     cmd_inspect,
     cmd_keygen,
     cmd_keyring,
+    cmd_parquet_rotate,
     cmd_rotate,
     cmd_verify,
 )
@@ -101,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inspect(commands)
     _add_keyring(commands)
     _add_rotate(commands)
+    _add_parquet_rotate(commands)
     _add_verify(commands)
     _add_clean(commands)
     _add_demo(commands)
@@ -246,6 +248,27 @@ def _add_rotate(commands) -> None:
     sub.add_argument("--threads", type=_positive_int, metavar="N", help="worker threads for --reencrypt")
     sub.add_argument("-q", "--quiet", action="store_true", help="no summary line")
     sub.set_defaults(handler=cmd_rotate, subparser=sub)
+
+
+def _add_parquet_rotate(commands) -> None:
+    sub = _subcommand(
+        commands, "parquet-rotate", "re-wrap the master keys of PME-encrypted Parquet files",
+        "For Parquet files written by shardseal.parquet with external key material "
+        "(_KEY_MATERIAL_FOR_<file>.json beside each file): unwraps every key with -i and wraps it "
+        "again for each master key's current recipients (--master-key NAME=RECIPIENT, or the "
+        "master key identifier itself when it is a recipient string such as keyring:PATH). The "
+        "Parquet files do not change. Needs the parquet extra (pyarrow).")
+    sub.add_argument("inputs", nargs="+", metavar="INPUT", help="Parquet files or folders")
+    sub.add_argument("-i", "--identity", action="append", metavar="IDENTITY", default=[],
+                     help="unwrap with IDENTITY (repeatable): a keyring or X25519 identity file; "
+                          "pkcs11:...; aws-kms")
+    sub.add_argument("--master-key", action="append", metavar="NAME=RECIPIENT", default=[],
+                     help="wrap master key NAME for RECIPIENT (repeatable; repeat a NAME for "
+                          "several recipients)")
+    sub.add_argument("--single-wrapping", action="store_true",
+                     help="wrap the data keys themselves, not new key-encryption keys")
+    sub.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    sub.set_defaults(handler=cmd_parquet_rotate, subparser=sub)
 
 
 def _add_verify(commands) -> None:
