@@ -5,9 +5,10 @@ is not imported and each counting point costs one test of a module flag. ``enabl
 ``opentelemetry-api`` (``pip install shardseal[otel]``) and reports through the global
 MeterProvider (or the one given); without the OpenTelemetry SDK that provider is a no-op.
 
-The counting points keep plain in-process tallies (one list of integers per thread, no lock),
-and the counters are OpenTelemetry *observable* counters whose callbacks add the tallies up
-when a reader collects: an OpenTelemetry counter's ``add`` costs ~20 us with the SDK, several
+The counting points keep plain in-process tallies (a counting point appends a number to a
+list: one C call, atomic, no lock; a thread folds the lists into totals every second), and the
+counters are OpenTelemetry *observable* counters whose callbacks read the totals when a
+reader collects: an OpenTelemetry counter's ``add`` costs ~20 us with the SDK, several
 times a 4 KiB decryption. Only the latency histogram of KMS and HSM calls is recorded as the
 call ends (a call costs milliseconds).
 
@@ -43,12 +44,13 @@ refused or failed), ``unwrap`` (another stanza that did not open), ``truncation`
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Callable, Iterable, Optional
 
 from . import audit
 
-__all__ = ["MAX_SERIES", "active", "disable", "enable", "snapshot"]
+__all__ = ["MAX_SERIES", "active", "container_counter", "counter", "disable", "enable", "snapshot"]
 
 # True between enable() and disable(). The counting points test it before anything else.
 active = False
@@ -59,11 +61,14 @@ MAX_SERIES = 2000
 _OVERFLOW = (("shardseal.overflow", True),)
 
 _registry_lock = threading.Lock()
-# (instrument, attributes) -> slot: the index of its tally in every thread's list.
-_slots: dict[tuple[str, tuple], int] = {}
-_series: list[tuple[str, tuple]] = []
-_thread_tallies: list[list[int]] = []
-_local = threading.local()
+_drain_lock = threading.Lock()
+# feeds -> Tally, where feeds = (count feeds, sum feeds): the (instrument, attributes) series
+# that a tally's number of entries and the sum of its values add to.
+_tallies: dict[tuple, "Tally"] = {}
+# How often the drainer thread folds pending entries into totals (bounds their memory).
+DRAIN_INTERVAL = 1.0
+_drainer: Optional[threading.Thread] = None
+_stop_drainer = threading.Event()
 _record_paths = False
 _histogram: Any = None
 
@@ -89,104 +94,142 @@ _REJECT_REASONS = {"TruncatedError": "truncation", "FormatError": "format"}
 
 # ---- tallies -----------------------------------------------------------------------------
 
-def series(instrument: str, attributes: Iterable[tuple[str, Any]] = ()) -> int:
-    """The slot of one instrument's tally for one attribute set (registered on first use).
+class Tally:
+    """One tally: a counting point appends a number (``add``, a list's append: one C call,
+    atomic, no lock); the drainer and collections fold the entries into ``count`` and
+    ``total`` under ``_drain_lock``.
 
-    The slot stays valid for the life of the process, so a counting point may compute it
-    once (at import, or when it caches a key) and pass it to :func:`add`.
+    Attributes:
+        add: appends one entry (the plaintext size of a container, 1 for an event).
+        count_feeds: the series that count the entries.
+        sum_feeds: the series that sum their values.
     """
-    entry = (instrument, tuple(attributes))
-    slot = _slots.get(entry)
-    if slot is not None:
-        return slot
+
+    __slots__ = ("add", "count", "count_feeds", "pending", "sum_feeds", "total")
+
+    def __init__(self, count_feeds: tuple, sum_feeds: tuple) -> None:
+        self.count_feeds = count_feeds
+        self.sum_feeds = sum_feeds
+        self.pending: list[int] = []
+        self.add: Callable[[int], None] = self.pending.append
+        self.count = 0
+        self.total = 0
+
+    def drain(self) -> None:
+        """Folds the pending entries into count and total (under _drain_lock)."""
+        pending = self.pending
+        n = len(pending)
+        if n:
+            # Appends after len() land past n: slicing and deleting the first n loses none.
+            values = pending[:n]
+            del pending[:n]
+            self.count += n
+            if self.sum_feeds:
+                self.total += sum(values)
+
+
+def _tally(count_feeds: tuple, sum_feeds: tuple = ()) -> Tally:
+    """The tally of these feeds, registered on first use; past MAX_SERIES, an overflow one."""
+    key = (count_feeds, sum_feeds)
+    tally = _tallies.get(key)
+    if tally is not None:
+        return tally
     with _registry_lock:
-        slot = _slots.get(entry)
-        if slot is None:
-            if len(_series) >= MAX_SERIES:
-                overflow = (instrument, _OVERFLOW)
-                if overflow in _slots:
-                    return _slots[overflow]
-                entry = overflow
-            slot = len(_series)
-            _series.append(entry)
-            _slots[entry] = slot
-    return slot
+        if key not in _tallies and len(_tallies) >= MAX_SERIES:
+            count_feeds = tuple((name, _OVERFLOW) for name, _ in count_feeds)
+            sum_feeds = tuple((name, _OVERFLOW) for name, _ in sum_feeds)
+            key = (count_feeds, sum_feeds)
+        if key not in _tallies:
+            _tallies[key] = Tally(count_feeds, sum_feeds)
+        return _tallies[key]
 
 
-def add(slot: int, amount: int = 1) -> None:
-    """Adds amount to a tally (see :func:`series`). Call only when ``active``."""
-    try:
-        _local.tally[slot] += amount
-    except (AttributeError, IndexError):
-        _grow_tally(slot)[slot] += amount
+def counter(instrument: str, attributes: Iterable[tuple[str, Any]] = ()) -> Callable[[int], None]:
+    """The counting function of one series: call it with 1 per occurrence. Call only while
+    ``active``; a counting point may keep the function (it stays valid for the process)."""
+    return _tally(((instrument, tuple(attributes)),)).add
 
 
-def add_container(slot: int, nbytes: int) -> None:
-    """Counts one container opened or sealed and its plaintext bytes: slot is the count's
-    (:func:`container_series`), slot + 1 the bytes'. Call only when ``active``."""
-    try:
-        tally = _local.tally
-        tally[slot] += 1
-        tally[slot + 1] += nbytes
-    except (AttributeError, IndexError):
-        tally = _grow_tally(slot + 1)
-        tally[slot] += 1
-        tally[slot + 1] += nbytes
-
-
-def container_series(direction: str, operation: str) -> int:
-    """The slot pair (count, count + 1 = bytes) of containers opened or sealed by one
-    operation, for :func:`add_container`.
+def container_counter(direction: str, operation: str,
+                      also: Optional[tuple[str, tuple]] = None) -> Callable[[int], None]:
+    """The counting function of containers opened or sealed by one operation: call it with
+    the plaintext size of each container, only while ``active``.
 
     Args:
         direction: "opened" or "sealed".
         operation: the API's name for it: "decrypt", "encrypt", "stream", ...
+        also: another (instrument, attributes) series that each container counts in too (a
+            decryption with a remembered key: that key's unwraps).
     """
     count_name, bytes_name = CONTAINER_INSTRUMENTS[direction]
     attributes = (("shardseal.operation", operation),)
-    with _registry_lock:  # the two slots must be adjacent
-        known = _slots.get((count_name, attributes))
-        if known is not None:
-            return known
-        slot = len(_series)
-        for name in (count_name, bytes_name):
-            _series.append((name, attributes))
-            _slots[(name, attributes)] = len(_series) - 1
-    return slot
+    count_feeds = ((count_name, attributes),) + ((also,) if also else ())
+    return _tally(count_feeds, ((bytes_name, attributes),)).add
 
 
-def _grow_tally(slot: int) -> list[int]:
-    """This thread's tally, created or grown to hold slot."""
-    tally = getattr(_local, "tally", None)
-    if tally is None:
-        tally = _local.tally = []
-        with _registry_lock:
-            _thread_tallies.append(tally)
-    if len(tally) <= slot:
-        tally.extend([0] * (max(len(_series), slot + 1) - len(tally)))
-    return tally
+def _drain_all() -> list[Tally]:
+    with _drain_lock:
+        return _drain_all_unlocked()
 
 
 def snapshot() -> dict[str, dict[tuple, int]]:
-    """The counts so far: instrument -> {attributes (sorted name/value pairs): count}.
+    """The counts so far: instrument -> {attributes (name/value pairs): count}.
 
     Counts start at zero when metrics are enabled. The histogram is not included.
     """
-    with _registry_lock:
-        tallies = [list(tally) for tally in _thread_tallies]  # a list copy is atomic
-        series_now = list(_series)
     result: dict[str, dict[tuple, int]] = {}
-    for slot, (instrument, attributes) in enumerate(series_now):
-        total = sum(tally[slot] for tally in tallies if slot < len(tally))
-        if total:
-            result.setdefault(instrument, {})[attributes] = total
+    for tally in _drain_all():
+        for feeds, value in ((tally.count_feeds, tally.count), (tally.sum_feeds, tally.total)):
+            if not value:
+                continue
+            for instrument, attributes in feeds:
+                counts = result.setdefault(instrument, {})
+                counts[attributes] = counts.get(attributes, 0) + value
     return result
 
 
 def _reset_tallies() -> None:
+    with _drain_lock:
+        for tally in _drain_all_unlocked():
+            tally.count = tally.total = 0
+
+
+def _drain_all_unlocked() -> list[Tally]:
     with _registry_lock:
-        for tally in _thread_tallies:
-            tally[:] = [0] * len(tally)
+        tallies = list(_tallies.values())
+    for tally in tallies:
+        tally.drain()
+    return tallies
+
+
+def _drain_forever(stop: threading.Event) -> None:
+    while not stop.wait(DRAIN_INTERVAL):
+        _drain_all()
+
+
+def _start_drainer() -> None:
+    global _drainer, _stop_drainer
+    _stop_drainer = threading.Event()
+    _drainer = threading.Thread(target=_drain_forever, args=(_stop_drainer,),
+                                name="shardseal-metrics", daemon=True)
+    _drainer.start()
+
+
+def _stop() -> None:
+    global _drainer
+    _stop_drainer.set()
+    _drainer = None
+
+
+def _after_fork_in_child() -> None:
+    # The drainer thread does not survive fork(); a forked worker (a DataLoader's) keeps
+    # counting, so it needs its own.
+    if active:
+        _start_drainer()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # ---- the audit events ------------------------------------------------------------------------
@@ -204,16 +247,16 @@ def _failure(reason: str, attributes: tuple, fields: dict) -> None:
     attributes = (("shardseal.reason", reason),) + attributes
     if _record_paths and fields.get("file") is not None:
         attributes += (("shardseal.file", str(fields["file"])),)
-    add(series("shardseal.failures", attributes))
+    counter("shardseal.failures", attributes)(1)
 
 
 def _on_event(event: str, fields: dict) -> None:
     """Counts one audit event (an audit listener while metrics are enabled)."""
-    add(series("shardseal.audit.events", (("shardseal.event", event),)))
+    counter("shardseal.audit.events", (("shardseal.event", event),))(1)
     if event == "unwrap":
-        add(series("shardseal.key.unwraps", _key_attributes(fields)))
+        counter("shardseal.key.unwraps", _key_attributes(fields))(1)
     elif event == "wrap":
-        add(series("shardseal.key.wraps", _key_attributes(fields)))
+        counter("shardseal.key.wraps", _key_attributes(fields))(1)
     elif event == "unwrap_failed":
         _failure(_UNWRAP_REASONS.get(str(fields.get("error")), "unwrap"), _key_attributes(fields), fields)
     elif event == "key_not_found":
@@ -226,10 +269,10 @@ def _on_event(event: str, fields: dict) -> None:
         _failure(_REJECT_REASONS.get(str(fields.get("error")), "format"), (), fields)
     elif event in ("rotate", "rotate_failed"):
         result = "failed" if event == "rotate_failed" else "recovered" if fields.get("recovered") else "ok"
-        add(series("shardseal.rotations", (("shardseal.rotation.mode", str(fields.get("mode", ""))),
-                                           ("shardseal.rotation.result", result))))
+        counter("shardseal.rotations", (("shardseal.rotation.mode", str(fields.get("mode", ""))),
+                                        ("shardseal.rotation.result", result)))(1)
     elif event == "alert":
-        add(series("shardseal.alerts", (("shardseal.alert.subject", str(fields.get("subject"))),)))
+        counter("shardseal.alerts", (("shardseal.alert.subject", str(fields.get("subject"))),))(1)
     if "seconds" in fields and fields.get("stanza") in _REMOTE_KEY_TYPES and _histogram is not None:
         _record_latency(event, fields)
 
@@ -284,6 +327,7 @@ def enable(meter_provider: Optional[Any] = None, *, record_paths: bool = False) 
     _reset_tallies()
     audit.add_listener(_on_event)
     active = True
+    _start_drainer()
 
 
 def _version() -> str:
@@ -298,5 +342,6 @@ def disable() -> None:
     """Stops counting; the instruments report nothing more."""
     global active, _histogram
     active = False
+    _stop()
     audit.remove_listener(_on_event)
     _histogram = None

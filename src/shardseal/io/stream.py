@@ -29,10 +29,10 @@ from ..keys.keyref import KeyLike, resolve_reference
 from ..keys.envelope import DirectKey, Identities
 from ..keys.registry import Recipients
 
-# Tallies of shardseal.metrics: a reader counts one container (and its size) when it opens,
+# Counters of shardseal.metrics: a reader counts one container (and its size) when it opens,
 # never per read; a writer when it completes.
-_STREAM_OPENED = metrics.container_series("opened", "stream")
-_STREAM_SEALED = metrics.container_series("sealed", "stream")
+_count_stream_opened = metrics.container_counter("opened", "stream")
+_count_stream_sealed = metrics.container_counter("sealed", "stream")
 
 # Reads of at least this many whole chunks skip the cache and decrypt straight into the
 # caller's buffer, in batches of at most BULK_BATCH_CHUNKS (4 MiB) to bound memory.
@@ -130,7 +130,7 @@ class DecryptingReader(io.BufferedIOBase):
                 raw.close()
             raise
         if metrics.active:
-            metrics.add_container(_STREAM_OPENED, self._size or 0)
+            _count_stream_opened(self._size or 0)
 
     def _open(self, key, identities, cache_chunks: int) -> None:
         key = resolve_reference(key)  # here, in the process that reads
@@ -673,7 +673,7 @@ class EncryptingWriter(io.BufferedIOBase):
             raise
         self._exception_at_creation = (None, None)
         if metrics.active:
-            metrics.add_container(_STREAM_SEALED, self._written)
+            _count_stream_sealed(self._written)
         super().close()
 
     def _dealloc_warn(self, source) -> None:
