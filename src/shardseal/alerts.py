@@ -23,15 +23,16 @@ Only public names reach the callback: key ids, folders, counts.
 from __future__ import annotations
 
 import collections
+import json
 import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Deque, Optional
+from typing import Callable, Deque, Iterable, Optional
 
 from . import audit
 
-__all__ = ["Alert", "FailureWatch", "watch"]
+__all__ = ["Alert", "FailureWatch", "summarize", "watch"]
 
 WATCHED_EVENTS = frozenset({"unwrap_failed", "key_not_found", "authentication_failed", "rejected"})
 # A container names at most this many keys in one key_not_found (a hostile header: 1,024).
@@ -145,3 +146,95 @@ def watch(threshold: int = 5, window: float = 60.0,
     watcher = FailureWatch(threshold, window, callback)
     audit.add_listener(watcher)
     return watcher
+
+
+# ---- summaries of a JSON audit log -------------------------------------------------------------
+
+_REASONS = {"authentication_failed": "authentication", "key_not_found": "wrong_key",
+            "unwrap_failed": "unwrap_failed", "rejected": "rejected"}
+
+
+def summarize(lines: Iterable[str], threshold: int = 5, window: float = 60.0) -> dict:
+    """Summarizes a JSON-lines audit log (``audit.enable(path)``, ``shardseal --audit-log``).
+
+    Replays the failures through a FailureWatch (by the events' own times) to find the
+    anomalies, beside the ``alert`` events the log already holds.
+
+    Args:
+        lines: the log's lines; lines that are not audit events are counted and skipped.
+        threshold, window: the replayed watch's rule (see FailureWatch).
+
+    Returns:
+        A JSON-serialisable dict: ``events``, ``skipped_lines``, ``first``/``last`` (times),
+        ``users``, ``keys`` (per key type and id: wraps, unwraps, failures, users),
+        ``failures`` (per reason), ``failure_errors`` (per reason and error class),
+        ``failed_files`` (per file), ``wrong_key_attempts`` (per key id a container needed
+        when no given key opened it), ``rotations`` (per result), ``alerts`` (recorded in the
+        log) and ``anomalies`` (found by the replay).
+
+    Raises:
+        ValueError: as FailureWatch.
+    """
+    replay = FailureWatch(threshold, window, record=False)
+    summary: dict = {"events": 0, "skipped_lines": 0, "first": None, "last": None, "users": {},
+                     "keys": {}, "failures": {}, "failure_errors": {}, "failed_files": {},
+                     "wrong_key_attempts": {}, "rotations": {}, "alerts": [], "anomalies": []}
+    for line in lines:
+        event = _parse_event(line)
+        if event is None:
+            summary["skipped_lines"] += bool(line.strip())
+            continue
+        _add_event(summary, event)
+        when = event.get("time")
+        for alert in replay.observe(event["event"], event, when if isinstance(when, (int, float)) else 0.0):
+            summary["anomalies"].append({"subject": alert.subject, "count": alert.count,
+                                         "window": alert.window, "time": when,
+                                         "events": list(alert.events)})
+    summary["keys"] = [dict(key_type=key_type, key_id=key_id, **counts)
+                       for (key_type, key_id), counts in sorted(summary["keys"].items())]
+    return summary
+
+
+def _parse_event(line: str) -> Optional[dict]:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+        return None
+    return event
+
+
+def _bump(counts: dict, name, by: int = 1) -> None:
+    name = str(name)
+    counts[name] = counts.get(name, 0) + by
+
+
+def _add_event(summary: dict, event: dict) -> None:
+    name = event["event"]
+    summary["events"] += 1
+    when = event.get("time")
+    if isinstance(when, (int, float)):
+        summary["first"] = when if summary["first"] is None else min(summary["first"], when)
+        summary["last"] = when if summary["last"] is None else max(summary["last"], when)
+    user = str(event.get("user", "?"))
+    _bump(summary["users"], user)
+    if name in ("wrap", "unwrap", "unwrap_failed"):
+        key = summary["keys"].setdefault((str(event.get("stanza", "?")), str(event.get("key_id", "?"))),
+                                         {"wraps": 0, "unwraps": 0, "failures": 0, "users": []})
+        key[{"wrap": "wraps", "unwrap": "unwraps", "unwrap_failed": "failures"}[name]] += 1
+        if user not in key["users"]:
+            key["users"].append(user)
+    if name in _REASONS:
+        _bump(summary["failures"], _REASONS[name])
+        _bump(summary["failure_errors"], f"{_REASONS[name]}: {event.get('error', '-')}")
+        if event.get("file") is not None:
+            _bump(summary["failed_files"], event["file"])
+        if name == "key_not_found":
+            for key_id in dict.fromkeys(list(event.get("needed") or ())[:MAX_KEYS_PER_EVENT]):
+                _bump(summary["wrong_key_attempts"], key_id)
+    elif name in ("rotate", "rotate_failed"):
+        _bump(summary["rotations"], "failed" if name == "rotate_failed" else
+              "recovered" if event.get("recovered") else "ok")
+    elif name == "alert":
+        summary["alerts"].append({field: event.get(field) for field in ("time", "subject", "count", "window")})

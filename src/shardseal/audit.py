@@ -8,8 +8,8 @@ JSON object per line, for log shippers and SIEMs::
     import logging, shardseal.audit
     shardseal.audit.enable()          # JSON lines on stderr; or pass a handler / a path
 
-Events and their fields (every event also has ``event``, ``time``, ``pid``, and ``file`` when
-the operation is on a named file):
+Events and their fields (every event also has ``event``, ``time``, ``pid``, ``user`` (the
+process's user name), and ``file`` when the operation is on a named file):
 
 =====================  ===================================================================
 ``wrap``               a file key was wrapped for a recipient: ``stanza``, ``key_id``
@@ -47,6 +47,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import getpass
 import json
 import logging
 import os
@@ -83,13 +85,22 @@ def record(event: str, **fields) -> None:
     level = logging.WARNING if event in _WARNINGS else logging.INFO
     if not logger.isEnabledFor(level):
         return
-    data = {"event": event, "time": time.time(), "pid": os.getpid()}
+    data = {"event": event, "time": time.time(), "pid": os.getpid(), "user": _user()}
     path = _current_file.get()
     if path is not None:
         data["file"] = path
     data.update(fields)
     summary = " ".join(f"{name}={value}" for name, value in fields.items())
     logger.log(level, "shardseal %s %s", event, summary, extra={"shardseal": data})
+
+
+@functools.lru_cache(maxsize=None)
+def _user() -> str:
+    """The name of the user running this process (its uid when it has none)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError, ImportError):  # no login name and no passwd entry (a container)
+        return str(os.getuid()) if hasattr(os, "getuid") else "?"
 
 
 def _notify(listener: Callable[[str, dict], None], event: str, fields: dict) -> None:
