@@ -150,21 +150,17 @@ def counter(instrument: str, attributes: Iterable[tuple[str, Any]] = ()) -> Call
     return _tally(((instrument, tuple(attributes)),)).add
 
 
-def container_counter(direction: str, operation: str,
-                      also: Optional[tuple[str, tuple]] = None) -> Callable[[int], None]:
+def container_counter(direction: str, operation: str) -> Callable[[int], None]:
     """The counting function of containers opened or sealed by one operation: call it with
     the plaintext size of each container, only while ``active``.
 
     Args:
         direction: "opened" or "sealed".
         operation: the API's name for it: "decrypt", "encrypt", "stream", ...
-        also: another (instrument, attributes) series that each container counts in too (a
-            decryption with a remembered key: that key's unwraps).
     """
     count_name, bytes_name = CONTAINER_INSTRUMENTS[direction]
     attributes = (("shardseal.operation", operation),)
-    count_feeds = ((count_name, attributes),) + ((also,) if also else ())
-    return _tally(count_feeds, ((bytes_name, attributes),)).add
+    return _tally(((count_name, attributes),), ((bytes_name, attributes),)).add
 
 
 def _drain_all() -> list[Tally]:

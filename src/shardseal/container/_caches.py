@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Callable, Optional
+from typing import Optional
 
 from . import _plan, header as _container
 from ..keys import envelope as _envelope, direct as _direct
@@ -49,7 +49,7 @@ _headers: dict[bytes, _container.Header] = {}
 _header_sizes: list[int] = []  # most recent first
 _direct_keys: dict[bytes, _envelope.DirectKey] = {}
 _direct_plans: dict[tuple, _plan.Plan] = {}
-# (id(header), id(identity)) -> (header, identity, input key, metrics counter of decryptions):
+# (id(header), id(identity)) -> (header, identity, input key, metrics counter of its unwraps):
 # the objects are kept so that their ids cannot be reused while the entry exists.
 _unwrapped: dict[tuple[int, int], tuple] = {}
 _EMPTY_FIXED = {suite: _container.encode_fixed(suite, {}) for suite in _container.SUITE_NAMES}
@@ -153,14 +153,8 @@ def _make_direct_plan(key: bytes, suite: int, fixed: bytes) -> _plan.Plan:
     header = fixed + _container.encode_key_block([_direct.direct_stanza(key)])
     return _plan.Plan(fixed, header, _direct.input_key(key, suite))
 
-# Counts a container decrypted (shardseal.metrics); a remembered key has its own counter,
-# which also counts the key's unwraps, so that a decryption costs one count.
-count_decrypted = metrics.container_counter("opened", "decrypt")
-
-
-def input_key(header: _container.Header, identity: _envelope.DirectKey) -> tuple[bytes, Callable[[int], None]]:
-    """``_envelope.unwrap_input_key(header, identity)``, remembered for a cached header and key,
-    and the metrics counter that a decryption with it counts in (with its plaintext size).
+def input_key(header: _container.Header, identity: _envelope.DirectKey) -> bytes:
+    """``_envelope.unwrap_input_key(header, identity)``, remembered for a cached header and key.
 
     Unwrapping with a direct key is a pure function of the two. The full path runs whenever
     the audit log records key use, so that every call still logs its ``unwrap`` event; a
@@ -170,15 +164,17 @@ def input_key(header: _container.Header, identity: _envelope.DirectKey) -> tuple
         As ``_envelope.unwrap_input_key``.
     """
     if not KEY_CACHE_SIZE or audit.logger.isEnabledFor(logging.INFO):
-        return _envelope.unwrap_input_key(header, identity), count_decrypted
+        return _envelope.unwrap_input_key(header, identity)
     entry = (id(header), id(identity))
     found = _unwrapped.get(entry)
     if found is not None and found[0] is header and found[1] is identity:
-        return found[2], found[3]
+        if metrics.active:
+            found[3](1)
+        return found[2]
     result = _envelope.unwrap_input_key(header, identity)  # raises: nothing is remembered
     unwraps = ("shardseal.key.unwraps", (("shardseal.key.type", "direct"),
                                          ("shardseal.key.id", identity.key_ids[0])))
     _unwrapped[entry] = (header, identity, result,
-                         metrics.container_counter("opened", "decrypt", also=unwraps))
+                         metrics.counter(*unwraps))
     _evict(_unwrapped, KEY_CACHE_SIZE)
-    return result, count_decrypted  # this unwrap was counted from its audit event
+    return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Union, cast
+from typing import IO, TYPE_CHECKING, Any, Iterable, Mapping, Optional, Union, cast
 
 import numpy as np
 
@@ -22,7 +22,8 @@ from ..keys.registry import Recipients
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
 
-# Counts a container encrypted (shardseal.metrics; only once metrics are enabled).
+# Count a container and its plaintext size (shardseal.metrics; only once metrics are enabled).
+_count_decrypted = metrics.container_counter("opened", "decrypt")
 _count_encrypted = metrics.container_counter("sealed", "encrypt")
 
 # What inspect reads: a container in memory, a path, or a binary file object.
@@ -207,13 +208,12 @@ def _open_shared_header(blob: BytesLike) -> tuple[memoryview, _container.Header]
 
 
 def _input_key(header: _container.Header, key: Union[KeyLike, DirectKey, None],
-               identities: Optional[Identities]) -> tuple[bytes, Callable[[int], None]]:
-    """The input key, and the metrics counter of the decryption (see ``_caches.input_key``)."""
+               identities: Optional[Identities]) -> bytes:
     key = resolve_reference(key)
     if identities is None and key is not None:
         # The key id is derived once per key, and the stanza matched once per header.
         return _caches.input_key(header, _caches.direct_key(key))
-    return _envelope.unwrap_input_key(header, key, identities), _caches.count_decrypted
+    return _envelope.unwrap_input_key(header, key, identities)
 
 
 def clear_key_cache() -> None:
@@ -262,13 +262,13 @@ def decrypt(blob: BytesLike, key: Optional[KeyLike] = None, *, identities: Optio
         TypeError, ValueError: bad arguments (as for ``encrypt``).
     """
     view, header = _open_shared_header(blob)
-    input_key, count_decrypted = _input_key(header, key, identities)
+    input_key = _input_key(header, key, identities)
     payload = view[header.size:]
     with audit.authentication_failures():
         plaintext: bytes = _backend.impl.open(header.suite, input_key, header.fixed, payload,
                                               _buffers.thread_count(threads, payload.nbytes))
     if metrics.active:
-        count_decrypted(len(plaintext))
+        _count_decrypted(len(plaintext))
     return plaintext
 
 
@@ -295,14 +295,14 @@ def decrypt_into(blob: BytesLike, key: Optional[KeyLike] = None, out: Optional[B
         raise TypeError("decrypt_into() needs an output buffer, out=")
     target = _buffers.writable(out, "out")
     _buffers.check_no_overlap(view, target)
-    input_key, count_decrypted = _input_key(header, key, identities)
+    input_key = _input_key(header, key, identities)
     payload = view[header.size:]
     _buffers.require_room(target, _layout.message_plaintext_size(payload.nbytes))
     with audit.authentication_failures():
         written: int = _backend.impl.open_into(header.suite, input_key, header.fixed, payload, target,
                                                _buffers.thread_count(threads, payload.nbytes))
     if metrics.active:
-        count_decrypted(written)
+        _count_decrypted(written)
     return written
 
 
