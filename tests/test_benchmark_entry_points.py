@@ -124,3 +124,10 @@ def test_every_entry_point_is_covered():
                "bench_dataloader.py", "bench_safetensors.py", "openssl_paths.py", "bench_alloc.py", "bench_small.py"}
     scripts = {p.name for p in BENCH.glob("*.py") if "__main__" in p.read_text(encoding="utf-8")}
     assert scripts <= covered, f"benchmark entry points without a smoke test: {sorted(scripts - covered)}"
+
+
+def test_metrics_overhead(tmp_path):
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    _needs_native()
+    out = _run([str(BENCH / "metrics_overhead.py"), "--quick"], tmp_path)
+    assert "decrypt 4 KiB container" in out and "pread 4 KiB random" in out

@@ -162,7 +162,8 @@ def summarize(lines: Iterable[str], threshold: int = 5, window: float = 60.0) ->
 
     Args:
         lines: the log's lines; lines that are not audit events are counted and skipped.
-        threshold, window: the replayed watch's rule (see FailureWatch).
+        threshold: the replayed watch's failures per subject (see FailureWatch).
+        window: the replayed watch's window in seconds.
 
     Returns:
         A JSON-serialisable dict: ``events``, ``skipped_lines``, ``first``/``last`` (times),
