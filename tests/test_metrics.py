@@ -47,7 +47,8 @@ def reader():
     """Metrics enabled on a fresh SDK MeterProvider; a clean key cache; an audit log in memory."""
     shardseal.clear_key_cache()
     memory = InMemoryMetricReader()
-    metrics.enable(otel_sdk.MeterProvider(metric_readers=[memory]))
+    memory.provider = otel_sdk.MeterProvider(metric_readers=[memory])
+    metrics.enable(memory.provider)
     stream = io.StringIO()
     handler = audit.enable(logging.StreamHandler(stream), level=logging.WARNING)
     memory.audit_text = stream.getvalue
@@ -191,12 +192,11 @@ def test_kms_and_hsm_latency_histogram(reader):
 
 
 def test_series_past_the_limit_count_as_overflow(reader, monkeypatch):
-    monkeypatch.setattr(metrics, "MAX_SERIES", len(metrics._tallies) + 1)  # noqa: SLF001 - the bound
+    monkeypatch.setattr(metrics, "MAX_SERIES", 0)  # every new attribute set is past the bound
     for n in range(5):
-        audit.record("unwrap", stanza="keyring", key_id=f"{n:032x}")
+        audit.record("unwrap", stanza="keyring", key_id=f"overflow-test-{n}")
     unwraps = collect(reader)["shardseal.key.unwraps"]
-    assert sum(unwraps.values()) == 5
-    assert unwraps[frozenset({("shardseal.overflow", True)})] >= 4
+    assert unwraps == {frozenset({("shardseal.overflow", True)}): 5}
 
 
 def test_a_failing_listener_does_not_fail_decryption(reader):
@@ -294,3 +294,33 @@ def test_summarize_an_audit_log():
     assert summary["failed_files"] == {"/d/x.sseal": 3}
     assert summary["rotations"] == {"ok": 1}
     assert [(a["subject"], a["count"], a["time"]) for a in summary["anomalies"]] == [("key:k1", 3, 12.0)]
+
+
+def test_enabling_again_neither_duplicates_nor_leaks_counts(reader):
+    blob = shardseal.encrypt(DATA, KEY)
+    metrics.enable(reader.provider)  # the same provider again: the same instruments
+    shardseal.decrypt(blob, KEY)
+    assert collect(reader)["shardseal.container.opens"] == {attrs(operation="decrypt"): 1}
+    other = InMemoryMetricReader()
+    metrics.enable(otel_sdk.MeterProvider(metric_readers=[other]))
+    shardseal.decrypt(blob, KEY)
+    assert collect(other)["shardseal.container.opens"] == {attrs(operation="decrypt"): 1}
+    assert not collect(reader).get("shardseal.container.opens")  # the old provider is no longer fed
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_worker_counts_from_zero(reader):
+    blob = shardseal.encrypt(DATA, KEY)
+    shardseal.decrypt(blob, KEY)
+    pid = os.fork()
+    if pid == 0:  # the child: its own counts only
+        status = 1
+        try:
+            shardseal.decrypt(blob, KEY)
+            opens = metrics.snapshot()["shardseal.container.opens"]
+            status = 0 if opens == {(("shardseal.operation", "decrypt"),): 1} else 3
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert metrics.snapshot()["shardseal.container.opens"] == {(("shardseal.operation", "decrypt"),): 1}

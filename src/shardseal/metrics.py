@@ -71,6 +71,10 @@ _drainer: Optional[threading.Thread] = None
 _stop_drainer = threading.Event()
 _record_paths = False
 _histogram: Any = None
+# The provider reported to (its instruments report nothing once another one is enabled), and
+# every provider given instruments so far, with its histogram.
+_provider: Any = None
+_providers: list[tuple[Any, Any]] = []
 
 CONTAINER_INSTRUMENTS = {"opened": ("shardseal.container.opens", "shardseal.container.opened_bytes"),
                          "sealed": ("shardseal.container.seals", "shardseal.container.sealed_bytes")}
@@ -218,8 +222,14 @@ def _stop() -> None:
 
 
 def _after_fork_in_child() -> None:
-    # The drainer thread does not survive fork(); a forked worker (a DataLoader's) keeps
-    # counting, so it needs its own.
+    # A forked worker (a DataLoader's) counts its own work from zero (the parent reports what
+    # it inherited); the locks may have been held by a parent thread, and the drainer thread
+    # did not survive the fork.
+    global _registry_lock, _drain_lock
+    _registry_lock, _drain_lock = threading.Lock(), threading.Lock()
+    for tally in _tallies.values():
+        tally.pending.clear()
+        tally.count = tally.total = 0
     if active:
         _start_drainer()
 
@@ -283,10 +293,10 @@ def _record_latency(event: str, fields: dict) -> None:
 
 # ---- OpenTelemetry -------------------------------------------------------------------------
 
-def _observer(instrument: str) -> Callable[[Any], list]:
+def _observer(instrument: str, provider: Any) -> Callable[[Any], list]:
     def observe(options: Any) -> list:
         from opentelemetry.metrics import Observation
-        counts = snapshot().get(instrument, {}) if active else {}
+        counts = snapshot().get(instrument, {}) if active and provider is _provider else {}
         return [Observation(value, dict(attributes)) for attributes, value in counts.items()]
     return observe
 
@@ -305,7 +315,7 @@ def enable(meter_provider: Optional[Any] = None, *, record_paths: bool = False) 
     Raises:
         ImportError: ``opentelemetry-api`` is not installed (``pip install shardseal[otel]``).
     """
-    global active, _histogram, _record_paths
+    global active, _histogram, _provider, _record_paths
     try:
         from opentelemetry import metrics as otel
     except ImportError as exc:
@@ -313,17 +323,29 @@ def enable(meter_provider: Optional[Any] = None, *, record_paths: bool = False) 
                           "pip install 'shardseal[otel]'") from exc
     disable()
     provider = meter_provider if meter_provider is not None else otel.get_meter_provider()
-    meter = provider.get_meter("shardseal", _version())
-    for name, (unit, description) in _COUNTERS.items():
-        meter.create_observable_counter(name, callbacks=[_observer(name)], unit=unit,
-                                        description=description)
-    _histogram = meter.create_histogram("shardseal.key.operation.duration", unit="s",
-                                        description="Duration of KMS and HSM wraps and unwraps")
+    _provider = provider
+    _histogram = _instruments(provider)
     _record_paths = record_paths
     _reset_tallies()
     audit.add_listener(_on_event)
     active = True
     _start_drainer()
+
+
+def _instruments(provider: Any) -> Any:
+    """Creates the instruments on a provider once (a provider keeps what it was given);
+    returns its histogram."""
+    for known, histogram in _providers:
+        if known is provider:
+            return histogram
+    meter = provider.get_meter("shardseal", _version())
+    for name, (unit, description) in _COUNTERS.items():
+        meter.create_observable_counter(name, callbacks=[_observer(name, provider)], unit=unit,
+                                        description=description)
+    histogram = meter.create_histogram("shardseal.key.operation.duration", unit="s",
+                                       description="Duration of KMS and HSM wraps and unwraps")
+    _providers.append((provider, histogram))
+    return histogram
 
 
 def _version() -> str:
@@ -336,8 +358,9 @@ def _version() -> str:
 
 def disable() -> None:
     """Stops counting; the instruments report nothing more."""
-    global active, _histogram
+    global active, _histogram, _provider
     active = False
+    _provider = None
     _stop()
     audit.remove_listener(_on_event)
     _histogram = None
