@@ -12,13 +12,16 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 import shardseal
 from shardseal import alerts, audit, metrics
 from shardseal.keys import envelope as _envelope
-from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError, TruncatedError
+from shardseal.errors import AuthenticationError, FormatError, KeyNotFoundError, KmsError, TruncatedError
+from shardseal.kms import KeyProvider, KmsIdentity, KmsKey
 from shardseal.rotation import rotate
 
 from .cli_helpers import child_env
@@ -324,3 +327,42 @@ def test_a_forked_worker_counts_from_zero(reader):
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert metrics.snapshot()["shardseal.container.opens"] == {(("shardseal.operation", "decrypt"),): 1}
+
+
+class SlowProvider(KeyProvider):
+    """A KMS stand-in: AES-GCM keys in memory, 20 ms per call, refusing key ids "denied-*"."""
+
+    name = "slow-test"
+
+    def __init__(self) -> None:
+        self._key = AESGCM(hashlib.sha256(b"metrics-test-kms").digest())
+
+    def wrap(self, key_id, file_key, context):
+        time.sleep(0.02)
+        nonce = os.urandom(12)
+        return nonce + self._key.encrypt(nonce, bytes(file_key), key_id.encode())
+
+    def unwrap(self, key_id, wrapped, context):
+        time.sleep(0.02)
+        if key_id.startswith("denied"):
+            raise KmsError("refused", code="AccessDeniedException", key_id=key_id, provider=self.name)
+        return self._key.decrypt(wrapped[:12], wrapped[12:], key_id.encode())
+
+
+def test_kms_calls_reach_the_latency_histogram(reader):
+    provider = SlowProvider()
+    blob = shardseal.encrypt(DATA, recipients=[KmsKey(provider, "k1")])
+    assert shardseal.decrypt(blob, identities=[KmsIdentity(provider)]) == DATA
+    denied = shardseal.encrypt(DATA, recipients=[KmsKey(provider, "denied-1")])
+    with pytest.raises(KmsError):
+        shardseal.decrypt(denied, identities=[KmsIdentity(provider)])
+    got = collect(reader)
+    durations = got["shardseal.key.operation.duration"]
+    assert {k: v[0] for k, v in durations.items()} == {
+        attrs(key_type="kms", operation="wrap", outcome="ok"): 2,
+        attrs(key_type="kms", operation="unwrap", outcome="ok"): 1,
+        attrs(key_type="kms", operation="unwrap", outcome="error"): 1,
+    }
+    assert all(total >= 0.02 * count for count, total in durations.values())
+    [failure] = got["shardseal.failures"]
+    assert dict(failure)["shardseal.reason"] == "kms"
