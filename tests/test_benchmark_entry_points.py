@@ -121,7 +121,8 @@ def test_pytest_benchmark_suite(tmp_path):
 def test_every_entry_point_is_covered():
     """A new bench_*.py (or other script with a main) must get a test above."""
     covered = {"__main__.py", "compare.py", "plot.py", "bench_core.py", "bench_files.py", "bench_rotate.py",
-               "bench_dataloader.py", "bench_safetensors.py", "openssl_paths.py", "bench_alloc.py", "bench_small.py"}
+               "bench_dataloader.py", "bench_safetensors.py", "openssl_paths.py", "bench_alloc.py", "bench_small.py",
+               "metrics_overhead.py"}
     scripts = {p.name for p in BENCH.glob("*.py") if "__main__" in p.read_text(encoding="utf-8")}
     assert scripts <= covered, f"benchmark entry points without a smoke test: {sorted(scripts - covered)}"
 

@@ -59,7 +59,7 @@ from typing import Callable, Iterator, Literal, Optional, Union
 from .errors import AuthenticationError, FormatError, TruncatedError
 
 __all__ = ["LOGGER_NAME", "JsonFormatter", "add_listener", "enable", "logger", "record",
-           "remove_listener", "target"]
+           "record_rejection", "remove_listener", "target"]
 
 LOGGER_NAME = "shardseal.audit"
 logger = logging.getLogger(LOGGER_NAME)
@@ -78,13 +78,16 @@ _current_file: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
 
 
 def record(event: str, **fields) -> None:
-    """Logs one audit event and tells the listeners. Field values must be public (key ids,
+    """Logs one audit event, then tells the listeners. Field values must be public (key ids,
     counts, paths)."""
+    level = logging.WARNING if event in _WARNINGS else logging.INFO
+    if logger.isEnabledFor(level):
+        _log(level, event, fields)
     for listener in _listeners:
         _notify(listener, event, fields)
-    level = logging.WARNING if event in _WARNINGS else logging.INFO
-    if not logger.isEnabledFor(level):
-        return
+
+
+def _log(level: int, event: str, fields: dict) -> None:
     data = {"event": event, "time": time.time(), "pid": os.getpid(), "user": _user()}
     path = _current_file.get()
     if path is not None:

@@ -172,9 +172,8 @@ def input_key(header: _container.Header, identity: _envelope.DirectKey) -> bytes
             found[3](1)
         return found[2]
     result = _envelope.unwrap_input_key(header, identity)  # raises: nothing is remembered
-    unwraps = ("shardseal.key.unwraps", (("shardseal.key.type", "direct"),
-                                         ("shardseal.key.id", identity.key_ids[0])))
-    _unwrapped[entry] = (header, identity, result,
-                         metrics.counter(*unwraps))
+    count_unwrap = metrics.counter("shardseal.key.unwraps", (("shardseal.key.type", "direct"),
+                                                             ("shardseal.key.id", identity.key_ids[0])))
+    _unwrapped[entry] = (header, identity, result, count_unwrap)
     _evict(_unwrapped, KEY_CACHE_SIZE)
     return result
