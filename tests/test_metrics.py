@@ -366,3 +366,23 @@ def test_kms_calls_reach_the_latency_histogram(reader):
     assert all(total >= 0.02 * count for count, total in durations.values())
     [failure] = got["shardseal.failures"]
     assert dict(failure)["shardseal.reason"] == "kms"
+
+
+def test_counts_from_many_threads_are_exact(reader):
+    import threading
+
+    blob = shardseal.encrypt(DATA, KEY)
+
+    def work() -> None:
+        for _ in range(300):
+            shardseal.decrypt(blob, KEY)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    got = collect(reader)
+    assert got["shardseal.container.opens"] == {attrs(operation="decrypt"): 1200}
+    assert got["shardseal.container.opened_bytes"] == {attrs(operation="decrypt"): 1200 * len(DATA)}
+    assert got["shardseal.key.unwraps"] == {attrs(key_type="direct", key_id=direct_key_id(KEY)): 1200}
