@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -386,3 +387,30 @@ def test_counts_from_many_threads_are_exact(reader):
     assert got["shardseal.container.opens"] == {attrs(operation="decrypt"): 1200}
     assert got["shardseal.container.opened_bytes"] == {attrs(operation="decrypt"): 1200 * len(DATA)}
     assert got["shardseal.key.unwraps"] == {attrs(key_type="direct", key_id=direct_key_id(KEY)): 1200}
+
+
+def test_prometheus_names_of_the_docs(backend, tmp_path):
+    """docs/metrics.md's queries use these names: the SDK's Prometheus exporter makes them."""
+    exporter = pytest.importorskip("opentelemetry.exporter.prometheus")
+    prometheus_client = pytest.importorskip("prometheus_client")
+    meter_provider = otel_sdk.MeterProvider(metric_readers=[exporter.PrometheusMetricReader()])
+    try:
+        metrics.enable(meter_provider)
+        blob = shardseal.encrypt(DATA, KEY)
+        shardseal.decrypt(blob, KEY)
+        with pytest.raises(KeyNotFoundError):
+            shardseal.decrypt(blob, WRONG_KEY)
+        provider = SlowProvider()
+        shardseal.decrypt(shardseal.encrypt(DATA, recipients=[KmsKey(provider, "k1")]),
+                          identities=[KmsIdentity(provider)])
+        text = prometheus_client.generate_latest(prometheus_client.REGISTRY).decode()
+    finally:
+        metrics.disable()
+        meter_provider.shutdown()  # unregisters the exporter's collector
+    docs = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text(encoding="utf-8")
+    for name in ("shardseal_container_opens_total", "shardseal_container_opened_bytes_total",
+                 "shardseal_key_unwraps_total", "shardseal_failures_total",
+                 "shardseal_key_operation_duration_seconds_bucket"):
+        assert name in text and name in docs, name
+    assert 'shardseal_reason="wrong_key"' in text
+    assert 'le="0.025"' in text  # seconds buckets, not the SDK's millisecond defaults

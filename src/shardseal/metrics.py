@@ -91,6 +91,9 @@ _COUNTERS = {
     "shardseal.audit.events": ("{event}", "Audit events, by event name"),
 }
 _REMOTE_KEY_TYPES = {"kms", "pkcs11"}
+# Bucket bounds of the latency histogram, seconds: a local HSM answers in about a millisecond,
+# a cloud KMS in tens, a throttled one in seconds.
+LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
 _UNWRAP_REASONS = {"WrongPassphraseError": "wrong_passphrase", "KmsError": "kms",
                    "HsmError": "hsm", "Pkcs11LoginError": "hsm"}
 _REJECT_REASONS = {"TruncatedError": "truncation", "FormatError": "format"}
@@ -342,8 +345,12 @@ def _instruments(provider: Any) -> Any:
     for name, (unit, description) in _COUNTERS.items():
         meter.create_observable_counter(name, callbacks=[_observer(name, provider)], unit=unit,
                                         description=description)
-    histogram = meter.create_histogram("shardseal.key.operation.duration", unit="s",
-                                       description="Duration of KMS and HSM wraps and unwraps")
+    options = {"name": "shardseal.key.operation.duration", "unit": "s",
+               "description": "Duration of KMS and HSM wraps and unwraps"}
+    try:  # the SDK's default buckets (0 ... 10,000) suit milliseconds, not seconds
+        histogram = meter.create_histogram(**options, explicit_bucket_boundaries_advisory=LATENCY_BUCKETS)
+    except TypeError:  # opentelemetry-api before 1.23
+        histogram = meter.create_histogram(**options)
     _providers.append((provider, histogram))
     return histogram
 
