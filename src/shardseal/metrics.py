@@ -62,9 +62,8 @@ _OVERFLOW = (("shardseal.overflow", True),)
 
 _registry_lock = threading.Lock()
 _drain_lock = threading.Lock()
-# feeds -> Tally, where feeds = (count feeds, sum feeds): the (instrument, attributes) series
-# that a tally's number of entries and the sum of its values add to.
-_tallies: dict[tuple, "Tally"] = {}
+# (count series, sum series or None) -> its tally; a series is (instrument, attributes).
+_tallies: dict[tuple, "_Tally"] = {}
 # How often the drainer thread folds pending entries into totals (bounds their memory).
 DRAIN_INTERVAL = 1.0
 _drainer: Optional[threading.Thread] = None
@@ -101,22 +100,22 @@ _REJECT_REASONS = {"TruncatedError": "truncation", "FormatError": "format"}
 
 # ---- tallies -----------------------------------------------------------------------------
 
-class Tally:
-    """One tally: a counting point appends a number (``add``, a list's append: one C call,
-    atomic, no lock); the drainer and collections fold the entries into ``count`` and
+class _Tally:
+    """One tally: a counting point appends a number (``add``: a list's append, one C call,
+    atomic, no lock); the drainer thread and collections fold the entries into ``count`` and
     ``total`` under ``_drain_lock``.
 
     Attributes:
         add: appends one entry (the plaintext size of a container, 1 for an event).
-        count_feeds: the series that count the entries.
-        sum_feeds: the series that sum their values.
+        count_series: the (instrument, attributes) that counts the entries.
+        sum_series: the (instrument, attributes) that sums their values, or None.
     """
 
-    __slots__ = ("add", "count", "count_feeds", "pending", "sum_feeds", "total")
+    __slots__ = ("add", "count", "count_series", "pending", "sum_series", "total")
 
-    def __init__(self, count_feeds: tuple, sum_feeds: tuple) -> None:
-        self.count_feeds = count_feeds
-        self.sum_feeds = sum_feeds
+    def __init__(self, count_series: tuple, sum_series: Optional[tuple]) -> None:
+        self.count_series = count_series
+        self.sum_series = sum_series
         self.pending: list[int] = []
         self.add: Callable[[int], None] = self.pending.append
         self.count = 0
@@ -131,30 +130,30 @@ class Tally:
             values = pending[:n]
             del pending[:n]
             self.count += n
-            if self.sum_feeds:
+            if self.sum_series is not None:
                 self.total += sum(values)
 
 
-def _tally(count_feeds: tuple, sum_feeds: tuple = ()) -> Tally:
-    """The tally of these feeds, registered on first use; past MAX_SERIES, an overflow one."""
-    key = (count_feeds, sum_feeds)
+def _tally(count_series: tuple, sum_series: Optional[tuple] = None) -> _Tally:
+    """The tally of these series, made on first use; past MAX_SERIES, an overflow one."""
+    key = (count_series, sum_series)
     tally = _tallies.get(key)
     if tally is not None:
         return tally
     with _registry_lock:
         if key not in _tallies and len(_tallies) >= MAX_SERIES:
-            count_feeds = tuple((name, _OVERFLOW) for name, _ in count_feeds)
-            sum_feeds = tuple((name, _OVERFLOW) for name, _ in sum_feeds)
-            key = (count_feeds, sum_feeds)
+            count_series = (count_series[0], _OVERFLOW)
+            sum_series = None if sum_series is None else (sum_series[0], _OVERFLOW)
+            key = (count_series, sum_series)
         if key not in _tallies:
-            _tallies[key] = Tally(count_feeds, sum_feeds)
+            _tallies[key] = _Tally(count_series, sum_series)
         return _tallies[key]
 
 
 def counter(instrument: str, attributes: Iterable[tuple[str, Any]] = ()) -> Callable[[int], None]:
-    """The counting function of one series: call it with 1 per occurrence. Call only while
-    ``active``; a counting point may keep the function (it stays valid for the process)."""
-    return _tally(((instrument, tuple(attributes)),)).add
+    """The counting function of one series: call it with 1 per occurrence, only while
+    ``active``. A counting point may keep the function: it stays valid for the process."""
+    return _tally((instrument, tuple(attributes))).add
 
 
 def container_counter(direction: str, operation: str) -> Callable[[int], None]:
@@ -167,12 +166,16 @@ def container_counter(direction: str, operation: str) -> Callable[[int], None]:
     """
     count_name, bytes_name = CONTAINER_INSTRUMENTS[direction]
     attributes = (("shardseal.operation", operation),)
-    return _tally(((count_name, attributes),), ((bytes_name, attributes),)).add
+    return _tally((count_name, attributes), (bytes_name, attributes)).add
 
 
-def _drain_all() -> list[Tally]:
-    with _drain_lock:
-        return _drain_all_unlocked()
+def _drained() -> list[_Tally]:
+    """Every tally, drained (the caller holds _drain_lock)."""
+    with _registry_lock:
+        tallies = list(_tallies.values())
+    for tally in tallies:
+        tally.drain()
+    return tallies
 
 
 def snapshot() -> dict[str, dict[tuple, int]]:
@@ -181,33 +184,26 @@ def snapshot() -> dict[str, dict[tuple, int]]:
     Counts start at zero when metrics are enabled. The histogram is not included.
     """
     result: dict[str, dict[tuple, int]] = {}
-    for tally in _drain_all():
-        for feeds, value in ((tally.count_feeds, tally.count), (tally.sum_feeds, tally.total)):
-            if not value:
-                continue
-            for instrument, attributes in feeds:
-                counts = result.setdefault(instrument, {})
-                counts[attributes] = counts.get(attributes, 0) + value
+    with _drain_lock:
+        for tally in _drained():
+            for series, value in ((tally.count_series, tally.count), (tally.sum_series, tally.total)):
+                if series is not None and value:
+                    instrument, attributes = series
+                    counts = result.setdefault(instrument, {})
+                    counts[attributes] = counts.get(attributes, 0) + value
     return result
 
 
 def _reset_tallies() -> None:
     with _drain_lock:
-        for tally in _drain_all_unlocked():
+        for tally in _drained():
             tally.count = tally.total = 0
-
-
-def _drain_all_unlocked() -> list[Tally]:
-    with _registry_lock:
-        tallies = list(_tallies.values())
-    for tally in tallies:
-        tally.drain()
-    return tallies
 
 
 def _drain_forever(stop: threading.Event) -> None:
     while not stop.wait(DRAIN_INTERVAL):
-        _drain_all()
+        with _drain_lock:
+            _drained()
 
 
 def _start_drainer() -> None:
