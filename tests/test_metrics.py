@@ -269,6 +269,9 @@ def test_watch_window_and_subjects():
     assert watch.observe("authentication_failed", {"file": "/data/set1/x.sseal"}, 0) == []
     [alert] = watch.observe("rejected", {"file": "/data/set1/y.sseal"}, 1)
     assert alert.subject == "folder:/data/set1"
+    assert watch.observe("key_not_found", {"needed": ["b"], "file": "/data/set2/x.sseal"}, 2) == []
+    raised = watch.observe("unwrap_failed", {"key_id": "c", "file": "/data/set2/y.sseal"}, 3)
+    assert [a.subject for a in raised] == ["folder:/data/set2"]  # key:b and key:c once each
     with pytest.raises(ValueError):
         alerts.FailureWatch(threshold=0)
     with pytest.raises(ValueError):
@@ -297,7 +300,8 @@ def test_summarize_an_audit_log():
     assert summary["wrong_key_attempts"] == {"k1": 3}
     assert summary["failed_files"] == {"/d/x.sseal": 3}
     assert summary["rotations"] == {"ok": 1}
-    assert [(a["subject"], a["count"], a["time"]) for a in summary["anomalies"]] == [("key:k1", 3, 12.0)]
+    assert [(a["subject"], a["count"], a["time"]) for a in summary["anomalies"]] == [
+        ("key:k1", 3, 12.0), ("folder:/d", 3, 12.0)]
 
 
 def test_enabling_again_neither_duplicates_nor_leaks_counts(reader):

@@ -6,9 +6,11 @@ failures of each *subject*:
 - ``key:ID`` for a key id: a stanza of that key that did not open (``unwrap_failed``: a wrong
   passphrase, a tampered stanza, a KMS or HSM refusal), or a container that needs that key
   and none of the given keys (``key_not_found``: someone trying keys they do not hold);
-- ``folder:PATH`` for the folder of a file (a dataset) whose payload failed to authenticate
-  or that was refused as truncated or malformed (``authentication_failed``, ``rejected``);
-  ``folder:?`` when the file is not named (an in-memory buffer).
+- ``folder:PATH`` for the folder of a file (a dataset; the path as the audit event names the
+  file, so relative paths give relative folders) that any of these failures concerns,
+  or whose payload failed to authenticate or that was refused as truncated or malformed
+  (``authentication_failed``, ``rejected``); ``folder:?`` for those two when the file is not
+  named (an in-memory buffer).
 
 When one subject reaches ``threshold`` failures within ``window`` seconds the watch records
 a WARNING ``alert`` audit event (rule ``failures``), calls ``callback(alert)`` (to page
@@ -64,13 +66,14 @@ def subjects(event: str, fields: dict) -> list[str]:
     """The subjects a failure event counts against (none for other events)."""
     if event not in WATCHED_EVENTS:
         return []
+    path = fields.get("file")
+    folder = [f"folder:{os.path.dirname(os.fsdecode(path)) or '.'}"] if path else []
     if event == "unwrap_failed":
-        return [f"key:{fields.get('key_id', '')}"]
+        return [f"key:{fields.get('key_id', '')}"] + folder
     if event == "key_not_found":
         needed = list(fields.get("needed") or ())[:MAX_KEYS_PER_EVENT]
-        return [f"key:{key_id}" for key_id in dict.fromkeys(needed)] or ["key:?"]
-    path = fields.get("file")
-    return [f"folder:{os.path.dirname(os.fsdecode(path)) or '.'}" if path else "folder:?"]
+        return ([f"key:{key_id}" for key_id in dict.fromkeys(needed)] or ["key:?"]) + folder
+    return folder or ["folder:?"]
 
 
 class FailureWatch:

@@ -26,7 +26,9 @@ def test_summary_of_a_log_the_command_wrote(tmp_path):
     assert (key["key_type"], key["unwraps"], key["failures"]) == ("direct", 1, 0)
     assert summary["failures"] == {"wrong_key": 3}
     assert summary["wrong_key_attempts"] == {key["key_id"]: 3}
-    assert [(a["subject"], a["count"]) for a in summary["anomalies"]] == [(f"key:{key['key_id']}", 3)]
+    # The key the file needs, and the folder of the file (a dataset) that was probed.
+    assert [(a["subject"], a["count"]) for a in summary["anomalies"]] == [
+        (f"key:{key['key_id']}", 3), ("folder:.", 3)]  # the log names data.bin.sseal
     assert len(summary["users"]) == 1 and sum(summary["users"].values()) == summary["events"]
 
     text = run("audit", "summary", "audit.jsonl", "--threshold", "3", cwd=tmp_path)
