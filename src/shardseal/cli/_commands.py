@@ -35,6 +35,7 @@ from ._messages import (
     STDIO,
     CliError,
     FileFailed,
+    lines_safe,
     print_note,
     print_warning,
     shown_path,
@@ -357,12 +358,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
     else:
-        print(terminal_safe_lines(_audit_text(summary, args.threshold, args.window)))
+        print(lines_safe(_audit_text(summary, args.threshold, args.window)))
     return EXIT_OK
-
-
-def terminal_safe_lines(text: str) -> str:
-    return "\n".join(terminal_safe(line) for line in text.split("\n"))
 
 
 def _audit_text(summary: dict, threshold: int, window: float) -> str:
