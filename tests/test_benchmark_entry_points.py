@@ -136,6 +136,13 @@ def test_every_entry_point_is_covered():
     """A new bench_*.py (or other script with a main) must get a test above."""
     covered = {"__main__.py", "compare.py", "plot.py", "bench_core.py", "bench_files.py", "bench_rotate.py",
                "bench_dataloader.py", "bench_safetensors.py", "bench_checkpoint.py", "openssl_paths.py", "bench_alloc.py", "bench_small.py",
-               "parquet_pme.py"}
+               "parquet_pme.py", "metrics_overhead.py"}
     scripts = {p.name for p in BENCH.glob("*.py") if "__main__" in p.read_text(encoding="utf-8")}
     assert scripts <= covered, f"benchmark entry points without a smoke test: {sorted(scripts - covered)}"
+
+
+def test_metrics_overhead(tmp_path):
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    _needs_native()
+    out = _run([str(BENCH / "metrics_overhead.py"), "--quick"], tmp_path)
+    assert "decrypt 4 KiB container" in out and "pread 4 KiB random" in out

@@ -8,8 +8,8 @@ JSON object per line, for log shippers and SIEMs::
     import logging, shardseal.audit
     shardseal.audit.enable()          # JSON lines on stderr; or pass a handler / a path
 
-Events and their fields (every event also has ``event``, ``time``, ``pid``, and ``file`` when
-the operation is on a named file):
+Events and their fields (every event also has ``event``, ``time``, ``pid``, ``user`` (the
+process's user name), and ``file`` when the operation is on a named file):
 
 =====================  ===================================================================
 ``wrap``               a file key was wrapped for a recipient: ``stanza``, ``key_id``
@@ -19,15 +19,26 @@ the operation is on a named file):
                        ``key_id``, ``error``
 ``key_not_found``      no given identity matches a stanza: ``needed`` (the key ids)
 ``authentication_failed``  the payload or its commitment did not authenticate: ``error``
+``rejected``           a container was refused as cut short or malformed: ``error``
+                       (``TruncatedError``, ``FormatError``)
 ``rotate``             a file's key block was rewritten: ``mode`` (rewrap, reencrypt),
                        ``added``, ``removed`` (key ids); ``recovered`` (true) when
                        ``rotation.recover()`` completed an interrupted rotation
+``rotate_failed``      a file's rotation failed: ``mode``, ``error`` (the exception's class)
 ``dataset_create``     a dataset manifest was created: ``dataset_key_id``
 ``dataset_open``       a dataset manifest was opened: ``dataset_key_id``, ``shards``
 ``dataset_save``       a dataset manifest was rewritten: ``dataset_key_id``, ``shards``
 ``verify``             a dataset folder was checked against its manifest: ``ok``,
                        ``problems``, ``shards``, ``deep``
+``alert``              a ``shardseal.alerts`` watch saw too many failures: ``rule``,
+                       ``subject``, ``count``, ``window``
 =====================  ===================================================================
+
+``wrap``, ``unwrap`` and ``unwrap_failed`` also carry ``seconds``: how long the recipient or
+identity took (a KMS or HSM round trip, a scrypt run).
+
+Listeners (:func:`add_listener`) see every event, logged or not: ``shardseal.metrics`` and
+``shardseal.alerts`` count events this way.
 
 Only public key ids ever appear; never key material, passphrases or plaintext.
 """
@@ -36,15 +47,19 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
+import getpass
 import json
 import logging
 import os
+import threading
 import time
-from typing import Iterator, Literal, Optional, Union
+from typing import Callable, Iterator, Literal, Optional, Union
 
-from .errors import AuthenticationError
+from .errors import AuthenticationError, FormatError, TruncatedError
 
-__all__ = ["LOGGER_NAME", "JsonFormatter", "enable", "logger", "record", "target"]
+__all__ = ["LOGGER_NAME", "JsonFormatter", "add_listener", "enable", "logger", "record",
+           "record_rejection", "remove_listener", "target"]
 
 LOGGER_NAME = "shardseal.audit"
 logger = logging.getLogger(LOGGER_NAME)
@@ -52,17 +67,28 @@ logger = logging.getLogger(LOGGER_NAME)
 # (instead of logging's last-resort stderr handler).
 logger.addHandler(logging.NullHandler())
 
-_FAILURES = {"unwrap_failed", "key_not_found", "authentication_failed"}
+_FAILURES = {"unwrap_failed", "key_not_found", "authentication_failed", "rejected"}
+_WARNINGS = _FAILURES | {"alert", "rotate_failed"}
+# Called as listener(event, fields) for every event; a tuple, replaced (never changed in
+# place) so that record() iterates it without a lock.
+_listeners: tuple[Callable[[str, dict], None], ...] = ()
+_listeners_lock = threading.Lock()
 _current_file: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
     "shardseal_audit_file", default=None)
 
 
 def record(event: str, **fields) -> None:
-    """Logs one audit event. Field values must be public (key ids, counts, paths)."""
-    level = logging.WARNING if event in _FAILURES else logging.INFO
-    if not logger.isEnabledFor(level):
-        return
-    data = {"event": event, "time": time.time(), "pid": os.getpid()}
+    """Logs one audit event, then tells the listeners. Field values must be public (key ids,
+    counts, paths)."""
+    level = logging.WARNING if event in _WARNINGS else logging.INFO
+    if logger.isEnabledFor(level):
+        _log(level, event, fields)
+    for listener in _listeners:
+        _notify(listener, event, fields)
+
+
+def _log(level: int, event: str, fields: dict) -> None:
+    data = {"event": event, "time": time.time(), "pid": os.getpid(), "user": _user()}
     path = _current_file.get()
     if path is not None:
         data["file"] = path
@@ -71,9 +97,54 @@ def record(event: str, **fields) -> None:
     logger.log(level, "shardseal %s %s", event, summary, extra={"shardseal": data})
 
 
+@functools.lru_cache(maxsize=None)
+def _user() -> str:
+    """The name of the user running this process (its uid when it has none)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError, ImportError):  # no login name and no passwd entry (a container)
+        return str(os.getuid()) if hasattr(os, "getuid") else "?"
+
+
+def _notify(listener: Callable[[str, dict], None], event: str, fields: dict) -> None:
+    path = _current_file.get()
+    try:
+        listener(event, fields if path is None else {**fields, "file": path})
+    except Exception as exc:  # a monitoring bug must not turn a good decryption into an error
+        logger.error("shardseal audit listener %r failed on %s: %s", listener, event,
+                     type(exc).__name__)
+
+
+def add_listener(listener: Callable[[str, dict], None]) -> None:
+    """Calls ``listener(event, fields)`` for every audit event from now on, whether or not the
+    log records it (``fields`` holds the event's fields and ``file`` when known).
+
+    A listener runs on the thread that records the event, inside the library's call: it must
+    be quick and must not raise (an exception is logged and ignored).
+    """
+    global _listeners
+    with _listeners_lock:
+        if listener not in _listeners:
+            _listeners = _listeners + (listener,)
+
+
+def remove_listener(listener: Callable[[str, dict], None]) -> None:
+    """Stops calling a listener added with :func:`add_listener` (no error if it was not)."""
+    global _listeners
+    with _listeners_lock:
+        _listeners = tuple(known for known in _listeners if known != listener)
+
+
+def record_rejection(exc: BaseException) -> None:
+    """Records a ``rejected`` event when exc is a TruncatedError or a FormatError."""
+    if isinstance(exc, (TruncatedError, FormatError)):
+        record("rejected", error=type(exc).__name__)
+
+
 class authentication_failures:  # noqa: N801 - used like a function: `with ...():`
-    """Records an ``authentication_failed`` event for an AuthenticationError raised inside,
-    naming the file ``path`` when given.
+    """Records an ``authentication_failed`` event for an AuthenticationError raised inside
+    (a ``rejected`` event for a TruncatedError or FormatError), naming the file ``path``
+    when given.
 
     A class rather than a generator-based context manager: it wraps every chunk read of a
     decrypting stream, where a generator's setup would cost more than the bookkeeping.
@@ -91,6 +162,9 @@ class authentication_failures:  # noqa: N801 - used like a function: `with ...()
         if exc_type is not None and issubclass(exc_type, AuthenticationError):
             with target(self._path):
                 record("authentication_failed", error=str(exc))
+        elif exc_type is not None:
+            with target(self._path):
+                record_rejection(exc)
         return False
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Callable, Optional
 
 import shardseal
+from .. import alerts
 
 from ..container import header as _container
 from ..keys import direct as _direct, specs as _specs, keyfile
@@ -34,6 +35,7 @@ from ._messages import (
     STDIO,
     CliError,
     FileFailed,
+    lines_safe,
     print_note,
     print_warning,
     shown_path,
@@ -362,6 +364,54 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     else:
         print(_inspect_text(report))
     return EXIT_OK
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """audit summary LOG: who used which key, failures and anomalies (alerts.summarize)."""
+    try:
+        if args.log == STDIO:
+            summary = alerts.summarize(sys.stdin, args.threshold, args.window)
+        else:
+            with open(args.log, encoding="utf-8", errors="replace") as log:
+                summary = alerts.summarize(log, args.threshold, args.window)
+    except OSError as exc:
+        raise FileFailed(args.log, None, exc) from exc
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        print(lines_safe(_audit_text(summary, args.threshold, args.window)))
+    return EXIT_OK
+
+
+def _audit_text(summary: dict, threshold: int, window: float) -> str:
+    def when(t) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if isinstance(t, (int, float)) else "?"
+
+    lines = [f"{summary['events']} events from {when(summary['first'])} to {when(summary['last'])}"
+             + (f" ({summary['skipped_lines']} other lines skipped)" if summary["skipped_lines"] else ""),
+             "users: " + (", ".join(f"{user} ({n} events)" for user, n in sorted(summary["users"].items()))
+                          or "none"),
+             "", "key use:"]
+    lines += [f"  {k['key_type']:10} {k['key_id']:40} wraps {k['wraps']:>5}  unwraps {k['unwraps']:>5}  "
+              f"failed {k['failures']:>5}  by {', '.join(k['users'])}" for k in summary["keys"]] or ["  none"]
+    lines += ["", "failures:"]
+    lines += [f"  {reason:30} {n:>6}" for reason, n in sorted(summary["failure_errors"].items())] or ["  none"]
+    if summary["wrong_key_attempts"]:
+        lines += ["  containers opened with a key they do not name, by the key they need:"]
+        lines += [f"    {key_id:40} {n:>6}" for key_id, n in sorted(summary["wrong_key_attempts"].items())]
+    if summary["failed_files"]:
+        lines += ["  files:"]
+        lines += [f"    {n:>6}  {path}" for path, n in sorted(summary["failed_files"].items(), key=lambda i: -i[1])[:20]]
+    if summary["rotations"]:
+        lines += ["", "rotations: " + ", ".join(f"{result} {n}" for result, n in sorted(summary["rotations"].items()))]
+    lines += ["", f"anomalies ({threshold} failures of one key or folder within {window:g} s):"]
+    lines += [f"  {when(a['time'])}  {a['subject']}: {a['count']} failures ({', '.join(sorted(set(a['events'])))})"
+              for a in summary["anomalies"]] or ["  none"]
+    if summary["alerts"]:
+        lines += ["alerts recorded in the log:"]
+        lines += [f"  {when(a['time'])}  {a['subject']}: {a['count']} failures in {a['window']} s"
+                  for a in summary["alerts"]]
+    return "\n".join(lines)
 
 
 def cmd_clean(args: argparse.Namespace) -> int:

@@ -12,6 +12,7 @@ from .. import _redact
 from ._commands import (
     AUDIT_LOG_ENV,
     KEY_FILE_ENV,
+    cmd_audit,
     cmd_clean,
     cmd_decrypt,
     cmd_demo,
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_parquet_rotate(commands)
     _add_verify(commands)
     _add_clean(commands)
+    _add_audit(commands)
     _add_demo(commands)
     return parser
 
@@ -303,6 +305,33 @@ def _add_clean(commands) -> None:
     sub.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
     sub.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     sub.set_defaults(handler=cmd_clean, subparser=sub)
+
+
+def _add_audit(commands) -> None:
+    sub = _subcommand(
+        commands, "audit", "summarize a JSON audit log: key use, failures, anomalies",
+        "audit summary LOG reads a JSON-lines audit log (written with --audit-log or "
+        "shardseal.audit.enable(path)) and prints who used which key, the failures by reason "
+        "and file, rotations, the alerts the log holds, and anomalies: keys or folders with "
+        "--threshold failures within --window seconds. LOG - reads standard input.")
+    sub.add_argument("action", choices=("summary",), help="summary: summarize LOG")
+    sub.add_argument("log", metavar="LOG", help="the audit log (JSON lines), or - for standard input")
+    sub.add_argument("--threshold", type=_positive_int, default=5,
+                     help="failures of one key or folder that make an anomaly (default 5)")
+    sub.add_argument("--window", type=_positive_float, default=60.0,
+                     help="the anomaly window in seconds (default 60)")
+    sub.add_argument("--json", action="store_true", help="print one JSON object")
+    sub.set_defaults(handler=cmd_audit)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text!r}")
+    return value
 
 
 def _minutes(text: str) -> float:

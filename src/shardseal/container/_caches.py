@@ -26,7 +26,7 @@ from typing import Any, Mapping, Optional, TypeVar, Union
 from . import _plan, header as _container
 from ..keys import envelope as _envelope, direct as _direct
 from ..keys.direct import RawKeyLike
-from .. import audit
+from .. import audit, metrics
 
 HEADER_CACHE_SIZE = 64
 # Only small headers are cached (a direct key or a few stanzas and modest metadata).
@@ -50,9 +50,9 @@ _headers: dict[bytes, _container.Header] = {}
 _header_sizes: list[int] = []  # most recent first
 _direct_keys: dict[bytes, _envelope.DirectKey] = {}
 _direct_plans: dict[tuple[int, bytes, bytes], _plan.Plan] = {}  # (suite, fixed, key)
-# (id(header), id(identity)) -> (header, identity, input key): the objects are kept so that
-# their ids cannot be reused while the entry exists.
-_unwrapped: dict[tuple[int, int], tuple[_container.Header, _envelope.DirectKey, bytes]] = {}
+# (id(header), id(identity)) -> (header, identity, input key, metrics counter of its unwraps):
+# the objects are kept so that their ids cannot be reused while the entry exists.
+_unwrapped: dict[tuple[int, int], tuple[_container.Header, _envelope.DirectKey, bytes, Any]] = {}
 _EMPTY_FIXED = {suite: _container.encode_fixed(suite, {}) for suite in _container.SUITE_NAMES}
 
 
@@ -162,7 +162,8 @@ def input_key(header: _container.Header, identity: _envelope.DirectKey) -> bytes
     """``_envelope.unwrap_input_key(header, identity)``, remembered for a cached header and key.
 
     Unwrapping with a direct key is a pure function of the two. The full path runs whenever
-    the audit log records key use, so that every call still logs its ``unwrap`` event.
+    the audit log records key use, so that every call still logs its ``unwrap`` event; a
+    remembered key still counts as an unwrap in ``shardseal.metrics``.
 
     Raises:
         As ``_envelope.unwrap_input_key``.
@@ -172,8 +173,12 @@ def input_key(header: _container.Header, identity: _envelope.DirectKey) -> bytes
     entry = (id(header), id(identity))
     found = _unwrapped.get(entry)
     if found is not None and found[0] is header and found[1] is identity:
+        if metrics.active:
+            found[3](1)
         return found[2]
     result = _envelope.unwrap_input_key(header, identity)  # raises: nothing is remembered
-    _unwrapped[entry] = (header, identity, result)
+    count_unwrap = metrics.counter("shardseal.key.unwraps", (("shardseal.key.type", "direct"),
+                                                             ("shardseal.key.id", identity.key_ids[0])))
+    _unwrapped[entry] = (header, identity, result, count_unwrap)
     _evict(_unwrapped, KEY_CACHE_SIZE)
     return result

@@ -11,8 +11,8 @@ import numpy as np
 from ..core import backend as _backend, buffers as _buffers, layout as _layout
 from . import _caches, _plan, header as _container
 from ..keys import envelope as _envelope, direct as _direct, registry as _registry, stanzas as _stanzas
-from .. import _redact, audit
-from ..errors import FormatError
+from .. import _redact, audit, metrics
+from ..errors import FormatError, TruncatedError
 from ..core.buffers import BytesLike
 from ..core.layout import Suite
 from ..keys.keyref import KeyLike, resolve_reference
@@ -21,6 +21,10 @@ from ..keys.registry import Identities, Recipients
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
+
+# Count a container and its plaintext size (shardseal.metrics; only once metrics are enabled).
+_count_decrypted = metrics.container_counter("opened", "decrypt")
+_count_encrypted = metrics.container_counter("sealed", "encrypt")
 
 # What inspect reads: a container in memory, a path, or a binary file object.
 InspectSource = Union[BytesLike, str, "os.PathLike[str]", "os.PathLike[bytes]", IO[bytes]]
@@ -152,6 +156,8 @@ def encrypt(data: BytesLike, key: Optional[KeyLike] = None, *, recipients: Optio
     plan = plan_header(key, recipients, suite, header_metadata(metadata))
     container: bytes = _backend.impl.seal(suite, plan.input_key, random_salt(), plan.fixed, source,
                                           _buffers.thread_count(threads, len(source)), plan.header)
+    if metrics.active:
+        _count_encrypted(len(source))
     return container
 
 
@@ -181,6 +187,8 @@ def encrypt_into(data: BytesLike, key: Optional[KeyLike] = None, out: Optional[B
     target[: len(plan.header)] = plan.header
     _backend.impl.seal_into(suite, plan.input_key, random_salt(), plan.fixed, source,
                             target[len(plan.header):], _buffers.thread_count(threads, source.nbytes))
+    if metrics.active:
+        _count_encrypted(source.nbytes)
     return needed
 
 
@@ -193,7 +201,11 @@ def _open_shared_header(blob: BytesLike) -> tuple[memoryview, _container.Header]
     """As open_header, through the header cache: the Header may be shared, so callers must
     neither change it nor hand it (or its metadata) to the user."""
     view = _buffers.readable(blob, "blob")
-    return view, _caches.parse_header(view)
+    try:
+        return view, _caches.parse_header(view)
+    except (FormatError, TruncatedError) as exc:
+        audit.record_rejection(exc)
+        raise
 
 
 def _input_key(header: _container.Header, key: Union[KeyLike, DirectKey, None],
@@ -259,7 +271,9 @@ def decrypt(blob: BytesLike, key: Optional[KeyLike] = None, *, identities: Optio
     with audit.authentication_failures():
         plaintext: bytes = _backend.impl.open(header.suite, input_key, header.fixed, payload,
                                               _buffers.thread_count(threads, payload.nbytes))
-        return plaintext
+    if metrics.active:
+        _count_decrypted(len(plaintext))
+    return plaintext
 
 
 def decrypt_into(blob: BytesLike, key: Optional[KeyLike] = None, out: Optional[BytesLike] = None, *,
@@ -291,7 +305,9 @@ def decrypt_into(blob: BytesLike, key: Optional[KeyLike] = None, out: Optional[B
     with audit.authentication_failures():
         written: int = _backend.impl.open_into(header.suite, input_key, header.fixed, payload, target,
                                                _buffers.thread_count(threads, payload.nbytes))
-        return written
+    if metrics.active:
+        _count_decrypted(written)
+    return written
 
 
 def strided_size(shape: Iterable[int], itemsize: int) -> int:

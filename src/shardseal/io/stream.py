@@ -21,13 +21,18 @@ from ..core import backend as _backend, buffers as _buffers, layout as _layout
 from ..container import header as _container
 from ..container.blob import read_exact
 from ..keys import envelope as _envelope, registry as _registry
-from .. import audit
+from .. import audit, metrics
 from ..core.layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
 from ..errors import AuthenticationError, ShardsealError, TruncatedError
 from ..core.layout import Suite
 from ..keys.keyref import KeyLike, resolve_reference
 from ..keys.envelope import DirectKey
 from ..keys.registry import Identities, Recipients
+
+# Counters of shardseal.metrics: a reader counts one container (and its size) when it opens,
+# never per read; a writer when it completes.
+_count_stream_opened = metrics.container_counter("opened", "stream")
+_count_stream_sealed = metrics.container_counter("sealed", "stream")
 
 # Reads of at least this many whole chunks skip the cache and decrypt straight into the
 # caller's buffer, in batches of at most BULK_BATCH_CHUNKS (4 MiB) to bound memory.
@@ -118,10 +123,14 @@ class DecryptingReader(io.BufferedIOBase):
             self._threads = _buffers.thread_count(threads)
             with audit.target(self._audit_name):
                 self._open(key, identities, cache_chunks)
-        except BaseException:
+        except BaseException as exc:
+            with audit.target(self._audit_name):
+                audit.record_rejection(exc)
             if close_raw:
                 raw.close()
             raise
+        if metrics.active:
+            _count_stream_opened(self._size or 0)
 
     def _open(self, key, identities, cache_chunks: int) -> None:
         key = resolve_reference(key)  # here, in the process that reads
@@ -663,6 +672,8 @@ class EncryptingWriter(io.BufferedIOBase):
             self._abort()
             raise
         self._exception_at_creation = (None, None)
+        if metrics.active:
+            _count_stream_sealed(self._written)
         super().close()
 
     def _dealloc_warn(self, source) -> None:

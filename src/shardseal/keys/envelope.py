@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import time
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, NoReturn, Optional, Protocol, Sequence, Union
 
@@ -164,10 +165,12 @@ def wrap_for(recipients: Sequence[Recipient], file_key: bytes, context: WrapCont
     """One stanza per recipient carrying file_key (audited)."""
     stanzas = []
     for recipient in recipients:
+        started = time.perf_counter()
         body = recipient.wrap(file_key, context)
         stanza = Stanza(recipient.stanza_type, bytes(body))
         _stanzas.TYPES[stanza.type].check(stanza.body)
-        audit.record("wrap", stanza=stanza.type_name, key_id=recipient.key_id)
+        audit.record("wrap", stanza=stanza.type_name, key_id=recipient.key_id,
+                     seconds=time.perf_counter() - started)
         stanzas.append(stanza)
     return stanzas
 
@@ -206,19 +209,21 @@ def unwrap_file_key(header: SealedHeader, identities: Iterable[Identity]) -> byt
             if attempts >= identity.max_unwrap_attempts:
                 gave_up = gave_up or identity
                 break
+            started = time.perf_counter()
             try:
                 file_key = identity.unwrap(stanza.body, context)
             except ShardsealError as exc:
                 attempts += 1
                 audit.record("unwrap_failed", stanza=stanza.type_name, key_id=_stanzas.key_id(stanza),
-                             error=type(exc).__name__)
+                             error=type(exc).__name__, seconds=time.perf_counter() - started)
                 failure = failure or exc
                 continue
             if file_key is not None:
                 if len(file_key) != FILE_KEY_SIZE:
                     raise FormatError(f"the {stanza.type_name} stanza holds a {len(file_key)}-byte "
                                       f"file key, not {FILE_KEY_SIZE}")
-                audit.record("unwrap", stanza=stanza.type_name, key_id=_stanzas.key_id(stanza))
+                audit.record("unwrap", stanza=stanza.type_name, key_id=_stanzas.key_id(stanza),
+                             seconds=time.perf_counter() - started)
                 return bytes(file_key)
     if gave_up is not None:
         raise _gave_up(header, gave_up, failure)

@@ -581,6 +581,9 @@ def _rotate_counted(path: Path, request: _Request, tally: _Tally, keep_going: bo
         with audit.target(path), folder_lock(path.parent):
             _rotate_file(path, request, tally)
     except (ShardsealError, ValueError, OSError) as exc:
+        with audit.target(path):
+            audit.record("rotate_failed", mode="reencrypt" if request.reencrypt else "rewrap",
+                         error=type(exc).__name__)
         if not keep_going:
             raise _with_path(exc, path)
         tally.fail(path, _with_path(exc, path))
