@@ -69,6 +69,8 @@ DEFAULT_BATCH_FILES = 256
 # completes (a killed multipart upload leaves no object), which gives the same guarantee.
 _RENAMING_PROTOCOLS = ("file", "local", "memory")
 
+_KEYRING_PREFIX = "keyring:"
+
 KeyArg = Any  # a key reference (KeyFile, EnvKey, DatasetKey, RawKey(allow_pickle=True))
 
 
@@ -148,6 +150,8 @@ def _recipient_strings(recipients) -> Optional[tuple]:
             raise TypeError(f"{type(recipient).__name__} recipients cannot be sent to workers: give "
                             "recipient strings (ssealx1..., keyring:PATH, aws-kms:KEY, pkcs11:...) "
                             "that each worker parses itself") from None
+        if text.startswith(_KEYRING_PREFIX):  # a path: absolute for workers elsewhere
+            text = _KEYRING_PREFIX + os.path.abspath(text[len(_KEYRING_PREFIX):])
         texts.append(text)
     if not texts:
         raise ValueError("recipients is empty")
@@ -157,11 +161,12 @@ def _recipient_strings(recipients) -> Optional[tuple]:
 def _identity_strings(identities) -> tuple:
     if isinstance(identities, (str, os.PathLike)):
         identities = [identities]
-    texts = tuple(os.fspath(i) for i in identities)
+    texts = tuple(os.fspath(i) if isinstance(i, (str, os.PathLike)) else i for i in identities)
     if not all(isinstance(t, str) for t in texts):
         raise TypeError("identities are strings (identity file paths, pkcs11:..., aws-kms) that "
                         "each worker loads itself, not identity objects")
-    return texts
+    # Paths made absolute here, as DatasetKey and KeyFile do: workers have other working folders.
+    return tuple(t if t.startswith(("pkcs11:", "aws-kms")) else os.path.abspath(t) for t in texts)
 
 
 def _checked_picklable(*objects) -> None:
@@ -703,9 +708,10 @@ def _dataset_key(folder, identities: tuple, manifest_name: str) -> DatasetKey:
     raise AssertionError("unreachable")
 
 
-def rotate(url: Union[str, os.PathLike], *, identities: Sequence[str] = (), key: Optional[KeyArg] = None,
-           add: Sequence[str] = (), remove: Sequence[str] = (), recipients: Optional[Sequence[str]] = None,
-           reencrypt: bool = False, dry_run: bool = False, client=None, threads: Optional[int] = 1,
+def rotate(url: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]], *, identities: Sequence[str] = (),
+           key: Optional[KeyArg] = None, add: Sequence[str] = (), remove: Sequence[str] = (),
+           recipients: Optional[Sequence[str]] = None, reencrypt: bool = False, dry_run: bool = False,
+           recursive: bool = True, client=None, threads: Optional[int] = 1,
            batch_files: int = DEFAULT_BATCH_FILES, progress: bool = False,
            allow_raw_key: bool = False) -> _rotation.RotationReport:
     """Rotates every container under a folder on a Dask cluster: ``shardseal.rotation.rotate``
@@ -718,10 +724,10 @@ def rotate(url: Union[str, os.PathLike], *, identities: Sequence[str] = (), key:
     file on the workers.
 
     Args:
-        url: a local (or shared, mounted) folder.
+        url: a local (or shared, mounted) folder or file, or a list of them.
         identities: identity strings that open the current key blocks (loaded by each worker).
         key: a key reference for direct-key files (with reencrypt).
-        add, remove, recipients, reencrypt, dry_run: as ``shardseal.rotation.rotate``;
+        add, remove, recipients, reencrypt, dry_run, recursive: as ``shardseal.rotation.rotate``;
             recipients as strings (``ssealx1...``, ``keyring:PATH``), parsed by each worker.
         client, threads, batch_files, progress, allow_raw_key: as for ``encrypt_dataset``.
 
@@ -736,20 +742,31 @@ def rotate(url: Union[str, os.PathLike], *, identities: Sequence[str] = (), key:
                    recipients=_recipient_strings(recipients), reencrypt=reencrypt, dry_run=dry_run,
                    threads=threads)
     identity_texts = _identity_strings(identities)
-    root = os.fspath(url)
-    if os.path.isfile(root):
-        paths = [os.path.abspath(root)]
-    else:
-        _rotation.recover(root)
-        paths = []
-        for folder, subfolders, names in os.walk(root):
-            subfolders.sort()
-            paths += [os.path.abspath(os.path.join(folder, n)) for n in sorted(names)
-                      if not _is_temp(n) and not os.path.islink(os.path.join(folder, n))]
+    urls = [url] if isinstance(url, (str, os.PathLike)) else list(url)
+    paths: list = []
+    for root in map(os.fspath, urls):
+        paths += _container_candidates(root, recursive)
     batches = _batches(paths, lambda path: 1, batch_files, batch_files)
     reports = _run(_client(client), _rotate_batch, batches, identity_texts, key_ref, options,
                    progress=progress)
     return _combine(reports, dry_run)
+
+
+def _container_candidates(root: str, recursive: bool) -> list:
+    """The files rotate is given for root: itself, or the regular files under it (links and
+    rotation's own files left out; ``rotation.rotate`` skips what is not a container)."""
+    if not os.path.isdir(root):
+        os.stat(root)  # FileNotFoundError for a missing path, before any task
+        return [os.path.abspath(root)]
+    _rotation.recover(root)  # unfinished rotations of a killed run, on the driver, first
+    paths = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders.sort()
+        if not recursive:
+            subfolders.clear()
+        paths += [os.path.abspath(os.path.join(folder, n)) for n in sorted(names)
+                  if not _is_temp(n) and not os.path.islink(os.path.join(folder, n))]
+    return paths
 
 
 def _combine(reports: list, dry_run: bool) -> _rotation.RotationReport:
