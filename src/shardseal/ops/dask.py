@@ -211,6 +211,17 @@ def _is_temp(name: str) -> bool:
                                                    _rotation.JOURNAL_SUFFIX))
 
 
+def _split(client, items: list, sizes: Callable[[Any], int], batch_bytes: int, batch_files: int) -> list:
+    """Batches of items for tasks: at most batch_bytes / batch_files each, and small enough that
+    every worker thread gets about four tasks (so a small dataset still spreads out)."""
+    threads = max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values()))
+    share = 4 * threads
+    total = sum(sizes(item) for item in items)
+    batch_bytes = max(1, min(batch_bytes, -(-total // share)))
+    batch_files = max(1, min(batch_files, -(-len(items) // share)))
+    return _batches(items, sizes, batch_bytes, batch_files)
+
+
 def _batches(items: list, sizes: Callable[[Any], int], batch_bytes: int, batch_files: int) -> list:
     batches: list = []
     current: list = []
@@ -553,9 +564,9 @@ def encrypt_dataset(src_url: Union[str, os.PathLike], dst_url: Union[str, os.Pat
     job = _EncryptJob(src_fs, dst_fs, key_ref, None if dataset else recipient_texts, metadata, suite,
                       threads, checkpoint)
     _checked_picklable(job)
-    batches = _batches(items, lambda item: item[3], batch_bytes, batch_files)
-    results = [r for batch in _run(_client(client), _encrypt_batch, batches, job, progress=progress)
-               for r in batch]
+    client = _client(client)
+    batches = _split(client, items, lambda item: item[3], batch_bytes, batch_files)
+    results = [r for batch in _run(client, _encrypt_batch, batches, job, progress=progress) for r in batch]
     shards = tuple(ShardInfo(name, size, sha) for name, size, sha, _, _ in results)
     manifest_path = _record_in_manifest(key_ref, shards) if dataset else None
     return TransferReport(files=sum(1 for r in results if not r[4]), skipped=sum(1 for r in results if r[4]),
@@ -639,9 +650,9 @@ def decrypt_dataset(src_url: Union[str, os.PathLike], dst_url: Union[str, os.Pat
     items = [(f"{src_root}/{n}", f"{dst_root}/{n[:-len(SUFFIX)]}", n, s) for n, s in sorted(files.items())]
     job = _DecryptJob(src_fs, dst_fs, key_ref, identity_texts, threads)
     _checked_picklable(job)
-    batches = _batches(items, lambda item: item[3], batch_bytes, batch_files)
-    results = [r for batch in _run(_client(client), _decrypt_batch, batches, job, progress=progress)
-               for r in batch]
+    client = _client(client)
+    batches = _split(client, items, lambda item: item[3], batch_bytes, batch_files)
+    results = [r for batch in _run(client, _decrypt_batch, batches, job, progress=progress) for r in batch]
     return TransferReport(files=len(results), skipped=0, nbytes=sum(n for _, n in results),
                           seconds=time.perf_counter() - start)
 
@@ -677,8 +688,9 @@ def verify(folder: Union[str, os.PathLike], *, identities: Sequence[str], deep: 
         root = str(dataset.folder)
     fs = fsspec.filesystem("file")
     items = [(f"{root}/{info.name}", info) for info in shards]
-    batches = _batches(items, lambda item: item[1].size, batch_bytes, batch_files)
-    results = [r for batch in _run(_client(client), _verify_batch, batches, fs, ref, deep, threads,
+    client = _client(client)
+    batches = _split(client, items, lambda item: item[1].size, batch_bytes, batch_files)
+    results = [r for batch in _run(client, _verify_batch, batches, fs, ref, deep, threads,
                                    progress=progress) for r in batch]
     problems = [p for p, _ in results if p is not None]
     listed = {info.name for info in shards}
@@ -746,8 +758,9 @@ def rotate(url: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]], *, i
     paths: list = []
     for root in map(os.fspath, urls):
         paths += _container_candidates(root, recursive)
-    batches = _batches(paths, lambda path: 1, batch_files, batch_files)
-    reports = _run(_client(client), _rotate_batch, batches, identity_texts, key_ref, options,
+    client = _client(client)
+    batches = _split(client, paths, lambda path: 1, batch_files, batch_files)
+    reports = _run(client, _rotate_batch, batches, identity_texts, key_ref, options,
                    progress=progress)
     return _combine(reports, dry_run)
 

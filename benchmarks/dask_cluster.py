@@ -1,0 +1,157 @@
+#!/usr/bin/env python3
+"""Dataset encryption on a Dask cluster (``shardseal.dask.encrypt_dataset``) against the local
+``shardseal encrypt`` of the same folder, in one run.
+
+A folder of ``--files`` files (``--gib`` GiB in all, random bytes) in ``--dir`` (default
+/dev/shm: no disk in the measurement) is encrypted:
+
+1. **local**: ``shardseal encrypt SRC -o OUT -k KEY --threads 2`` (the command line, one
+   process, two cipher threads);
+2. **cluster, 2 workers**: ``distributed.LocalCluster(n_workers=2, threads_per_worker=1,
+   processes=True)``, ``encrypt_dataset(..., key=KeyFile(...), threads=1)``;
+3. **cluster, 1 worker**: the same with one single-thread worker.
+
+Each figure is the best of ``--repeat`` runs (the machine may be shared: the best run is the
+least disturbed one), with GB/s of plaintext. The cluster's start is not timed (a cluster runs
+for many jobs). Printed: cluster(2) / local (the issue's target: >= 0.85), cluster(2) /
+cluster(1) scaling (>= 1.7), and the driver's peak RSS and the bytes it read (``rchar`` of
+/proc/self/io during the run: every read() the driver made, the scheduler's and the client's
+network messages included; shard bytes would show as GiB here). Afterwards the shards are
+checked: every one listed with its size and SHA-256, and a sample (all with --quick)
+decrypted and compared with its source.
+
+Run: ``python benchmarks/dask_cluster.py [--gib 4] [--files 64] [--dir /dev/shm] [--repeat 2]``;
+``--quick`` is a tiny run (8 files, 8 MiB) for the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import shardseal
+from shardseal import keyfile
+from shardseal.keyref import KeyFile
+
+
+def _rchar() -> int:
+    try:
+        with open("/proc/self/io") as f:
+            return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+    except (OSError, StopIteration):
+        return -1
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def make_source(folder: Path, total: int, files: int) -> dict:
+    """files random files of total bytes in all; returns {name: sha256 of plaintext}."""
+    folder.mkdir(parents=True)
+    size = total // files
+    block = os.urandom(min(size, 64 * 2**20))
+    digests = {}
+    for i in range(files):
+        name = f"part-{i:05d}.bin"
+        head = i.to_bytes(8, "little")  # files differ from each other
+        data = head + (block * (size // len(block) + 1))[: size - len(head)]
+        (folder / name).write_bytes(data)
+        digests[name] = hashlib.sha256(data).hexdigest()
+    return digests
+
+
+def run_local(src: Path, out: Path, key_path: Path) -> float:
+    env = dict(os.environ)
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "shardseal", "encrypt", str(src), "-o", str(out), "-k", str(key_path),
+                    "--threads", "2", "-q"], check=True, env=env)
+    return time.perf_counter() - start
+
+
+def run_cluster(client, src: Path, out: Path, key_path: Path) -> tuple:
+    from shardseal import dask as sdask
+
+    before = _rchar()
+    start = time.perf_counter()
+    report = sdask.encrypt_dataset(src, out, key=KeyFile(key_path), client=client, threads=1)
+    seconds = time.perf_counter() - start
+    return seconds, _rchar() - before, report
+
+
+def check(out: Path, src: Path, digests: dict, report, key: bytes, sample: int) -> None:
+    assert report.files == len(digests) and report.skipped == 0, report
+    for info in report.shards:
+        data = (out / info.name).read_bytes()
+        assert len(data) == info.size and hashlib.sha256(data).hexdigest() == info.sha256, info.name
+    for name in sorted(digests)[:sample]:
+        plain = shardseal.decrypt((out / (name + ".sseal")).read_bytes(), key=key)
+        assert hashlib.sha256(plain).hexdigest() == digests[name], name
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--gib", type=float, default=4.0)
+    parser.add_argument("--files", type=int, default=64)
+    parser.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="8 files, 8 MiB, one run (a smoke test)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.gib, args.files, args.repeat = 8 / 1024, 8, 1
+    import distributed
+
+    total = int(args.gib * 2**30)
+    work = Path(tempfile.mkdtemp(prefix="shardseal-dask-bench-", dir=args.dir))
+    try:
+        key = shardseal.generate_key()
+        key_path = work / "bench.key"
+        keyfile.write_key_file(key_path, key)
+        src = work / "src"
+        digests = make_source(src, total, args.files)
+        print(f"shardseal {shardseal.__version__}, backend {shardseal.backend}, {os.cpu_count()} CPUs, "
+              f"load average {os.getloadavg()[0]:.2f}; {args.files} files, {total / 2**30:.3f} GiB in {work}")
+
+        def fresh(name: str) -> Path:
+            path = work / name
+            shutil.rmtree(path, ignore_errors=True)
+            return path
+
+        local = min(run_local(src, fresh("out-local"), key_path) for _ in range(args.repeat))
+        shutil.rmtree(work / "out-local")
+        results = {}
+        for workers in (2, 1):
+            with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                          dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                runs = [run_cluster(client, src, fresh(f"out-{workers}"), key_path) for _ in range(args.repeat)]
+            seconds, read, report = min(runs, key=lambda r: r[0])
+            check(work / f"out-{workers}", src, digests, report, key, len(digests) if args.quick else 2)
+            shutil.rmtree(work / f"out-{workers}")
+            results[workers] = (seconds, max(r[1] for r in runs))
+
+        def rate(seconds: float) -> str:
+            return f"{total / seconds / 1e9:6.2f} GB/s ({seconds:.2f} s)"
+
+        print(f"local shardseal encrypt --threads 2 : {rate(local)}")
+        print(f"cluster, 2 workers x 1 thread      : {rate(results[2][0])}")
+        print(f"cluster, 1 worker  x 1 thread      : {rate(results[1][0])}")
+        print(f"cluster(2) / local                 : {local / results[2][0]:.2f}x (target >= 0.85)")
+        print(f"cluster(2) / cluster(1)            : {results[1][0] / results[2][0]:.2f}x (target >= 1.7)")
+        print(f"driver peak RSS                    : {_peak_rss_mib():.0f} MiB (scheduler in the same process)")
+        print(f"driver bytes read during a run     : {max(r[1] for r in results.values()):,} "
+              f"(rchar, network messages included; the dataset is {total:,} bytes)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
