@@ -40,6 +40,7 @@ PUBLIC_MODULES = {
     "data": "ml.data",
     "manifest": "ops.manifest",
     "rotation": "ops.rotation",
+    "dask": "ops.dask",
 }
 
 

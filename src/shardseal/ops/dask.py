@@ -317,10 +317,33 @@ class _EncryptJob:
     checkpoint: Optional[Callable[[str], object]]
 
 
+# A worker resolves a DatasetKey once per manifest version, not once per task: at 10^6 shards
+# the manifest is ~150 MB of JSON to decrypt and parse. The entry is dropped when the manifest
+# file changes (another save, a rotation) and the cache holds a few datasets at most.
+_DATASET_KEYS: dict = {}
+_DATASET_KEYS_MAX = 4
+
+
+def _resolve(ref):
+    """The key bytes of a key reference, in this worker process."""
+    if not isinstance(ref, DatasetKey):
+        return resolve_reference(ref)
+    stat = os.stat(os.path.join(ref.folder, ref.manifest_name))
+    version = (stat.st_ino, stat.st_size, stat.st_mtime_ns)
+    cached = _DATASET_KEYS.get(ref)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    key = resolve_reference(ref)
+    if len(_DATASET_KEYS) >= _DATASET_KEYS_MAX:
+        _DATASET_KEYS.clear()
+    _DATASET_KEYS[ref] = (version, key)
+    return key
+
+
 def _encrypt_batch(job: _EncryptJob, items: list) -> list:
     """Encrypts [(src path, dst path, name, source size)]; returns one result per item:
     ``(name, size, sha256, plaintext size, skipped)``."""
-    key = resolve_reference(job.key) if job.key is not None else None
+    key = _resolve(job.key) if job.key is not None else None
     recipients = [_specs.parse_recipient(t) for t in job.recipients] if job.recipients else None
     results = []
     for src, dst, name, source_size in items:
@@ -403,7 +426,7 @@ class _DecryptJob:
 
 def _decrypt_batch(job: _DecryptJob, items: list) -> list:
     """Decrypts [(src path, dst path, name, size)]; returns [(name, plaintext bytes)]."""
-    key = resolve_reference(job.key) if job.key is not None else None
+    key = _resolve(job.key) if job.key is not None else None
     identities = [_specs.load_identity(t) for t in job.identities] or None
     results = []
     for src, dst, name, _ in items:
@@ -422,7 +445,7 @@ def _decrypt_batch(job: _DecryptJob, items: list) -> list:
 
 def _verify_batch(fs, key_ref, deep: bool, threads: Optional[int], items: list) -> list:
     """Checks [(path, ShardInfo)]; returns [(Problem or None, bytes hashed)]."""
-    key = resolve_reference(key_ref) if deep else None
+    key = _resolve(key_ref) if deep else None
     return [_verify_one(fs, path, info, key, threads) for path, info in items]
 
 
@@ -543,7 +566,9 @@ def encrypt_dataset(src_url: Union[str, os.PathLike], dst_url: Union[str, os.Pat
         TypeError: a raw key without allow_raw_key; recipients without a string form;
             neither key nor recipients.
         ValueError: no files under src_url.
-        And what a task raised (OSError, ShardsealError, ``distributed.KilledWorker``).
+        OSError, ShardsealError: what a task raised, with its class.
+        distributed.KilledWorker: Dask gave up on a task whose workers kept dying: run the
+            same call again to resume.
     """
     start = time.perf_counter()
     key_ref = _key_reference(key, allow_raw_key)
@@ -624,8 +649,14 @@ def decrypt_dataset(src_url: Union[str, os.PathLike], dst_url: Union[str, os.Pat
             unless allow_raw_key.
         identities: identity strings (identity file paths, ``pkcs11:...``, ``aws-kms``) that
             each worker loads itself, for envelope shards.
-        client, storage_options, dst_storage_options, threads, batch_bytes, batch_files,
-            progress, allow_raw_key: as for ``encrypt_dataset``.
+        client: the ``distributed.Client``; None uses the current one.
+        storage_options: fsspec options of src_url (and of dst_url unless dst_storage_options).
+        dst_storage_options: fsspec options of dst_url.
+        threads: threads each task uses for the cipher.
+        batch_bytes: small files are grouped into tasks of about this many bytes.
+        batch_files: and of at most this many files.
+        progress: show Dask's progress bar.
+        allow_raw_key: send a raw key to the workers (pickled into every task).
 
     Returns:
         A TransferReport (``nbytes``: plaintext bytes written).
@@ -633,7 +664,9 @@ def decrypt_dataset(src_url: Union[str, os.PathLike], dst_url: Union[str, os.Pat
     Raises:
         TypeError: a raw key without allow_raw_key; neither key nor identities.
         ValueError: no ``*.sseal`` files under src_url.
-        And what a task raised (``AuthenticationError``, ``KeyNotFoundError``, OSError, ...).
+        ShardsealError: a shard failed (``AuthenticationError``, ``KeyNotFoundError``, ...),
+            raised again on the driver with its class.
+        OSError: a file could not be read or written.
     """
     start = time.perf_counter()
     key_ref = _key_reference(key, allow_raw_key)
@@ -673,14 +706,20 @@ def verify(folder: Union[str, os.PathLike], *, identities: Sequence[str], deep: 
         identities: identity strings (identity or key file paths, ``pkcs11:...``, ``aws-kms``);
             the first one that opens the manifest is sent to the workers.
         deep: also decrypt and authenticate every shard.
-        client, threads, batch_bytes, batch_files, progress: as for ``encrypt_dataset``.
+        client: the ``distributed.Client``; None uses the current one.
         manifest_name: the manifest's file name.
+        threads: threads each task uses to decrypt.
+        batch_bytes: shards are grouped into tasks of about this many bytes.
+        batch_files: and of at most this many shards.
+        progress: show Dask's progress bar.
 
     Returns:
         A ``shardseal.manifest.VerifyReport``.
 
     Raises:
-        As ``shardseal.manifest.Dataset.open``: the manifest cannot be opened.
+        ShardsealError: the manifest cannot be opened (as ``shardseal.manifest.Dataset.open``).
+        OSError: the manifest cannot be read.
+        ValueError: no identities.
     """
     ref = _dataset_key(folder, _identity_strings(identities), manifest_name)
     with _open_dataset(ref) as dataset:
@@ -739,15 +778,26 @@ def rotate(url: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]], *, i
         url: a local (or shared, mounted) folder or file, or a list of them.
         identities: identity strings that open the current key blocks (loaded by each worker).
         key: a key reference for direct-key files (with reencrypt).
-        add, remove, recipients, reencrypt, dry_run, recursive: as ``shardseal.rotation.rotate``;
-            recipients as strings (``ssealx1...``, ``keyring:PATH``), parsed by each worker.
-        client, threads, batch_files, progress, allow_raw_key: as for ``encrypt_dataset``.
+        add: recipient strings (``ssealx1...``, ``keyring:PATH``) to add, parsed by each worker.
+        remove: key ids whose stanzas are removed.
+        recipients: instead of add/remove, the complete new set of recipient strings.
+        reencrypt: decrypt and encrypt every file again under a fresh file key.
+        dry_run: check everything, write nothing.
+        recursive: search folders recursively.
+        client: the ``distributed.Client``; None uses the current one.
+        threads: threads each task uses for re-encryption.
+        batch_files: files per task, at most.
+        progress: show Dask's progress bar.
+        allow_raw_key: send a raw key to the workers (pickled into every task).
 
     Returns:
         The combined ``RotationReport`` of every batch.
 
     Raises:
-        As ``shardseal.rotation.rotate``, from the first batch that failed.
+        ShardsealError: as ``shardseal.rotation.rotate`` (KeyNotFoundError, AuthenticationError,
+            FormatError, ...), from the first batch that failed, with its class.
+        ValueError: as ``shardseal.rotation.rotate`` (nothing to do, a file left without keys).
+        FileNotFoundError: a path does not exist.
     """
     key_ref = _key_reference(key, allow_raw_key)
     options = dict(add=_recipient_strings(add) if add else (), remove=list(remove),
@@ -859,7 +909,10 @@ def read_array(urlpath: Union[str, Sequence[str]], key: KeyArg, *,
 
     Args:
         urlpath: a glob or URL of the shards (sorted by name), or a list of them.
-        key, storage_options, allow_raw_key: as for ``read_bag``.
+        key: a key reference (resolved by each worker); raw keys are refused unless
+            allow_raw_key.
+        storage_options: fsspec options of the target file system.
+        allow_raw_key: as for ``encrypt_dataset``.
 
     Returns:
         A ``dask.array.Array`` with one block per shard.
