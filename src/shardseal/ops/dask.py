@@ -238,26 +238,48 @@ def _batches(items: list, sizes: Callable[[Any], int], batch_bytes: int, batch_f
 
 
 class _HashingWriter:
-    """Wraps the file a shard is written to; hashes exactly the bytes it accepts."""
+    """Wraps the file a shard is written to and hashes exactly the bytes it accepts.
+
+    SHA-256 runs on a helper thread (hashlib releases the GIL), one block behind the writes,
+    so that hashing block i overlaps the encryption of block i+1 where a core is free.
+    """
 
     def __init__(self, file) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
         self._file = file
         self._sha = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="shardseal-sha256")
+        self._pending = None
         self.size = 0
 
     def write(self, data) -> int:
         view = memoryview(data).cast("B")
         written = self._file.write(view)
         written = len(view) if written is None else written
-        self._sha.update(view[:written])
+        block = bytes(view[:written])  # the caller may reuse its buffer once this returns
+        self._wait()
+        self._pending = self._pool.submit(self._sha.update, block)
         self.size += written
         return written
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
 
     def flush(self) -> None:
         self._file.flush()
 
     def hexdigest(self) -> str:
+        """The SHA-256 of everything written; stops the helper thread."""
+        self._wait()
+        self._pool.shutdown()
         return self._sha.hexdigest()
+
+    def close(self) -> None:
+        """Stops the helper thread (after an error: the digest is not needed)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _hash_file(fs, path: str) -> tuple:
@@ -356,30 +378,37 @@ def _encrypt_batch(job: _EncryptJob, items: list) -> list:
 
 
 def _encrypt_one(job: _EncryptJob, src: str, dst: str, name: str, key, recipients) -> tuple:
-    hashing: list = []
+    """Encrypts one file into dst atomically; returns the shard's (size, sha256)."""
+    digest: list = []
 
     def fill(file) -> None:
         out = _HashingWriter(file)
-        hashing.append(out)
-        writer = EncryptingWriter(out, key, recipients=recipients, metadata=job.metadata,
-                                  threads=job.threads, suite=job.suite)
-        with job.src_fs.open(src, "rb") as source:
-            first = True
-
-            def write(block) -> None:
-                nonlocal first
-                writer.write(block)
-                if first and job.checkpoint is not None:
-                    first = False
-                    out.flush()
-                    job.checkpoint(name)  # crash tests: part of the shard is on disk
-
-            copy_blocks(source.readinto, write, None, None)
-        writer.close()
-        out.flush()
+        try:
+            _encrypt_into(job, src, name, key, recipients, out)
+            digest.append((out.size, out.hexdigest()))
+        finally:
+            out.close()
 
     _write_atomically(job.dst_fs, dst, fill)
-    return hashing[0].size, hashing[0].hexdigest()
+    return digest[0]
+
+
+def _encrypt_into(job: _EncryptJob, src: str, name: str, key, recipients, out: _HashingWriter) -> None:
+    """Streams the source file through an EncryptingWriter into out."""
+    first = True
+    with EncryptingWriter(out, key, recipients=recipients, metadata=job.metadata, threads=job.threads,
+                          suite=job.suite) as writer, job.src_fs.open(src, "rb") as source:
+
+        def write(block) -> None:
+            nonlocal first
+            writer.write(block)
+            if first and job.checkpoint is not None:
+                first = False
+                out.flush()
+                job.checkpoint(name)  # crash tests: part of the shard is on disk
+
+        copy_blocks(source.readinto, write, None, None)
+    out.flush()
 
 
 def _finished_shard(job: _EncryptJob, dst: str, source_size: int, key, recipients) -> Optional[tuple]:
