@@ -7,9 +7,12 @@ A folder of ``--files`` files (``--gib`` GiB in all, random bytes) in ``--dir`` 
 
 1. **local**: ``shardseal encrypt SRC -o OUT -k KEY --threads 2`` (the command line, one
    process, two cipher threads);
-2. **cluster, 2 workers**: ``distributed.LocalCluster(n_workers=2, threads_per_worker=1,
+2. **local dataset**: the same work as the cluster in one process, ``Dataset.encrypt_file``
+   with threads=2 for every file (each shard hashed with SHA-256 as it is written, as the
+   cluster's workers do; the command line's encrypt does not hash);
+3. **cluster, 2 workers**: ``distributed.LocalCluster(n_workers=2, threads_per_worker=1,
    processes=True)``, ``encrypt_dataset(..., key=KeyFile(...), threads=1)``;
-3. **cluster, 1 worker**: the same with one single-thread worker.
+4. **cluster, 1 worker**: the same with one single-thread worker.
 
 Each figure is the best of ``--repeat`` runs (the machine may be shared: the best run is the
 least disturbed one), with GB/s of plaintext. The cluster's start is not timed (a cluster runs
@@ -77,6 +80,19 @@ def run_local(src: Path, out: Path, key_path: Path) -> float:
     return time.perf_counter() - start
 
 
+def run_local_dataset(src: Path, out: Path) -> float:
+    """The same work as the cluster on one process: a dataset whose shards are hashed as they
+    are written (``Dataset.encrypt_file``, threads=2), the manifest saved once."""
+    from shardseal.manifest import Dataset
+    from shardseal.x25519 import X25519Identity
+
+    start = time.perf_counter()
+    with Dataset.create(out, recipients=[X25519Identity.generate().recipient], threads=2) as dataset:
+        for path in sorted(src.iterdir()):
+            dataset.encrypt_file(path, path.name + ".sseal", threads=2)
+    return time.perf_counter() - start
+
+
 def run_cluster(client, src: Path, out: Path, key_path: Path) -> tuple:
     from shardseal import dask as sdask
 
@@ -127,6 +143,8 @@ def main(argv=None) -> int:
 
         local = min(run_local(src, fresh("out-local"), key_path) for _ in range(args.repeat))
         shutil.rmtree(work / "out-local")
+        local_dataset = min(run_local_dataset(src, fresh("out-dataset")) for _ in range(args.repeat))
+        shutil.rmtree(work / "out-dataset")
         results = {}
         for workers in (2, 1):
             with distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
@@ -141,9 +159,11 @@ def main(argv=None) -> int:
             return f"{total / seconds / 1e9:6.2f} GB/s ({seconds:.2f} s)"
 
         print(f"local shardseal encrypt --threads 2 : {rate(local)}")
+        print(f"local Dataset.encrypt_file, 2 thr. : {rate(local_dataset)} (hashes every shard too)")
         print(f"cluster, 2 workers x 1 thread      : {rate(results[2][0])}")
         print(f"cluster, 1 worker  x 1 thread      : {rate(results[1][0])}")
         print(f"cluster(2) / local                 : {local / results[2][0]:.2f}x (target >= 0.85)")
+        print(f"cluster(2) / local dataset         : {local_dataset / results[2][0]:.2f}x")
         print(f"cluster(2) / cluster(1)            : {results[1][0] / results[2][0]:.2f}x (target >= 1.7)")
         print(f"driver peak RSS                    : {_peak_rss_mib():.0f} MiB (scheduler in the same process)")
         print(f"driver bytes read during a run     : {max(r[1] for r in results.values()):,} "

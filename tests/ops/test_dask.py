@@ -241,3 +241,61 @@ def test_tls_cluster_encrypts_and_refuses_plaintext_connections(tmp_path, key):
         assert _tls_peer_without_certificate_refused(address, security.tls_ca_file)
     for name, data in contents.items():
         assert shardseal.decrypt((tmp_path / "dst" / (name + ".sseal")).read_bytes(), key=key) == data
+
+
+def test_driver_reads_no_shard_bytes(client, tmp_path, key):
+    """The driver lists files and gathers (name, size, sha256): its read() calls (rchar, the
+    in-process scheduler's network messages included) stay far below the dataset's size."""
+    io_stats = Path("/proc/self/io")
+    if not io_stats.exists():
+        pytest.skip("no /proc/self/io here")
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(N_FILES):
+        (src / f"{i:02d}.bin").write_bytes(os.urandom(256 * 1024))
+    keyfile.write_key_file(tmp_path / "team.key", key)
+
+    def rchar() -> int:
+        return int(next(line for line in io_stats.read_text().splitlines() if line.startswith("rchar:")).split()[1])
+
+    before = rchar()
+    report = sdask.encrypt_dataset(src, tmp_path / "dst", key=KeyFile(tmp_path / "team.key"), client=client,
+                                   progress=True)
+    read = rchar() - before
+    assert report.files == N_FILES
+    assert read < N_FILES * 256 * 1024 / 8, f"the driver read {read} bytes"
+
+
+def test_memory_filesystem_on_threaded_cluster(tmp_path, key):
+    """memory:// lives in one process: a cluster of threads shares it (process workers would not)."""
+    import fsspec
+
+    keyfile.write_key_file(tmp_path / "team.key", key)
+    memory = fsspec.filesystem("memory")
+    for i in range(8):
+        memory.pipe(f"/dask-src/{i}.bin", bytes([i]) * 20000)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as threaded:
+        report = sdask.encrypt_dataset("memory://dask-src", "memory://dask-dst", key=KeyFile(tmp_path / "team.key"),
+                                       client=threaded)
+    try:
+        assert report.files == 8
+        assert sorted(memory.ls("/dask-dst", detail=False)) == [f"/dask-dst/{i}.bin.sseal" for i in range(8)]
+        assert shardseal.decrypt(memory.cat("/dask-dst/3.bin.sseal"), key=key) == bytes([3]) * 20000
+    finally:
+        memory.rm("/dask-src", recursive=True)
+        memory.rm("/dask-dst", recursive=True)
+
+
+def test_dataset_record_checks_what_it_records(tmp_path):
+    from shardseal.manifest import ShardInfo
+
+    alice = X25519Identity.generate()
+    with Dataset.create(tmp_path / "ds", recipients=[alice.recipient]) as ds:
+        ds.record(ShardInfo("a.sseal", 10, "0" * 64))
+        for bad, error in ((ShardInfo("../a", 1, "0" * 64), ValueError), (ShardInfo("b", -1, "0" * 64), ValueError),
+                           (ShardInfo("b", 1, "XY"), ValueError), (("b", 1, "0" * 64), TypeError)):
+            with pytest.raises(error):
+                ds.record(bad)
+    with Dataset.open(tmp_path / "ds", identities=[alice]) as ds:
+        assert ds.shards == (ShardInfo("a.sseal", 10, "0" * 64),)

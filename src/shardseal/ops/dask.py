@@ -136,6 +136,7 @@ def _recipient_strings(recipients) -> Optional[tuple]:
 
     Raises:
         TypeError: a recipient object without a string form (give its string instead).
+        KeySpecError: a recipient string that names nothing usable.
     """
     if recipients is None:
         return None
@@ -143,13 +144,17 @@ def _recipient_strings(recipients) -> Optional[tuple]:
         recipients = [recipients]
     texts = []
     for recipient in recipients:
-        text = recipient if isinstance(recipient, str) else str(recipient)
-        try:
-            _specs.parse_recipient(text)
-        except (ShardsealError, ValueError, TypeError, OSError):
-            raise TypeError(f"{type(recipient).__name__} recipients cannot be sent to workers: give "
-                            "recipient strings (ssealx1..., keyring:PATH, aws-kms:KEY, pkcs11:...) "
-                            "that each worker parses itself") from None
+        if isinstance(recipient, str):
+            text = recipient
+            _specs.parse_recipient(text)  # its own error for a bad string (never echoes a secret)
+        else:
+            text = str(recipient)
+            try:
+                _specs.parse_recipient(text)
+            except (ShardsealError, ValueError, TypeError, OSError):
+                raise TypeError(f"{type(recipient).__name__} recipients cannot be sent to workers: give "
+                                "recipient strings (ssealx1..., keyring:PATH, aws-kms:KEY, pkcs11:...) "
+                                "that each worker parses itself") from None
         if text.startswith(_KEYRING_PREFIX):  # a path: absolute for workers elsewhere
             text = _KEYRING_PREFIX + os.path.abspath(text[len(_KEYRING_PREFIX):])
         texts.append(text)
