@@ -97,6 +97,9 @@ def test_envelope_shards_for_public_recipients_rotated_and_decrypted(client, tmp
                                    client=client)
     assert report.files == N_FILES and report.manifest is None
     assert all(hashlib.sha256((dst / s.name).read_bytes()).hexdigest() == s.sha256 for s in report.shards)
+    again = sdask.encrypt_dataset(tmp_path / "src", dst, recipients=[str(alice.recipient)], client=client)
+    assert (again.files, again.skipped) == (0, N_FILES)  # header, key ids and length checked
+    assert again.shards == report.shards
 
     rotated = sdask.rotate(dst, identities=[alice_path], add=[str(bob.recipient)], client=client)
     assert rotated.files_rewrapped == N_FILES and not rotated.failed
