@@ -24,6 +24,7 @@ See docs/DISTRIBUTED.md for how this scales to N machines, what bounds it, and T
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -313,8 +314,7 @@ def _write_atomically(fs, path: str, fill: Callable[[Any], None]) -> None:
         return
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     if protocol not in _RENAMING_PROTOCOLS:
-        with fs.open(path, "wb") as file:  # the object appears only when its upload completes
-            fill(file)
+        _upload(fs, path, fill)
         return
     folder, base = path.rsplit("/", 1) if "/" in path else ("", path)
     temp = f"{folder}/.{base}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
@@ -326,6 +326,34 @@ def _write_atomically(fs, path: str, fill: Callable[[Any], None]) -> None:
         if fs.exists(temp):
             fs.rm_file(temp)
         raise
+
+
+def _upload(fs, path: str, fill: Callable[[Any], None]) -> None:
+    """Writes an object under its final name, committed only once fill returned.
+
+    Not ``with fs.open(...)``: fsspec's files complete their upload when closed, an exception
+    in the ``with`` block included. With ``autocommit=False`` (s3fs, gcsfs, adlfs) the upload
+    is completed by ``commit()`` and thrown away by ``discard()``; elsewhere the object is
+    removed after a failure (best effort).
+    """
+    try:
+        file = fs.open(path, "wb", autocommit=False)
+        transactional = hasattr(file, "commit") and hasattr(file, "discard")
+    except (TypeError, NotImplementedError, ValueError):
+        file, transactional = fs.open(path, "wb"), False
+    try:
+        fill(file)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if transactional:
+                file.discard()
+            else:
+                file.close()
+                fs.rm_file(path)
+        raise
+    file.close()
+    if transactional:
+        file.commit()
 
 
 # --------------------------------------------------------------------------------------
