@@ -172,8 +172,13 @@ def test_raw_key_refused_without_showing_it(client, tmp_path, key):
     with pytest.raises(TypeError, match="refusing a raw key"):
         sdask.read_bag(f"{tmp_path}/*.sseal", key)
 
-    report = sdask.encrypt_dataset(tmp_path / "src", tmp_path / "dst", key=key, client=client, allow_raw_key=True)
-    assert report.files == 2
+    report = sdask.encrypt_dataset(tmp_path / "src", tmp_path / "dst", key=key, client=client, allow_raw_key=True,
+                                   digests=False)
+    assert report.files == 2 and report.shards == ()
+    with pytest.raises(ValueError, match="digests=False"):
+        sdask.encrypt_dataset(tmp_path / "src", tmp_path / "ds", key=DatasetKey(tmp_path / "ds", "id"),
+                              recipients=[str(X25519Identity.generate().recipient)], digests=False)
+    assert not (tmp_path / "ds").exists()
 
 
 def test_unpicklable_recipient_objects_are_refused(tmp_path):

@@ -54,7 +54,7 @@ def transfer(name: str, args: argparse.Namespace, key_file: Optional[str]):
         if name == "encrypt":
             return cluster.encrypt_dataset(source, output, key=key, recipients=args.recipient or None,
                                            client=client, metadata=args.metadata, suite=args.suite,
-                                           threads=args.threads or 1)
+                                           threads=args.threads or 1, digests=False)
         return cluster.decrypt_dataset(source, output, key=key, identities=args.identity, client=client,
                                        threads=args.threads or 1)
 

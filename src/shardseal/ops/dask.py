@@ -250,12 +250,12 @@ class _HashingWriter:
     so that hashing block i overlaps the encryption of block i+1 where a core is free.
     """
 
-    def __init__(self, file) -> None:
+    def __init__(self, file, digest: bool = True) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self._file = file
         self._sha = hashlib.sha256()
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="shardseal-sha256")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="shardseal-sha256") if digest else None
         self._pending = None
         self.size = 0
 
@@ -263,10 +263,11 @@ class _HashingWriter:
         view = memoryview(data).cast("B")
         written = self._file.write(view)
         written = len(view) if written is None else written
-        block = bytes(view[:written])  # the caller may reuse its buffer once this returns
-        self._wait()
-        self._pending = self._pool.submit(self._sha.update, block)
         self.size += written
+        if self._pool is not None:
+            block = bytes(view[:written])  # the caller may reuse its buffer once this returns
+            self._wait()
+            self._pending = self._pool.submit(self._sha.update, block)
         return written
 
     def _wait(self) -> None:
@@ -278,14 +279,17 @@ class _HashingWriter:
         self._file.flush()
 
     def hexdigest(self) -> str:
-        """The SHA-256 of everything written; stops the helper thread."""
+        """The SHA-256 of everything written ("" when not computed); stops the helper thread."""
+        if self._pool is None:
+            return ""
         self._wait()
         self._pool.shutdown()
         return self._sha.hexdigest()
 
     def close(self) -> None:
         """Stops the helper thread (after an error: the digest is not needed)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _hash_file(fs, path: str) -> tuple:
@@ -370,6 +374,7 @@ class _EncryptJob:
     suite: int
     threads: Optional[int]
     checkpoint: Optional[Callable[[str], object]]
+    digests: bool = True          # SHA-256 of each shard (a manifest needs them)
 
 
 # A worker resolves a DatasetKey once per manifest version, not once per task: at 10^6 shards
@@ -415,7 +420,7 @@ def _encrypt_one(job: _EncryptJob, src: str, dst: str, name: str, key, recipient
     digest: list = []
 
     def fill(file) -> None:
-        out = _HashingWriter(file)
+        out = _HashingWriter(file, job.digests)
         try:
             _encrypt_into(job, src, name, key, recipients, out)
             digest.append((out.size, out.hexdigest()))
@@ -474,7 +479,7 @@ def _finished_shard(job: _EncryptJob, dst: str, source_size: int, key, recipient
                     buffer[:] = bytes(len(buffer))
     except (ShardsealError, OSError, ValueError):
         return None
-    return _hash_file(fs, dst)
+    return _hash_file(fs, dst) if job.digests else (stored, "")
 
 
 @dataclass(frozen=True)
@@ -583,7 +588,7 @@ def encrypt_dataset(src_url: Union[str, os.PathLike], dst_url: Union[str, os.Pat
                     metadata: Optional[Mapping[str, Any]] = None, suite: int = 256,
                     threads: Optional[int] = 1, batch_bytes: int = DEFAULT_BATCH_BYTES,
                     batch_files: int = DEFAULT_BATCH_FILES, progress: bool = False,
-                    allow_raw_key: bool = False,
+                    allow_raw_key: bool = False, digests: bool = True,
                     checkpoint: Optional[Callable[[str], object]] = None) -> TransferReport:
     """Encrypts every file under src_url into ``<name>.sseal`` under dst_url on a Dask cluster.
 
@@ -618,6 +623,9 @@ def encrypt_dataset(src_url: Union[str, os.PathLike], dst_url: Union[str, os.Pat
         batch_files: and of at most this many files.
         progress: show Dask's progress bar (the dashboard shows the tasks either way).
         allow_raw_key: send a raw key to the workers (pickled into every task).
+        digests: compute each shard's SHA-256 while writing it (the default; a DatasetKey
+            run needs them for the manifest). False saves that CPU time (about as much as
+            the cipher's) when no manifest is written: ``report.shards`` is then empty.
         checkpoint: called on the worker with a shard's name once part of it is written
             under its temporary name (crash tests).
 
@@ -627,7 +635,7 @@ def encrypt_dataset(src_url: Union[str, os.PathLike], dst_url: Union[str, os.Pat
     Raises:
         TypeError: a raw key without allow_raw_key; recipients without a string form;
             neither key nor recipients.
-        ValueError: no files under src_url.
+        ValueError: no files under src_url; digests=False with a DatasetKey.
         OSError, ShardsealError: what a task raised, with its class.
         distributed.KilledWorker: Dask gave up on a task whose workers kept dying: run the
             same call again to resume.
@@ -640,6 +648,9 @@ def encrypt_dataset(src_url: Union[str, os.PathLike], dst_url: Union[str, os.Pat
     src_fs, src_root = _fs(src_url, storage_options)
     dst_fs, dst_root = _fs(dst_url, dst_storage_options if dst_storage_options is not None else storage_options)
     dataset = isinstance(key_ref, DatasetKey)
+    if dataset and not digests:
+        raise ValueError("a dataset's manifest records every shard's SHA-256: digests=False "
+                         "works only without a DatasetKey")
     if dataset:
         _prepare_manifest(key_ref, recipient_texts)
     _clean_leftovers(dst_fs, dst_root)
@@ -649,12 +660,12 @@ def encrypt_dataset(src_url: Union[str, os.PathLike], dst_url: Union[str, os.Pat
         raise ValueError(f"no files to encrypt under {os.fspath(src_url)}")
     items = [(f"{src_root}/{n}", f"{dst_root}/{n}{SUFFIX}", n + SUFFIX, s) for n, s in sorted(files.items())]
     job = _EncryptJob(src_fs, dst_fs, key_ref, None if dataset else recipient_texts, metadata, suite,
-                      threads, checkpoint)
+                      threads, checkpoint, digests)
     _checked_picklable(job)
     client = _client(client)
     batches = _split(client, items, lambda item: item[3], batch_bytes, batch_files)
     results = [r for batch in _run(client, _encrypt_batch, batches, job, progress=progress) for r in batch]
-    shards = tuple(ShardInfo(name, size, sha) for name, size, sha, _, _ in results)
+    shards = tuple(ShardInfo(name, size, sha) for name, size, sha, _, _ in results) if digests else ()
     manifest_path = _record_in_manifest(key_ref, shards) if dataset else None
     return TransferReport(files=sum(1 for r in results if not r[4]), skipped=sum(1 for r in results if r[4]),
                           nbytes=sum(r[3] for r in results), shards=shards, manifest=manifest_path,
