@@ -42,6 +42,7 @@ PUBLIC_MODULES = {
     "data": "ml.data",
     "manifest": "ops.manifest",
     "rotation": "ops.rotation",
+    "dask": "ops.dask",
 }
 
 

@@ -132,11 +132,17 @@ def test_pytest_benchmark_suite(tmp_path):
     assert " passed" in out
 
 
+def test_dask_cluster(tmp_path):
+    pytest.importorskip("distributed", reason="dask.distributed is not installed (pip install shardseal[dask])")
+    out = _run([str(BENCH / "dask_cluster.py"), "--quick", "--dir", _dir(tmp_path)], tmp_path)
+    assert "cluster(2) / local" in out and "driver bytes read" in out
+
+
 def test_every_entry_point_is_covered():
     """A new bench_*.py (or other script with a main) must get a test above."""
     covered = {"__main__.py", "compare.py", "plot.py", "bench_core.py", "bench_files.py", "bench_rotate.py",
                "bench_dataloader.py", "bench_safetensors.py", "bench_checkpoint.py", "openssl_paths.py", "bench_alloc.py", "bench_small.py",
-               "parquet_pme.py", "metrics_overhead.py"}
+               "parquet_pme.py", "metrics_overhead.py", "dask_cluster.py"}
     scripts = {p.name for p in BENCH.glob("*.py") if "__main__" in p.read_text(encoding="utf-8")}
     assert scripts <= covered, f"benchmark entry points without a smoke test: {sorted(scripts - covered)}"
 

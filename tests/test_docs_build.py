@@ -25,7 +25,7 @@ API_PAGES = {
     **{f"shardseal.{name}": name for name in (
         "cobblestone", "torch", "safetensors", "data", "fsspec", "keyring", "x25519",
         "passphrase", "pkcs11", "kms", "keyfile", "keyref", "manifest", "rotation", "cleanup",
-        "errors", "audit", "metrics", "alerts",
+        "errors", "audit", "metrics", "alerts", "dask",
     )},
 }
 

@@ -27,6 +27,7 @@ from .._atomic import open_folder
 from ..io.files import TEMP_SUFFIX, AtomicFile
 from ..io.stream import read_exact
 from ..errors import FormatError
+from . import _cluster
 from ._demo import run_demo
 from ._prompt import read_passphrase
 from ._messages import (
@@ -207,6 +208,12 @@ def _stamp(created) -> str:
 def cmd_rotate(args: argparse.Namespace) -> int:
     from ..ops import rotation
 
+    if args.scheduler:
+        report = _cluster.rotate(args)
+        if not args.quiet:
+            print_note(report.summary())
+        return EXIT_OK
+
     recipients = [_specs.parse_recipient(text) for text in args.recipient]
     if args.new_passphrase or args.new_passphrase_fd is not None:
         if recipients or args.add or args.remove:
@@ -251,8 +258,11 @@ def cmd_parquet_rotate(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from ..ops import manifest
 
-    report = manifest.verify(args.folder, identities=identity_list(decryption_keys(args)), deep=args.deep,
-                             manifest_name=args.manifest)
+    if args.scheduler:
+        report = _cluster.verify(args, cluster_key_file(args) if args.key_file or not args.identity else None)
+    else:
+        report = manifest.verify(args.folder, identities=identity_list(decryption_keys(args)), deep=args.deep,
+                                 manifest_name=args.manifest)
     if args.json:
         print(json.dumps(dataclasses.asdict(report), indent=2, sort_keys=True, default=str))
     else:
@@ -260,6 +270,25 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(terminal_safe(f"{kind}: {name}: {detail}"))
         print_note(report.summary())
     return EXIT_OK if report.ok else EXIT_AUTHENTICATION
+
+
+def cluster_key_file(args: argparse.Namespace) -> str:
+    """The key file's path for --scheduler runs (workers read the file themselves), checked
+    here as load_key checks it."""
+    _cluster.refuse_passphrase(args)
+    load_key(args)
+    return getattr(args, "key_file", None) or os.environ[KEY_FILE_ENV]
+
+
+def cluster_transfer(name: str, args: argparse.Namespace, key_file: Optional[str]) -> int:
+    """encrypt or decrypt of a folder on a Dask cluster, with the local run's summary line."""
+    report = _cluster.transfer(name, args, key_file)
+    if not args.quiet:
+        total = report.files + report.skipped
+        verb = "encrypted" if name == "encrypt" else "decrypted"
+        print_note(f"{verb} {total} file{'' if total == 1 else 's'}, "
+                   f"{report.nbytes} bytes ({_human_size(report.nbytes)}) in {report.seconds:.2f} s")
+    return EXIT_OK
 
 
 @dataclass(frozen=True)
@@ -275,6 +304,8 @@ class Direction:
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
+    if args.scheduler:
+        return cluster_transfer("encrypt", args, None if args.recipient else cluster_key_file(args))
     keys = encryption_keys(args)
     options = dict(metadata=args.metadata, threads=args.threads, suite=args.suite, **keys)
 
@@ -299,6 +330,8 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
 
 
 def cmd_decrypt(args: argparse.Namespace) -> int:
+    if args.scheduler:
+        return cluster_transfer("decrypt", args, cluster_key_file(args) if args.key_file or not args.identity else None)
     keys = decryption_keys(args)
 
     def decrypt_stream(source: BinaryIO, target: str) -> int:

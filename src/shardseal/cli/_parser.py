@@ -151,7 +151,15 @@ def _add_transfer_options(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--force", action="store_true", help="overwrite existing outputs")
     sub.add_argument("-q", "--quiet", action="store_true",
                      help="no progress bar and no summary line")
+    _add_scheduler_option(sub)
     sub.set_defaults(subparser=sub)
+
+
+def _add_scheduler_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--scheduler", metavar="ADDRESS",
+                     help="run on the Dask cluster at ADDRESS (tcp://host:8786 or tls://...; "
+                          "needs shardseal[dask]): workers get key file paths, recipient and "
+                          "identity strings, never keys; a re-run resumes")
 
 
 def _add_encrypt(commands) -> None:
@@ -249,6 +257,7 @@ def _add_rotate(commands) -> None:
     sub.add_argument("--no-recursive", action="store_true", help="do not descend into sub-folders")
     sub.add_argument("--threads", type=_positive_int, metavar="N", help="worker threads for --reencrypt")
     sub.add_argument("-q", "--quiet", action="store_true", help="no summary line")
+    _add_scheduler_option(sub)
     sub.set_defaults(handler=cmd_rotate, subparser=sub)
 
 
@@ -287,6 +296,7 @@ def _add_verify(commands) -> None:
                      help="the manifest's file name in FOLDER (default manifest.sseal)")
     sub.add_argument("--deep", action="store_true", help="also decrypt every shard")
     sub.add_argument("--json", action="store_true", help="print the report as JSON")
+    _add_scheduler_option(sub)
     sub.set_defaults(handler=cmd_verify, subparser=sub)
 
 

@@ -711,6 +711,28 @@ class Dataset:
         self._record(info)
         return info
 
+    def record(self, info: ShardInfo) -> ShardInfo:
+        """Records a shard that another process or machine wrote under the dataset key, from
+        the size and SHA-256 its writer computed while writing (``shardseal.dask`` workers),
+        without reading the shard. Saved by ``save``.
+
+        Nothing here checks the file: the writer vouches for it, and ``verify`` (which hashes
+        every shard, and with ``deep=True`` decrypts it) checks it afterwards.
+
+        Raises:
+            TypeError: info is not a ShardInfo.
+            ValueError: a bad name, size or SHA-256; the dataset is closed.
+        """
+        if not isinstance(info, ShardInfo):
+            raise TypeError(f"record takes a ShardInfo, not {type(info).__name__}")
+        _check_shard_name(info.name, self._manifest_path.name)
+        if isinstance(info.size, bool) or not isinstance(info.size, int) or not 0 <= info.size <= _MAX_SHARD_SIZE:
+            raise ValueError(f"shard {info.name!r}: size must be an integer from 0 to 2^63 - 1")
+        if not isinstance(info.sha256, str) or not _SHA256_HEX.fullmatch(info.sha256):
+            raise ValueError(f"shard {info.name!r}: sha256 must be 64 lowercase hex digits")
+        self._record(info)
+        return info
+
     def remove(self, name: str) -> None:
         """Removes a shard from the manifest (saved by ``save``). The file is left in place;
         delete it too, or ``verify`` reports it as unlisted.
