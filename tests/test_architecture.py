@@ -38,6 +38,7 @@ PUBLIC_MODULES = {
     "torch": "ml.torch",
     "safetensors": "ml.safetensors",
     "data": "ml.data",
+    "he": "ml.he",
     "manifest": "ops.manifest",
     "rotation": "ops.rotation",
 }

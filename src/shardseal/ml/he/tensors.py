@@ -209,7 +209,9 @@ def _checked(operation: Any, operand: Any) -> Any:
 
 
 def _chunks(flat: np.ndarray, slots: int) -> list[np.ndarray]:
-    return [flat[start:start + slots] for start in range(0, max(flat.size, 1), slots)]
+    if flat.size == 0:  # SEAL cannot encrypt nothing: an empty tensor is one ciphertext of one zero
+        return [np.zeros(1)]
+    return [flat[start:start + slots] for start in range(0, flat.size, slots)]
 
 
 def _torch() -> Any:
