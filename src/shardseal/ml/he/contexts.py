@@ -243,9 +243,11 @@ class SecretContext:
                                     int(params["scale_bits"]))
         return cls(context, PublicContext(public_context, public), parameters)
 
-    def decrypt_vector(self, vector: Any) -> list[float]:
-        # Internal (tensors.decrypt_tensor): TenSEAL decrypts with the secret key given explicitly.
-        return vector.decrypt(self._context.secret_key())  # type: ignore[no-any-return]
+    def decrypt_vectors(self, vectors: Sequence[Any]) -> list[list[float]]:
+        # Internal (tensors.decrypt_tensors): TenSEAL decrypts with the secret key given
+        # explicitly. secret_key() returns a copy of the key (hundreds of KB): once per call.
+        secret_key = self._context.secret_key()
+        return [vector.decrypt(secret_key) for vector in vectors]
 
     def __repr__(self) -> str:
         return f"SecretContext({self.fingerprint[:23]}..., secret key hidden)"

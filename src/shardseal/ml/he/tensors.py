@@ -13,6 +13,7 @@ refuses a container that authenticates but holds another tensor (a swap or a rep
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 import sys
@@ -340,7 +341,8 @@ def open_tensor(container: Any, context: Union[PublicContext, SecretContext], *,
         context: the public context (or the key holder's SecretContext).
         name: the identity it must have been sealed under; None accepts any (then check
             ``.name`` yourself).
-        key / identities: as for ``shardseal.decrypt``.
+        key: the container's key or key reference, as for ``shardseal.decrypt``; or
+        identities: identities that open it.
 
     Raises:
         AuthenticationError: tampered or wrong key; or authentic but another tensor (name)
@@ -418,8 +420,8 @@ def _decrypt_flat(encrypted: EncryptedTensor, secret_context: Any) -> np.ndarray
         raise TypeError(f"expected a SecretContext, not {type(secret_context).__name__}")
     if secret_context.fingerprint != encrypted.context.fingerprint:
         raise ValueError("the encrypted tensor is under another context than this SecretContext")
-    parts = [np.asarray(secret_context.decrypt_vector(v), dtype=np.float64) for v in encrypted.ciphertexts]
-    return np.concatenate(parts)[:encrypted.size] if parts else np.zeros(0)
+    values = secret_context.decrypt_vectors(encrypted.ciphertexts)
+    return np.fromiter(itertools.chain.from_iterable(values), dtype=np.float64)[:encrypted.size]
 
 
 def _restore(values: np.ndarray, spec: TensorSpec) -> Any:
