@@ -235,3 +235,16 @@ def test_fedavg_refuses_replayed_and_stale_updates(public, key):
         server.aggregate([(first, 1), (first, 1)], server_round=2)
     with pytest.raises(shardseal.AuthenticationError):  # an update of round 1 replayed in round 2
         server.aggregate([(update.seal(name=he.update_name(1, "c1"), key=key), 1)], server_round=2)
+
+
+def test_imports_stay_lazy():
+    pytest.importorskip("flwr", reason="the he extra (Flower)")
+    import subprocess
+    import sys
+
+    from ..cli_helpers import child_env
+
+    code = ("import sys, shardseal; assert 'tenseal' not in sys.modules; import shardseal.he as he; "
+            "assert 'flwr' not in sys.modules; he.HEFedAvg; assert 'flwr' in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
