@@ -109,6 +109,12 @@ def test_incompatible_arithmetic_is_refused(public):
         he.encrypt_tensor(np.ones(3), public) + he.encrypt_tensor(np.ones(3), other)
 
 
+def test_a_transparent_result_is_a_value_error(public):
+    encrypted = he.encrypt_tensor(np.ones(3), public)
+    with pytest.raises(ValueError, match="transparent"):
+        encrypted - encrypted
+
+
 def test_dict_and_list_of_tensors(secret, public):
     model = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.array([1, 2], np.int32)}
     out = he.decrypt_tensors(he.encrypt_tensors(model, public), secret)

@@ -238,9 +238,12 @@ class SecretContext:
             public_context = ts.context_from(public)
         except Exception as exc:
             raise FormatError("not a serialised TenSEAL context") from exc
-        params = meta.get("parameters", {})
-        parameters = CkksParameters(int(params["poly_modulus_degree"]), tuple(params["coeff_mod_bit_sizes"]),
-                                    int(params["scale_bits"]))
+        try:
+            params = meta["parameters"]
+            parameters = CkksParameters(int(params["poly_modulus_degree"]),
+                                        tuple(int(b) for b in params["coeff_mod_bit_sizes"]), int(params["scale_bits"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FormatError("malformed HE secret context parameters") from exc
         return cls(context, PublicContext(public_context, public), parameters)
 
     def decrypt_vectors(self, vectors: Sequence[Any]) -> list[list[float]]:
