@@ -40,6 +40,7 @@ PUBLIC_MODULES = {
     "checkpoint": "ml.checkpoint",
     "transformers": "ml.transformers",
     "data": "ml.data",
+    "he": "ml.he",
     "manifest": "ops.manifest",
     "rotation": "ops.rotation",
     "dask": "ops.dask",

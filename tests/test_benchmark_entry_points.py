@@ -86,6 +86,12 @@ def test_bench_rotate(tmp_path):
          tmp_path)
 
 
+def test_bench_he_quick(tmp_path):
+    pytest.importorskip("tenseal", reason="the he extra")
+    out = _run([str(BENCH / "he.py"), "--quick"], tmp_path)
+    assert "wrapper overhead" in out and "FedAvg round" in out
+
+
 def test_bench_dataloader(tmp_path):
     pytest.importorskip("torch")
     _run([str(BENCH / "bench_dataloader.py"), "--gib", "0.01", "--shard-mib", "1", "--sample-kib", "16",
@@ -142,7 +148,7 @@ def test_every_entry_point_is_covered():
     """A new bench_*.py (or other script with a main) must get a test above."""
     covered = {"__main__.py", "compare.py", "plot.py", "bench_core.py", "bench_files.py", "bench_rotate.py",
                "bench_dataloader.py", "bench_safetensors.py", "bench_checkpoint.py", "openssl_paths.py", "bench_alloc.py", "bench_small.py",
-               "parquet_pme.py", "metrics_overhead.py", "dask_cluster.py"}
+               "parquet_pme.py", "metrics_overhead.py", "dask_cluster.py", "he.py"}
     scripts = {p.name for p in BENCH.glob("*.py") if "__main__" in p.read_text(encoding="utf-8")}
     assert scripts <= covered, f"benchmark entry points without a smoke test: {sorted(scripts - covered)}"
 
