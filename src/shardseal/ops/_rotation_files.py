@@ -137,3 +137,8 @@ def journal_path(path: PathArg) -> Path:
         # their first TEMP_STEM_BYTES bytes apart.
         name = f"{_stem(path)}.{hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]}"
     return path.parent / f".{name}{JOURNAL_SUFFIX}"
+
+
+# A public name of shardseal.ops.rotation: pickles and reprs name it there, as before the
+# module was split.
+journal_path.__module__ = "shardseal.ops.rotation"
