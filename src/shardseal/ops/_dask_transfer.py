@@ -1,0 +1,251 @@
+"""The worker tasks of ``encrypt_dataset`` and ``decrypt_dataset``: each writes its files
+under temporary names (or as uploads committed at the end), hashing shards as they are written,
+and skips shards already complete. Module-level functions and frozen jobs: they pickle by
+reference."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+from .._atomic import TEMP_SUFFIX, AtomicFile
+from ..container import header as _container
+from ..container.blob import container_info
+from ..errors import ShardsealError
+from ..io.files import FILE_BLOCK_SIZE, copy_blocks
+from ..io.stream import DecryptingReader, EncryptingWriter
+from ..keys import specs as _specs
+from ._dask_common import RENAMING_PROTOCOLS, hash_file, is_local, resolve
+
+class _HashingWriter:
+    """Wraps the file a shard is written to and hashes exactly the bytes it accepts.
+
+    SHA-256 runs on a helper thread (hashlib releases the GIL), one block behind the writes,
+    so that hashing block i overlaps the encryption of block i+1 where a core is free.
+    """
+
+    def __init__(self, file, digest: bool = True) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._file = file
+        self._sha = hashlib.sha256()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="shardseal-sha256") if digest else None
+        self._pending = None
+        self.size = 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        written = self._file.write(view)
+        written = len(view) if written is None else written
+        self.size += written
+        if self._pool is not None:
+            block = bytes(view[:written])  # the caller may reuse its buffer once this returns
+            self._wait()
+            self._pending = self._pool.submit(self._sha.update, block)
+        return written
+
+    def _wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def hexdigest(self) -> str:
+        """The SHA-256 of everything written ("" when not computed); stops the helper thread."""
+        if self._pool is None:
+            return ""
+        self._wait()
+        self._pool.shutdown()
+        return self._sha.hexdigest()
+
+    def close(self) -> None:
+        """Stops the helper thread (after an error: the digest is not needed)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _write_atomically(fs, path: str, fill: Callable[[Any], None]) -> None:
+    """Calls fill(file) on a temporary file and moves it to path only once fill returned."""
+    if is_local(fs):
+        fs.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic = AtomicFile(path, 0o644)
+        try:
+            fill(atomic.file)
+            atomic.commit()
+        except BaseException:
+            atomic.abort()
+            raise
+        return
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol not in RENAMING_PROTOCOLS:
+        _upload(fs, path, fill)
+        return
+    folder, base = path.rsplit("/", 1) if "/" in path else ("", path)
+    temp = f"{folder}/.{base}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    try:
+        with fs.open(temp, "wb") as file:
+            fill(file)
+        fs.mv(temp, path)
+    except BaseException:
+        if fs.exists(temp):
+            fs.rm_file(temp)
+        raise
+
+
+def _upload(fs, path: str, fill: Callable[[Any], None]) -> None:
+    """Writes an object under its final name, committed only once fill returned.
+
+    Not ``with fs.open(...)``: fsspec's files complete their upload when closed, an exception
+    in the ``with`` block included. With ``autocommit=False`` (s3fs, gcsfs, adlfs) the upload
+    is completed by ``commit()`` and thrown away by ``discard()``; elsewhere the object is
+    removed after a failure (best effort).
+    """
+    try:
+        file = fs.open(path, "wb", autocommit=False)
+        transactional = hasattr(file, "commit") and hasattr(file, "discard")
+    except (TypeError, NotImplementedError, ValueError):
+        file, transactional = fs.open(path, "wb"), False
+    try:
+        fill(file)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if transactional:
+                file.discard()
+            else:
+                file.close()
+                fs.rm_file(path)
+        raise
+    file.close()
+    if transactional:
+        file.commit()
+
+
+@dataclass(frozen=True)
+class EncryptJob:
+    src_fs: Any
+    dst_fs: Any
+    key: Any                      # a key reference, or None
+    recipients: Optional[tuple]   # recipient strings, or None
+    metadata: Optional[Mapping[str, Any]]
+    suite: int
+    threads: Optional[int]
+    checkpoint: Optional[Callable[[str], object]]
+    digests: bool = True          # SHA-256 of each shard (a manifest needs them)
+
+
+def encrypt_batch(job: EncryptJob, items: list) -> list:
+    """Encrypts [(src path, dst path, name, source size)]; returns one result per item:
+    ``(name, size, sha256, plaintext size, skipped)``."""
+    key = resolve(job.key) if job.key is not None else None
+    recipients = [_specs.parse_recipient(t) for t in job.recipients] if job.recipients else None
+    results = []
+    for src, dst, name, source_size in items:
+        done = _finished_shard(job, dst, source_size, key, recipients)
+        if done is not None:
+            results.append((name, done[0], done[1], source_size, True))
+            continue
+        results.append((name, *_encrypt_one(job, src, dst, name, key, recipients), source_size, False))
+    return results
+
+
+def _encrypt_one(job: EncryptJob, src: str, dst: str, name: str, key, recipients) -> tuple:
+    """Encrypts one file into dst atomically; returns the shard's (size, sha256)."""
+    digest: list = []
+
+    def fill(file) -> None:
+        out = _HashingWriter(file, job.digests)
+        try:
+            _encrypt_into(job, src, name, key, recipients, out)
+            digest.append((out.size, out.hexdigest()))
+        finally:
+            out.close()
+
+    _write_atomically(job.dst_fs, dst, fill)
+    return digest[0]
+
+
+def _encrypt_into(job: EncryptJob, src: str, name: str, key, recipients, out: _HashingWriter) -> None:
+    """Streams the source file through an EncryptingWriter into out."""
+    first = True
+    with EncryptingWriter(out, key, recipients=recipients, metadata=job.metadata, threads=job.threads,
+                          suite=job.suite) as writer, job.src_fs.open(src, "rb") as source:
+
+        def write(block) -> None:
+            nonlocal first
+            writer.write(block)
+            if first and job.checkpoint is not None:
+                first = False
+                out.flush()
+                job.checkpoint(name)  # crash tests: part of the shard is on disk
+
+        copy_blocks(source.readinto, write, None, None)
+    out.flush()
+
+
+def _finished_shard(job: EncryptJob, dst: str, source_size: int, key, recipients) -> Optional[tuple]:
+    """(size, sha256) of a complete, good shard already at dst, or None to (re)write it.
+
+    With a key the shard is decrypted and authenticated in full; with public recipients only,
+    its header, its stanzas' key ids and its exact length are checked (the worker cannot
+    decrypt). Either way its plaintext size must be the source file's.
+    """
+    fs = job.dst_fs
+    try:
+        if not fs.isfile(dst):
+            return None
+        with fs.open(dst, "rb") as raw:
+            header = _container.read_header(raw.read)
+            stored = fs.size(dst)
+            info = container_info(header, stored - header.size)
+            if info.plaintext_size != source_size:
+                return None
+            if recipients is not None:
+                wanted = {r.key_id for r in recipients}
+                if {s.key_id for s in info.stanzas} != wanted:
+                    return None
+            else:
+                raw.seek(0)
+                with DecryptingReader(raw, key, threads=job.threads) as reader:
+                    buffer = bytearray(min(FILE_BLOCK_SIZE, reader.size + 1))
+                    while reader.readinto(buffer):
+                        pass
+                    buffer[:] = bytes(len(buffer))
+    except (ShardsealError, OSError, ValueError):
+        return None
+    return hash_file(fs, dst) if job.digests else (stored, "")
+
+
+@dataclass(frozen=True)
+class DecryptJob:
+    src_fs: Any
+    dst_fs: Any
+    key: Any
+    identities: tuple
+    threads: Optional[int]
+
+
+def decrypt_batch(job: DecryptJob, items: list) -> list:
+    """Decrypts [(src path, dst path, name, size)]; returns [(name, plaintext bytes)]."""
+    key = resolve(job.key) if job.key is not None else None
+    identities = [_specs.load_identity(t) for t in job.identities] or None
+    results = []
+    for src, dst, name, _ in items:
+        counted: list = []
+
+        def fill(file, src=src, counted=counted) -> None:
+            with job.src_fs.open(src, "rb") as raw, DecryptingReader(
+                    raw, key, identities=identities, threads=job.threads) as reader:
+                copy_blocks(reader.readinto, file.write, None, None)
+                counted.append(reader.size)
+
+        _write_atomically(job.dst_fs, dst, fill)
+        results.append((name, counted[0]))
+    return results
+
+
