@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Optional, Sequence, TypedDict, Union
 
 import fsspec
+from fsspec import AbstractFileSystem
 
 from ..errors import ShardsealError
 from ..io.files import FILE_BLOCK_SIZE
 from ..io.stream import DecryptingReader
 from ..keys import specs as _specs
+from ..keys.envelope import Recipient
+from ..keys.keyref import KeyRef
 from . import manifest as _manifest
 from . import rotation as _rotation
 from ._dask_common import (
@@ -33,13 +36,35 @@ from ._dask_common import (
 )
 from .manifest import CORRUPT, MISSING, MODIFIED, UNLISTED, UNREADABLE, DatasetKey, Problem, ShardInfo, VerifyReport
 
-def _verify_batch(fs, key_ref, deep: bool, threads: Optional[int], items: list) -> list:
+if TYPE_CHECKING:
+    import distributed
+
+PathArg = Union[str, "os.PathLike[str]"]
+# What a verify task gets per shard, and returns.
+VerifyItem = tuple[str, ShardInfo]
+VerifyResult = tuple[Optional[Problem], int]
+
+
+class RotateOptions(TypedDict):
+    """The arguments of ``rotation.rotate`` that every rotate task gets (recipients as strings)."""
+
+    add: tuple[str, ...]
+    remove: list[str]
+    recipients: Optional[tuple[str, ...]]
+    reencrypt: bool
+    dry_run: bool
+    threads: Optional[int]
+
+
+def _verify_batch(fs: AbstractFileSystem, key_ref: KeyRef, deep: bool, threads: Optional[int],
+                  items: Sequence[VerifyItem]) -> list[VerifyResult]:
     """Checks [(path, ShardInfo)]; returns [(Problem or None, bytes hashed)]."""
     key = resolve(key_ref) if deep else None
     return [_verify_one(fs, path, info, key, threads) for path, info in items]
 
 
-def _verify_one(fs, path: str, info: ShardInfo, key, threads) -> tuple:
+def _verify_one(fs: AbstractFileSystem, path: str, info: ShardInfo, key: Optional[bytes],
+                threads: Optional[int]) -> VerifyResult:
     def problem(kind: str, detail: str) -> Problem:
         return Problem(info.name, kind, detail)
 
@@ -59,6 +84,7 @@ def _verify_one(fs, path: str, info: ShardInfo, key, threads) -> tuple:
         buffer = bytearray(0)
         try:
             with fs.open(path, "rb") as raw, DecryptingReader(raw, key, threads=threads) as reader:
+                assert reader.size is not None  # fsspec files are seekable: the size is known
                 buffer = bytearray(min(FILE_BLOCK_SIZE, reader.size + 1))
                 while reader.readinto(buffer):
                     pass
@@ -69,22 +95,28 @@ def _verify_one(fs, path: str, info: ShardInfo, key, threads) -> tuple:
     return None, hashed
 
 
-def _rotate_batch(identities: tuple, key_ref, options: dict, paths: list) -> _rotation.RotationReport:
-    options = dict(options)
-    for field in ("add", "recipients"):
-        if options.get(field) is not None:
-            options[field] = [_specs.parse_recipient(t) for t in options[field]]
+def _rotate_batch(identities: tuple[str, ...], key_ref: Optional[KeyRef], options: RotateOptions,
+                  paths: list[str]) -> _rotation.RotationReport:
+    def parsed(texts: Sequence[str]) -> list[Recipient]:
+        return [_specs.parse_recipient(t) for t in texts]
+
+    recipients = options["recipients"]
     return _rotation.rotate(paths, identities=[_specs.load_identity(t) for t in identities] or None,
-                            key=key_ref, recursive=False, **options)
+                            key=key_ref, recursive=False, add=parsed(options["add"]),
+                            remove=options["remove"],
+                            recipients=None if recipients is None else parsed(recipients),
+                            reencrypt=options["reencrypt"], dry_run=options["dry_run"],
+                            threads=options["threads"])
 
 
 def open_dataset(ref: DatasetKey) -> _manifest.Dataset:
+    """Opens the dataset of ref on the driver, loading its identity string."""
     return _manifest.Dataset.open(ref.folder, identities=[_specs.load_identity(ref.identity)],
                                   manifest_name=ref.manifest_name)
 
 
-def verify(folder: Union[str, os.PathLike], *, identities: Sequence[str], deep: bool = True,
-           client=None, manifest_name: str = _manifest.MANIFEST_NAME, threads: Optional[int] = 1,
+def verify(folder: PathArg, *, identities: Sequence[str], deep: bool = True,
+           client: Optional[distributed.Client] = None, manifest_name: str = _manifest.MANIFEST_NAME, threads: Optional[int] = 1,
            batch_bytes: int = DEFAULT_BATCH_BYTES, batch_files: int = DEFAULT_BATCH_FILES,
            progress: bool = False) -> VerifyReport:
     """Checks a dataset folder against its manifest on a Dask cluster, as
@@ -132,7 +164,7 @@ def verify(folder: Union[str, os.PathLike], *, identities: Sequence[str], deep: 
     return VerifyReport(tuple(problems), len(shards), sum(h for _, h in results), deep)
 
 
-def _dataset_key(folder, identities: tuple, manifest_name: str) -> DatasetKey:
+def _dataset_key(folder: PathArg, identities: tuple[str, ...], manifest_name: str) -> DatasetKey:
     """A DatasetKey with the first identity that opens the manifest.
 
     Raises:
@@ -152,10 +184,10 @@ def _dataset_key(folder, identities: tuple, manifest_name: str) -> DatasetKey:
     raise AssertionError("unreachable")
 
 
-def rotate(url: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]], *, identities: Sequence[str] = (),
+def rotate(url: Union[PathArg, Sequence[PathArg]], *, identities: Sequence[str] = (),
            key: Optional[KeyArg] = None, add: Sequence[str] = (), remove: Sequence[str] = (),
            recipients: Optional[Sequence[str]] = None, reencrypt: bool = False, dry_run: bool = False,
-           recursive: bool = True, client=None, threads: Optional[int] = 1,
+           recursive: bool = True, client: Optional[distributed.Client] = None, threads: Optional[int] = 1,
            batch_files: int = DEFAULT_BATCH_FILES, progress: bool = False,
            allow_raw_key: bool = False) -> _rotation.RotationReport:
     """Rotates every container under a folder on a Dask cluster: ``shardseal.rotation.rotate``
@@ -193,13 +225,13 @@ def rotate(url: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]], *, i
         FileNotFoundError: a path does not exist.
     """
     key_ref = key_reference(key, allow_raw_key)
-    options = dict(add=recipient_strings(add) if add else (), remove=list(remove),
-                   recipients=recipient_strings(recipients), reencrypt=reencrypt, dry_run=dry_run,
-                   threads=threads)
+    options = RotateOptions(add=recipient_strings(add) or () if add else (), remove=list(remove),
+                            recipients=recipient_strings(recipients), reencrypt=reencrypt,
+                            dry_run=dry_run, threads=threads)
     identity_texts = identity_strings(identities)
     urls = [url] if isinstance(url, (str, os.PathLike)) else list(url)
-    paths: list = []
-    for root in map(os.fspath, urls):
+    paths: list[str] = []
+    for root in (os.fspath(u) for u in urls):
         paths += _container_candidates(root, recursive)
     client = find_client(client)
     batches = split(client, paths, lambda path: 1, batch_files, batch_files)
@@ -208,14 +240,14 @@ def rotate(url: Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]], *, i
     return _combine(reports, dry_run)
 
 
-def _container_candidates(root: str, recursive: bool) -> list:
+def _container_candidates(root: str, recursive: bool) -> list[str]:
     """The files rotate is given for root: itself, or the regular files under it (links and
     rotation's own files left out; ``rotation.rotate`` skips what is not a container)."""
     if not os.path.isdir(root):
         os.stat(root)  # FileNotFoundError for a missing path, before any task
         return [os.path.abspath(root)]
     _rotation.recover(root)  # unfinished rotations of a killed run, on the driver, first
-    paths = []
+    paths: list[str] = []
     for folder, subfolders, names in os.walk(root):
         subfolders.sort()
         if not recursive:
@@ -225,8 +257,9 @@ def _container_candidates(root: str, recursive: bool) -> list:
     return paths
 
 
-def _combine(reports: list, dry_run: bool) -> _rotation.RotationReport:
-    total: dict = {f.name: f.default for f in dataclasses.fields(_rotation.RotationReport)}
+def _combine(reports: list[_rotation.RotationReport], dry_run: bool) -> _rotation.RotationReport:
+    # Any: the report's fields are of several types (counts, tuples of pairs, a flag).
+    total: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(_rotation.RotationReport)}
     for report in reports:
         for name in total:
             if name != "dry_run":
@@ -235,3 +268,6 @@ def _combine(reports: list, dry_run: bool) -> _rotation.RotationReport:
     return _rotation.RotationReport(**total)
 
 
+# Public names of shardseal.ops.dask: pickles and reprs name them there, as before the module
+# was split.
+verify.__module__ = rotate.__module__ = "shardseal.ops.dask"

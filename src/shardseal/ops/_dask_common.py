@@ -6,17 +6,26 @@ from __future__ import annotations
 
 import hashlib
 import os
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar, Union, cast
 
 import fsspec
+from fsspec import AbstractFileSystem
 
 from .._atomic import TEMP_SUFFIX
 from ..errors import ShardsealError
 from ..io.files import FILE_BLOCK_SIZE
 from ..keys import specs as _specs
-from ..keys.keyref import RawKey, is_key_ref, resolve_reference
+from ..core.buffers import Buffer
+from ..keys.keyref import KeyLike, KeyRef, RawKey, is_key_ref, resolve_reference
+from ..keys.registry import Recipients
 from ._rotation_files import JOURNAL_SUFFIX, TEMP_SUFFIX as ROTATION_TEMP_SUFFIX
 from .manifest import DatasetKey
+
+if TYPE_CHECKING:
+    import distributed
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
 
 SUFFIX = ".sseal"
 # Small files are grouped into one task until a batch holds this many bytes (or files):
@@ -30,13 +39,17 @@ RENAMING_PROTOCOLS = ("file", "local", "memory")
 
 _KEYRING_PREFIX = "keyring:"
 
-KeyArg = Any  # a key reference (KeyFile, EnvKey, DatasetKey, RawKey(allow_pickle=True))
+# A key reference (KeyFile, EnvKey, DatasetKey, RawKey(allow_pickle=True)); raw key bytes are
+# refused unless allow_raw_key=True.
+KeyArg = KeyLike
+# Identity strings: identity file paths, pkcs11:..., aws-kms.
+IdentityArgs = Union[str, "os.PathLike[str]", Iterable[Union[str, "os.PathLike[str]"]]]
 
 # --------------------------------------------------------------------------------------
 # What crosses to the workers
 
 
-def key_reference(key, allow_raw_key: bool):
+def key_reference(key: Optional[KeyArg], allow_raw_key: bool) -> Optional[KeyRef]:
     """key as something safe to pickle into tasks, or None.
 
     Raises:
@@ -45,22 +58,24 @@ def key_reference(key, allow_raw_key: bool):
     if key is None:
         return None
     if is_key_ref(key) and not isinstance(key, RawKey):
-        return key
+        # cast: is_key_ref accepts any object with resolve(), as the workers do.
+        return cast(KeyRef, key)
     if isinstance(key, (str, os.PathLike)):
         raise TypeError(f"key must be a key reference, not {type(key).__name__}: use "
                         "shardseal.keyref.KeyFile(path) or EnvKey(name)")
+    # cast: every key reference but RawKey was returned above; what is left is raw key bytes.
+    raw = key.resolve() if isinstance(key, RawKey) else cast(Buffer, key)
     if not allow_raw_key:
-        size = len(memoryview(key.resolve() if isinstance(key, RawKey) else key).cast("B"))
+        size = len(memoryview(raw).cast("B"))
         raise TypeError(
             f"refusing a raw key ({type(key).__name__}, {size} bytes): it would be pickled into "
             "every task and sent to the cluster's workers. Pass a key reference that each worker "
             "resolves itself: shardseal.keyref.KeyFile(path), EnvKey(name) or "
             "shardseal.manifest.DatasetKey(folder, identity); or allow_raw_key=True to send it anyway")
-    raw = key.resolve() if isinstance(key, RawKey) else key
     return RawKey(raw, allow_pickle=True)
 
 
-def recipient_strings(recipients) -> Optional[tuple]:
+def recipient_strings(recipients: Optional[Recipients]) -> Optional[tuple[str, ...]]:
     """Recipients as the strings workers parse (Recipient objects never pickle).
 
     Raises:
@@ -71,7 +86,7 @@ def recipient_strings(recipients) -> Optional[tuple]:
         return None
     if isinstance(recipients, (str, bytes)) or not isinstance(recipients, Iterable):
         recipients = [recipients]
-    texts = []
+    texts: list[str] = []
     for recipient in recipients:
         if isinstance(recipient, str):
             text = recipient
@@ -92,18 +107,24 @@ def recipient_strings(recipients) -> Optional[tuple]:
     return tuple(texts)
 
 
-def identity_strings(identities) -> tuple:
+def identity_strings(identities: IdentityArgs) -> tuple[str, ...]:
+    """Identity strings for workers, paths made absolute.
+
+    Raises:
+        TypeError: an identity object (workers load identities from their strings).
+    """
     if isinstance(identities, (str, os.PathLike)):
         identities = [identities]
-    texts = tuple(os.fspath(i) if isinstance(i, (str, os.PathLike)) else i for i in identities)
-    if not all(isinstance(t, str) for t in texts):
+    items = tuple(os.fspath(i) if isinstance(i, (str, os.PathLike)) else i for i in identities)
+    texts = tuple(t for t in items if isinstance(t, str))
+    if len(texts) != len(items):
         raise TypeError("identities are strings (identity file paths, pkcs11:..., aws-kms) that "
                         "each worker loads itself, not identity objects")
     # Paths made absolute here, as DatasetKey and KeyFile do: workers have other working folders.
     return tuple(t if t.startswith(("pkcs11:", "aws-kms")) else os.path.abspath(t) for t in texts)
 
 
-def checked_picklable(*objects) -> None:
+def checked_picklable(*objects: object) -> None:
     """Fails on the driver, with the object's own message, what would fail in a worker
     (Dask pickles tasks with cloudpickle)."""
     import cloudpickle
@@ -116,20 +137,23 @@ def checked_picklable(*objects) -> None:
 # Files and listing
 
 
-def url_to_fs(url: str, storage_options: Optional[Mapping[str, Any]]):
+def url_to_fs(url: Union[str, "os.PathLike[str]"],
+              storage_options: Optional[Mapping[str, Any]]) -> tuple[AbstractFileSystem, str]:
+    """The file system of an fsspec URL and the path within it, without a trailing slash."""
     fs, root = fsspec.core.url_to_fs(os.fspath(url), **dict(storage_options or {}))
     return fs, root.rstrip("/")
 
 
-def is_local(fs) -> bool:
+def is_local(fs: AbstractFileSystem) -> bool:
+    """Whether fs is the local file system."""
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
     return protocol in ("file", "local")
 
 
-def list_files(fs, root: str) -> dict:
+def list_files(fs: AbstractFileSystem, root: str) -> dict[str, int]:
     """{relative POSIX name: size} of every file under root (metadata only, no bytes)."""
     found = fs.find(root, detail=True)
-    files = {}
+    files: dict[str, int] = {}
     for path, info in found.items():
         if info.get("type", "file") != "file" or info.get("islink"):
             continue
@@ -140,12 +164,14 @@ def list_files(fs, root: str) -> dict:
 
 
 def is_temp(name: str) -> bool:
+    """Whether name is a temporary file of a writer or a rotation, or a rotation's journal."""
     base = name.rsplit("/", 1)[-1]
     return base.startswith(".") and base.endswith((TEMP_SUFFIX, ROTATION_TEMP_SUFFIX,
                                                    JOURNAL_SUFFIX))
 
 
-def split(client, items: list, sizes: Callable[[Any], int], batch_bytes: int, batch_files: int) -> list:
+def split(client: distributed.Client, items: Sequence[_Item], sizes: Callable[[_Item], int],
+          batch_bytes: int, batch_files: int) -> list[list[_Item]]:
     """Batches of items for tasks: at most batch_bytes / batch_files each, and small enough that
     every worker thread gets about four tasks (so a small dataset still spreads out)."""
     threads = max(1, sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values()))
@@ -156,9 +182,10 @@ def split(client, items: list, sizes: Callable[[Any], int], batch_bytes: int, ba
     return _batches(items, sizes, batch_bytes, batch_files)
 
 
-def _batches(items: list, sizes: Callable[[Any], int], batch_bytes: int, batch_files: int) -> list:
-    batches: list = []
-    current: list = []
+def _batches(items: Sequence[_Item], sizes: Callable[[_Item], int], batch_bytes: int,
+             batch_files: int) -> list[list[_Item]]:
+    batches: list[list[_Item]] = []
+    current: list[_Item] = []
     current_bytes = 0
     for item in items:
         if current and (current_bytes + sizes(item) > batch_bytes or len(current) >= batch_files):
@@ -171,7 +198,8 @@ def _batches(items: list, sizes: Callable[[Any], int], batch_bytes: int, batch_f
     return batches
 
 
-def hash_file(fs, path: str) -> tuple:
+def hash_file(fs: AbstractFileSystem, path: str) -> tuple[int, str]:
+    """(size, SHA-256 hex) of a file, read in blocks."""
     sha = hashlib.sha256()
     size = 0
     with fs.open(path, "rb") as file:
@@ -186,11 +214,11 @@ def hash_file(fs, path: str) -> tuple:
 # A worker resolves a DatasetKey once per manifest version, not once per task: at 10^6 shards
 # the manifest is ~150 MB of JSON to decrypt and parse. The entry is dropped when the manifest
 # file changes (another save, a rotation) and the cache holds a few datasets at most.
-_DATASET_KEYS: dict = {}
+_DATASET_KEYS: dict[DatasetKey, tuple[tuple[int, int, int], bytes]] = {}
 _DATASET_KEYS_MAX = 4
 
 
-def resolve(ref):
+def resolve(ref: KeyRef) -> bytes:
     """The key bytes of a key reference, in this worker process."""
     if not isinstance(ref, DatasetKey):
         return resolve_reference(ref)
@@ -206,13 +234,15 @@ def resolve(ref):
     return key
 
 
-def find_client(client):
+def find_client(client: Optional[distributed.Client]) -> distributed.Client:
+    """client, or the current one."""
     import distributed
 
     return client if client is not None else distributed.get_client()
 
 
-def run(client, function: Callable, batches: list, *args, progress: bool = False) -> list:
+def run(client: distributed.Client, function: Callable[..., _Result], batches: Sequence[object],
+        *args: object, progress: bool = False) -> list[_Result]:
     """One task per batch; results in batch order. Fails with the first task's exception."""
     import distributed
 
@@ -220,11 +250,12 @@ def run(client, function: Callable, batches: list, *args, progress: bool = False
         return []
     futures = [client.submit(function, *args, batch, pure=False) for batch in batches]
     if progress:
-        distributed.progress(futures)
+        distributed.progress(futures)  # type: ignore[no-untyped-call]  # distributed: unannotated
     try:
-        return client.gather(futures)
+        results: list[_Result] = client.gather(futures)  # type: ignore[no-untyped-call]  # as above
+        return results
     finally:
         for future in futures:
-            future.release()
+            future.release()  # type: ignore[no-untyped-call]  # distributed: unannotated
 
 

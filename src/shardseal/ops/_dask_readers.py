@@ -4,15 +4,25 @@ and ``read_array`` (``.npy`` shards as one ``dask.array``), decrypted by the wor
 from __future__ import annotations
 
 import os
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence, Union
 
 import fsspec
 
 from ..io.fsspec import SealFileSystem
 from ._dask_common import KeyArg, key_reference
 
+if TYPE_CHECKING:
+    import dask.array
+    import dask.bag
+    import numpy as np
+
+# A URL or glob, or a list of them.
+URLs = Union[str, "os.PathLike[str]", Sequence[Union[str, "os.PathLike[str]"]]]
+
+
 def read_bag(urlpath: Union[str, Sequence[str]], key: KeyArg, *,
-             storage_options: Optional[Mapping[str, Any]] = None, allow_raw_key: bool = False):
+             storage_options: Optional[Mapping[str, Any]] = None,
+             allow_raw_key: bool = False) -> dask.bag.Bag:
     """A ``dask.bag`` with one item per encrypted file: its decrypted bytes.
 
     For lines of text, ``dask.bag.read_text("sseal::" + url, storage_options={"sseal":
@@ -36,19 +46,24 @@ def read_bag(urlpath: Union[str, Sequence[str]], key: KeyArg, *,
 
     fs = _sealed_fs(key, storage_options, allow_raw_key, urlpath)
     paths = _expand(fs, urlpath)
-    return dask.bag.from_sequence([(fs, p) for p in paths], npartitions=len(paths)).map(_read_whole)
+    items = [(fs, p) for p in paths]
+    # dask.bag.from_sequence has no annotations.
+    bag: dask.bag.Bag = dask.bag.from_sequence(  # type: ignore[no-untyped-call]
+        items, npartitions=len(paths)).map(_read_whole)
+    return bag
 
 
-def _sealed_fs(key, storage_options, allow_raw_key: bool, urlpath) -> SealFileSystem:
+def _sealed_fs(key: KeyArg, storage_options: Optional[Mapping[str, Any]], allow_raw_key: bool,
+               urlpath: URLs) -> SealFileSystem:
     first = urlpath if isinstance(urlpath, (str, os.PathLike)) else urlpath[0]
     protocol = fsspec.core.split_protocol(os.fspath(first))[0] or "file"
     target = fsspec.filesystem(protocol, **dict(storage_options or {}))
     return SealFileSystem(fs=target, key=key_reference(key, allow_raw_key))
 
 
-def _expand(fs: SealFileSystem, urlpath) -> list:
+def _expand(fs: SealFileSystem, urlpath: URLs) -> list[str]:
     urls = [urlpath] if isinstance(urlpath, (str, os.PathLike)) else list(urlpath)
-    paths: list = []
+    paths: list[str] = []
     for url in urls:
         url = os.fspath(url)
         matches = fs.fs.glob(url) if any(c in url for c in "*?[") else [fs.fs._strip_protocol(url)]
@@ -58,14 +73,16 @@ def _expand(fs: SealFileSystem, urlpath) -> list:
     return paths
 
 
-def _read_whole(item) -> bytes:
+def _read_whole(item: tuple[SealFileSystem, str]) -> bytes:
     fs, path = item
     with fs.open(path, "rb") as reader:
-        return reader.read()
+        data: bytes = reader.read()
+        return data
 
 
 def read_array(urlpath: Union[str, Sequence[str]], key: KeyArg, *,
-               storage_options: Optional[Mapping[str, Any]] = None, allow_raw_key: bool = False):
+               storage_options: Optional[Mapping[str, Any]] = None,
+               allow_raw_key: bool = False) -> dask.array.Array:
     """A lazily decrypted ``dask.array`` over encrypted ``.npy`` shards (as
     ``shardseal.data.write_npy_shard`` writes them), concatenated along the first axis.
 
@@ -87,22 +104,26 @@ def read_array(urlpath: Union[str, Sequence[str]], key: KeyArg, *,
         ValueError: shards of different dtypes or trailing shapes; not ``.npy`` data.
         FileNotFoundError: nothing matches urlpath.
     """
-    import dask
     import dask.array
+    from dask.delayed import delayed
 
     fs = _sealed_fs(key, storage_options, allow_raw_key, urlpath)
     paths = _expand(fs, urlpath)
-    blocks = []
+    blocks: list[dask.array.Array] = []
     for path in paths:
         shape, dtype = _npy_header(fs, path)
-        blocks.append(dask.array.from_delayed(dask.delayed(_load_npy)(fs, path), shape, dtype))
+        # dask.array.from_delayed and concatenate have no annotations.
+        blocks.append(dask.array.from_delayed(delayed(_load_npy)(fs, path), shape, dtype))  # type: ignore[no-untyped-call]
     first_dtype = blocks[0].dtype
     if any(b.dtype != first_dtype or b.shape[1:] != blocks[0].shape[1:] for b in blocks):
         raise ValueError("the shards' dtypes or trailing shapes differ")
-    return dask.array.concatenate(blocks, axis=0) if len(blocks) > 1 else blocks[0]
+    if len(blocks) == 1:
+        return blocks[0]
+    array: dask.array.Array = dask.array.concatenate(blocks, axis=0)  # type: ignore[no-untyped-call]
+    return array
 
 
-def _npy_header(fs: SealFileSystem, path: str) -> tuple:
+def _npy_header(fs: SealFileSystem, path: str) -> tuple[tuple[int, ...], np.dtype[Any]]:
     import numpy as np
 
     with fs.open(path, "rb") as reader:
@@ -118,8 +139,13 @@ def _npy_header(fs: SealFileSystem, path: str) -> tuple:
     return shape, dtype
 
 
-def _load_npy(fs: SealFileSystem, path: str):
+def _load_npy(fs: SealFileSystem, path: str) -> np.ndarray[Any, Any]:
     import numpy as np
 
     with fs.open(path, "rb") as reader:
         return np.lib.format.read_array(reader, allow_pickle=False)
+
+
+# Public names of shardseal.ops.dask: pickles and reprs name them there, as before the module
+# was split.
+read_bag.__module__ = read_array.__module__ = "shardseal.ops.dask"

@@ -9,8 +9,11 @@ import contextlib
 import hashlib
 import os
 import secrets
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import BinaryIO, Callable, Mapping, Optional, Sequence
+
+from fsspec import AbstractFileSystem
 
 from .._atomic import TEMP_SUFFIX, AtomicFile
 from ..container import header as _container
@@ -18,8 +21,19 @@ from ..container.blob import container_info
 from ..errors import ShardsealError
 from ..io.files import FILE_BLOCK_SIZE, copy_blocks
 from ..io.stream import DecryptingReader, EncryptingWriter
+from ..core.buffers import Buffer
+from ..core.layout import Suite
 from ..keys import specs as _specs
+from ..keys.envelope import Recipient
+from ..keys.keyref import KeyRef
 from ._dask_common import RENAMING_PROTOCOLS, hash_file, is_local, resolve
+
+# What a task gets per file: (source path, destination path, name, source size).
+Item = tuple[str, str, str, int]
+# What an encrypt task returns per file: (name, size, sha256, plaintext size, skipped).
+EncryptResult = tuple[str, int, str, int, bool]
+Fill = Callable[[BinaryIO], None]
+
 
 class _HashingWriter:
     """Wraps the file a shard is written to and hashes exactly the bytes it accepts.
@@ -28,19 +42,19 @@ class _HashingWriter:
     so that hashing block i overlaps the encryption of block i+1 where a core is free.
     """
 
-    def __init__(self, file, digest: bool = True) -> None:
+    def __init__(self, file: BinaryIO, digest: bool = True) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self._file = file
         self._sha = hashlib.sha256()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="shardseal-sha256") if digest else None
-        self._pending = None
+        self._pending: Optional[Future[None]] = None
         self.size = 0
 
-    def write(self, data) -> int:
+    def write(self, data: Buffer) -> int:
         view = memoryview(data).cast("B")
-        written = self._file.write(view)
-        written = len(view) if written is None else written
+        result: Optional[int] = self._file.write(view)  # fsspec files may return None
+        written = len(view) if result is None else result
         self.size += written
         if self._pool is not None:
             block = bytes(view[:written])  # the caller may reuse its buffer once this returns
@@ -70,7 +84,7 @@ class _HashingWriter:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _write_atomically(fs, path: str, fill: Callable[[Any], None]) -> None:
+def _write_atomically(fs: AbstractFileSystem, path: str, fill: Fill) -> None:
     """Calls fill(file) on a temporary file and moves it to path only once fill returned."""
     if is_local(fs):
         fs.makedirs(os.path.dirname(path), exist_ok=True)
@@ -98,7 +112,7 @@ def _write_atomically(fs, path: str, fill: Callable[[Any], None]) -> None:
         raise
 
 
-def _upload(fs, path: str, fill: Callable[[Any], None]) -> None:
+def _upload(fs: AbstractFileSystem, path: str, fill: Fill) -> None:
     """Writes an object under its final name, committed only once fill returned.
 
     Not ``with fs.open(...)``: fsspec's files complete their upload when closed, an exception
@@ -128,37 +142,41 @@ def _upload(fs, path: str, fill: Callable[[Any], None]) -> None:
 
 @dataclass(frozen=True)
 class EncryptJob:
-    src_fs: Any
-    dst_fs: Any
-    key: Any                      # a key reference, or None
-    recipients: Optional[tuple]   # recipient strings, or None
-    metadata: Optional[Mapping[str, Any]]
-    suite: int
+    """What every encrypt task of one run shares (pickled into each task)."""
+
+    src_fs: AbstractFileSystem
+    dst_fs: AbstractFileSystem
+    key: Optional[KeyRef]                 # a key reference, or None
+    recipients: Optional[tuple[str, ...]]  # recipient strings, or None
+    metadata: Optional[Mapping[str, object]]
+    suite: Suite
     threads: Optional[int]
     checkpoint: Optional[Callable[[str], object]]
     digests: bool = True          # SHA-256 of each shard (a manifest needs them)
 
 
-def encrypt_batch(job: EncryptJob, items: list) -> list:
+def encrypt_batch(job: EncryptJob, items: Sequence[Item]) -> list[EncryptResult]:
     """Encrypts [(src path, dst path, name, source size)]; returns one result per item:
     ``(name, size, sha256, plaintext size, skipped)``."""
     key = resolve(job.key) if job.key is not None else None
     recipients = [_specs.parse_recipient(t) for t in job.recipients] if job.recipients else None
-    results = []
+    results: list[EncryptResult] = []
     for src, dst, name, source_size in items:
         done = _finished_shard(job, dst, source_size, key, recipients)
         if done is not None:
             results.append((name, done[0], done[1], source_size, True))
             continue
-        results.append((name, *_encrypt_one(job, src, dst, name, key, recipients), source_size, False))
+        size, sha256 = _encrypt_one(job, src, dst, name, key, recipients)
+        results.append((name, size, sha256, source_size, False))
     return results
 
 
-def _encrypt_one(job: EncryptJob, src: str, dst: str, name: str, key, recipients) -> tuple:
+def _encrypt_one(job: EncryptJob, src: str, dst: str, name: str, key: Optional[bytes],
+                 recipients: Optional[list[Recipient]]) -> tuple[int, str]:
     """Encrypts one file into dst atomically; returns the shard's (size, sha256)."""
-    digest: list = []
+    digest: list[tuple[int, str]] = []
 
-    def fill(file) -> None:
+    def fill(file: BinaryIO) -> None:
         out = _HashingWriter(file, job.digests)
         try:
             _encrypt_into(job, src, name, key, recipients, out)
@@ -170,13 +188,14 @@ def _encrypt_one(job: EncryptJob, src: str, dst: str, name: str, key, recipients
     return digest[0]
 
 
-def _encrypt_into(job: EncryptJob, src: str, name: str, key, recipients, out: _HashingWriter) -> None:
+def _encrypt_into(job: EncryptJob, src: str, name: str, key: Optional[bytes],
+                  recipients: Optional[list[Recipient]], out: _HashingWriter) -> None:
     """Streams the source file through an EncryptingWriter into out."""
     first = True
     with EncryptingWriter(out, key, recipients=recipients, metadata=job.metadata, threads=job.threads,
                           suite=job.suite) as writer, job.src_fs.open(src, "rb") as source:
 
-        def write(block) -> None:
+        def write(block: memoryview) -> None:
             nonlocal first
             writer.write(block)
             if first and job.checkpoint is not None:
@@ -188,7 +207,8 @@ def _encrypt_into(job: EncryptJob, src: str, name: str, key, recipients, out: _H
     out.flush()
 
 
-def _finished_shard(job: EncryptJob, dst: str, source_size: int, key, recipients) -> Optional[tuple]:
+def _finished_shard(job: EncryptJob, dst: str, source_size: int, key: Optional[bytes],
+                    recipients: Optional[list[Recipient]]) -> Optional[tuple[int, str]]:
     """(size, sha256) of a complete, good shard already at dst, or None to (re)write it.
 
     With a key the shard is decrypted and authenticated in full; with public recipients only,
@@ -212,6 +232,7 @@ def _finished_shard(job: EncryptJob, dst: str, source_size: int, key, recipients
             else:
                 raw.seek(0)
                 with DecryptingReader(raw, key, threads=job.threads) as reader:
+                    assert reader.size is not None  # fsspec files are seekable: the size is known
                     buffer = bytearray(min(FILE_BLOCK_SIZE, reader.size + 1))
                     while reader.readinto(buffer):
                         pass
@@ -223,25 +244,28 @@ def _finished_shard(job: EncryptJob, dst: str, source_size: int, key, recipients
 
 @dataclass(frozen=True)
 class DecryptJob:
-    src_fs: Any
-    dst_fs: Any
-    key: Any
-    identities: tuple
+    """What every decrypt task of one run shares (pickled into each task)."""
+
+    src_fs: AbstractFileSystem
+    dst_fs: AbstractFileSystem
+    key: Optional[KeyRef]
+    identities: tuple[str, ...]
     threads: Optional[int]
 
 
-def decrypt_batch(job: DecryptJob, items: list) -> list:
+def decrypt_batch(job: DecryptJob, items: Sequence[Item]) -> list[tuple[str, int]]:
     """Decrypts [(src path, dst path, name, size)]; returns [(name, plaintext bytes)]."""
     key = resolve(job.key) if job.key is not None else None
     identities = [_specs.load_identity(t) for t in job.identities] or None
-    results = []
+    results: list[tuple[str, int]] = []
     for src, dst, name, _ in items:
-        counted: list = []
+        counted: list[int] = []
 
-        def fill(file, src=src, counted=counted) -> None:
+        def fill(file: BinaryIO, src: str = src, counted: list[int] = counted) -> None:
             with job.src_fs.open(src, "rb") as raw, DecryptingReader(
                     raw, key, identities=identities, threads=job.threads) as reader:
                 copy_blocks(reader.readinto, file.write, None, None)
+                assert reader.size is not None  # known at the end of the stream
                 counted.append(reader.size)
 
         _write_atomically(job.dst_fs, dst, fill)

@@ -135,7 +135,8 @@ def _decrypt_fully(raw: io.BufferedIOBase, key: bytes, threads: Optional[int]) -
     buffer = bytearray(0)
     try:
         with DecryptingReader(raw, key, threads=threads) as reader:
-            buffer = bytearray(min(_files.FILE_BLOCK_SIZE, (reader.size or 0) + 1))
+            assert reader.size is not None  # a regular file is seekable: its size is known
+            buffer = bytearray(min(_files.FILE_BLOCK_SIZE, reader.size + 1))
             while reader.readinto(buffer):
                 pass
     except ShardsealError as exc:

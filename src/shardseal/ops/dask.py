@@ -27,10 +27,14 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence, Union
 
+from fsspec import AbstractFileSystem
+
+from ..core.layout import Suite
 from ..io.cleanup import clean_temp_files
 from ..keys import specs as _specs
+from ..keys.registry import Recipients
 from . import manifest as _manifest
 from ._dask_checks import open_dataset, rotate, verify
 from ._dask_common import (
@@ -53,6 +57,11 @@ from ._dask_common import (
 from ._dask_readers import read_array, read_bag
 from ._dask_transfer import DecryptJob, EncryptJob, decrypt_batch, encrypt_batch
 from .manifest import DatasetKey, ShardInfo
+
+if TYPE_CHECKING:
+    import distributed
+
+PathArg = Union[str, "os.PathLike[str]"]
 
 __all__ = [
     "DEFAULT_BATCH_BYTES",
@@ -82,7 +91,7 @@ class TransferReport:
     files: int
     skipped: int
     nbytes: int
-    shards: tuple = ()
+    shards: tuple[ShardInfo, ...] = ()
     manifest: Optional[str] = None
     seconds: float = 0.0
 
@@ -94,11 +103,12 @@ class TransferReport:
         return line + (f"; manifest {self.manifest}" if self.manifest else "")
 
 
-def encrypt_dataset(src_url: Union[str, os.PathLike], dst_url: Union[str, os.PathLike], *,
-                    key: Optional[KeyArg] = None, recipients=None, client=None,
+def encrypt_dataset(src_url: PathArg, dst_url: PathArg, *,
+                    key: Optional[KeyArg] = None, recipients: Optional[Recipients] = None,
+                    client: Optional[distributed.Client] = None,
                     storage_options: Optional[Mapping[str, Any]] = None,
                     dst_storage_options: Optional[Mapping[str, Any]] = None,
-                    metadata: Optional[Mapping[str, Any]] = None, suite: int = 256,
+                    metadata: Optional[Mapping[str, Any]] = None, suite: Suite = 256,
                     threads: Optional[int] = 1, batch_bytes: int = DEFAULT_BATCH_BYTES,
                     batch_files: int = DEFAULT_BATCH_FILES, progress: bool = False,
                     allow_raw_key: bool = False, digests: bool = True,
@@ -160,12 +170,13 @@ def encrypt_dataset(src_url: Union[str, os.PathLike], dst_url: Union[str, os.Pat
         raise TypeError("encrypt_dataset needs key= (a key reference) or recipients=")
     src_fs, src_root = url_to_fs(src_url, storage_options)
     dst_fs, dst_root = url_to_fs(dst_url, dst_storage_options if dst_storage_options is not None else storage_options)
-    dataset = isinstance(key_ref, DatasetKey)
+    dataset_ref = key_ref if isinstance(key_ref, DatasetKey) else None
+    dataset = dataset_ref is not None
     if dataset and not digests:
         raise ValueError("a dataset's manifest records every shard's SHA-256: digests=False "
                          "works only without a DatasetKey")
-    if dataset:
-        _prepare_manifest(key_ref, recipient_texts)
+    if dataset_ref is not None:
+        _prepare_manifest(dataset_ref, recipient_texts)
     _clean_leftovers(dst_fs, dst_root)
     files = {n: s for n, s in list_files(src_fs, src_root).items()
              if not n.endswith(SUFFIX) and not is_temp(n)}
@@ -179,19 +190,19 @@ def encrypt_dataset(src_url: Union[str, os.PathLike], dst_url: Union[str, os.Pat
     batches = split(client, items, lambda item: item[3], batch_bytes, batch_files)
     results = [r for batch in run(client, encrypt_batch, batches, job, progress=progress) for r in batch]
     shards = tuple(ShardInfo(name, size, sha) for name, size, sha, _, _ in results) if digests else ()
-    manifest_path = _record_in_manifest(key_ref, shards) if dataset else None
+    manifest_path = _record_in_manifest(dataset_ref, shards) if dataset_ref is not None else None
     return TransferReport(files=sum(1 for r in results if not r[4]), skipped=sum(1 for r in results if r[4]),
                           nbytes=sum(r[3] for r in results), shards=shards, manifest=manifest_path,
                           seconds=time.perf_counter() - start)
 
 
-def _clean_leftovers(fs, root: str) -> None:
+def _clean_leftovers(fs: AbstractFileSystem, root: str) -> None:
     """Removes temporary files that killed writers left (locked ones, being written, stay)."""
     if is_local(fs) and os.path.isdir(root):
         clean_temp_files(root, min_age=0)
 
 
-def _prepare_manifest(ref: DatasetKey, recipients: Optional[tuple]) -> None:
+def _prepare_manifest(ref: DatasetKey, recipients: Optional[tuple[str, ...]]) -> None:
     if os.path.exists(os.path.join(ref.folder, ref.manifest_name)):
         return
     if recipients is None:
@@ -209,8 +220,9 @@ def _record_in_manifest(ref: DatasetKey, shards: Sequence[ShardInfo]) -> str:
     return path
 
 
-def decrypt_dataset(src_url: Union[str, os.PathLike], dst_url: Union[str, os.PathLike], *,
-                    key: Optional[KeyArg] = None, identities: Sequence[str] = (), client=None,
+def decrypt_dataset(src_url: PathArg, dst_url: PathArg, *,
+                    key: Optional[KeyArg] = None, identities: Sequence[str] = (),
+                    client: Optional[distributed.Client] = None,
                     storage_options: Optional[Mapping[str, Any]] = None,
                     dst_storage_options: Optional[Mapping[str, Any]] = None,
                     threads: Optional[int] = 1, batch_bytes: int = DEFAULT_BATCH_BYTES,
