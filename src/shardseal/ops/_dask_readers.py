@@ -113,7 +113,9 @@ def read_array(urlpath: Union[str, Sequence[str]], key: KeyArg, *,
     for path in paths:
         shape, dtype = _npy_header(fs, path)
         # dask.array.from_delayed and concatenate have no annotations.
-        blocks.append(dask.array.from_delayed(delayed(_load_npy)(fs, path), shape, dtype))  # type: ignore[no-untyped-call]
+        block = dask.array.from_delayed(  # type: ignore[no-untyped-call]
+            delayed(_load_npy)(fs, path), shape, dtype)
+        blocks.append(block)
     first_dtype = blocks[0].dtype
     if any(b.dtype != first_dtype or b.shape[1:] != blocks[0].shape[1:] for b in blocks):
         raise ValueError("the shards' dtypes or trailing shapes differ")

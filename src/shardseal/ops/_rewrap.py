@@ -54,8 +54,9 @@ class Request:
 
     @classmethod
     def from_arguments(cls, identities: Optional[_registry.Identities],
-                       key: Union[RawKeyLike, DirectKey, None], add: object, remove: object, recipients: Optional[_registry.Recipients],
-                       reencrypt: bool, threads: Optional[int], dry_run: bool,
+                       key: Union[RawKeyLike, DirectKey, None], add: object, remove: object,
+                       recipients: Optional[_registry.Recipients], reencrypt: bool,
+                       threads: Optional[int], dry_run: bool,
                        checkpoint: Optional[Callable[[str], object]] = None) -> Request:
         """Checks rotate()'s arguments.
 

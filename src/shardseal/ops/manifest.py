@@ -82,8 +82,8 @@ __all__ = [
 ]
 
 
-def verify(folder: PathLike, *, identities: _registry.Identities, deep: bool = False, manifest_name: str = MANIFEST_NAME,
-           threads: Optional[int] = None) -> VerifyReport:
+def verify(folder: PathLike, *, identities: _registry.Identities, deep: bool = False,
+           manifest_name: str = MANIFEST_NAME, threads: Optional[int] = None) -> VerifyReport:
     """Opens a dataset and checks its folder against its manifest (see ``Dataset.verify``).
 
     Raises:
