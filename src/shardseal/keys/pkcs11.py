@@ -66,7 +66,8 @@ import hmac
 import os
 import threading
 import weakref
-from typing import Any, Callable, Optional, Union
+from types import ModuleType
+from typing import Any, Callable, Iterable, Optional, Protocol, TypeVar, Union
 
 from . import _deprecated, envelope as _envelope, stanzas as _stanzas
 from .. import _redact
@@ -91,9 +92,67 @@ KEK_BITS = 256
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+_T = TypeVar("_T")
+
+# -- what this module uses of python-pkcs11's objects (it has no type information) ------------
+
+
+class _P11Object(Protocol):
+    """A python-pkcs11 object handle: attributes by ``Attribute``, ``destroy()``."""
+
+    def __getitem__(self, attribute: Any) -> Any: ...
+
+    def destroy(self) -> None: ...
+
+
+class _P11SecretKey(_P11Object, Protocol):
+    """A python-pkcs11 ``SecretKey`` (``wrap_key``/``unwrap_key`` exist when permitted)."""
+
+    label: str
+    key_type: Any  # a pkcs11.KeyType member
+
+    def wrap_key(self, key: _P11Object, *, mechanism: Any = ...) -> bytes: ...
+
+    def unwrap_key(self, object_class: Any, key_type: Any, key_data: bytes, *, mechanism: Any = ...,
+                   capabilities: Any = ..., template: Any = ...) -> _P11Object: ...
+
+
+class _P11Session(Protocol):
+    """A python-pkcs11 ``Session``."""
+
+    def close(self) -> None: ...
+
+    def create_object(self, attrs: dict[Any, Any]) -> _P11Object: ...
+
+    def get_key(self, *, object_class: Any = ..., key_type: Any = ...,
+                label: Optional[str] = ...) -> _P11SecretKey: ...
+
+    def get_objects(self, attrs: dict[Any, Any]) -> Iterable[_P11Object]: ...
+
+    def generate_key(self, key_type: Any, key_length: int, *, label: Optional[str] = ...,
+                     store: bool = ..., capabilities: Any = ...,
+                     template: Optional[dict[Any, Any]] = ...) -> _P11SecretKey: ...
+
+
+class _P11Token(Protocol):
+    """A python-pkcs11 ``Token``."""
+
+    def open(self, *, rw: bool = ..., user_pin: Optional[str] = ...) -> _P11Session: ...
+
+
+class _P11Lib(Protocol):
+    """A loaded python-pkcs11 ``lib``."""
+
+    def get_token(self, *, token_label: str) -> _P11Token: ...
+
+    def finalize(self) -> None: ...
+
+    def initialize(self) -> None: ...
+
+
 # -- loading python-pkcs11 and the module -------------------------------------------------------
 
-def _p11():
+def _p11() -> ModuleType:
     """python-pkcs11, imported on first use so that ``import shardseal`` never needs it."""
     try:
         import pkcs11
@@ -102,26 +161,26 @@ def _p11():
     return pkcs11
 
 
-def _errors(*names: str) -> tuple[type, ...]:
+def _errors(*names: str) -> tuple[type[BaseException], ...]:
     exceptions = _p11().exceptions
     return tuple(getattr(exceptions, name) for name in names)
 
 
-def _stale_session_errors() -> tuple[type, ...]:
+def _stale_session_errors() -> tuple[type[BaseException], ...]:
     # The session went away (a logout elsewhere in the process, a network HSM that
     # reconnected): worth one retry with a fresh session.
     return _errors("SessionHandleInvalid", "SessionClosed", "UserNotLoggedIn", "DeviceRemoved",
                    "TokenNotPresent")
 
 
-def _stale_handle_errors() -> tuple[type, ...]:
+def _stale_handle_errors() -> tuple[type[BaseException], ...]:
     # The key object behind a cached handle went away (deleted, or replaced under the same
     # label): worth one retry with a fresh lookup.
     return _errors("ObjectHandleInvalid", "KeyHandleInvalid", "WrappingKeyHandleInvalid",
                    "UnwrappingKeyHandleInvalid")
 
 
-def _refused_unwrap_errors() -> tuple[type, ...]:
+def _refused_unwrap_errors() -> tuple[type[BaseException], ...]:
     # What a token answers when a wrapped key does not decrypt under the KEK: RFC 3394's
     # integrity check failed (SoftHSM2 says CKR_GENERAL_ERROR), or the data has a bad size.
     return _errors("WrappedKeyInvalid", "WrappedKeyLenRange", "EncryptedDataInvalid",
@@ -147,7 +206,7 @@ def _module_path(module: Optional[PathLike]) -> str:
     return path
 
 
-def _pin_bytes(pin) -> Optional[bytearray]:
+def _pin_bytes(pin: object) -> Optional[bytearray]:
     if pin is None:
         pin = os.environ.get(PIN_ENV) or None
         if pin is None:
@@ -176,7 +235,7 @@ def _pin_digest(pin: Optional[bytearray]) -> Optional[bytes]:
 class _TokenSession:
     """One session on one token, shared by every key of that token in this process."""
 
-    def __init__(self, token, session, pin_digest: Optional[bytes]) -> None:
+    def __init__(self, token: _P11Token, session: _P11Session, pin_digest: Optional[bytes]) -> None:
         self.token = token
         self.session = session
         self.pin_digest = pin_digest
@@ -202,33 +261,34 @@ class _Module:
     def __init__(self, path: str) -> None:
         self.path = path
         self.lock = threading.RLock()
-        self._lib = None
+        self._lib: Optional[_P11Lib] = None
         self._pid: Optional[int] = None
         self._tokens: dict[str, _TokenSession] = {}
 
-    def library(self):
+    def library(self) -> _P11Lib:
         """The python-pkcs11 library object, (re-)initialised for this process. Holds lock."""
         pid = os.getpid()
-        if self._lib is None:
+        lib = self._lib
+        if lib is None:
             try:
-                self._lib = _p11().lib(self.path)
+                lib = self._lib = _p11().lib(self.path)
             except _p11().PKCS11Error as exc:
                 raise HsmError(f"cannot load the PKCS#11 module: {exc}") from None
         elif self._pid != pid:
-            self._restart_in_child()
+            self._restart_in_child(lib)
         self._pid = pid
-        return self._lib
+        return lib
 
-    def _restart_in_child(self) -> None:
+    def _restart_in_child(self, lib: _P11Lib) -> None:
         # PKCS#11 says a forked child must call C_Initialize before anything else and must not
         # use its parent's sessions: forget them (without closing: they are the parent's).
         self._tokens = {}
         try:
-            self._lib.finalize()
+            lib.finalize()
         except _p11().PKCS11Error:
             pass  # some modules reset themselves in the child and say "not initialised"
         try:
-            self._lib.initialize()
+            lib.initialize()
         except _p11().PKCS11Error as exc:
             if "already initialized" not in str(exc):
                 raise _hsm_error(f"re-initialisation of {self.path} after fork", exc) from None
@@ -276,7 +336,7 @@ def _same_pin(a: Optional[bytes], b: Optional[bytes]) -> bool:
     return hmac.compare_digest(a, b)
 
 
-def _open_session(lib, key: Pkcs11Recipient) -> _TokenSession:
+def _open_session(lib: _P11Lib, key: Pkcs11Recipient) -> _TokenSession:
     errors = _p11().exceptions
     try:
         token = lib.get_token(token_label=key.token_label)
@@ -293,18 +353,18 @@ def _open_session(lib, key: Pkcs11Recipient) -> _TokenSession:
             raise Pkcs11LoginError(f"the PIN of {key!r} was wiped: create a new key object")
         return _TokenSession(token, _call_module(f"opening a session on {key.uri}", token.open), None)
     try:
-        session = _login(token, key)
+        session = _login(token, key, key._pin)
     except errors.UserAlreadyLoggedIn:
         # Code outside shardseal logged this process in: its login covers this session too.
         session = _call_module(f"opening a session on {key.uri}", token.open)
     return _TokenSession(token, session, key._pin_digest)
 
 
-def _login(token, key: Pkcs11Recipient):
-    """A session logged in with key's PIN. Keeps the PIN's str copy out of tracebacks."""
+def _login(token: _P11Token, key: Pkcs11Recipient, pin: bytearray) -> _P11Session:
+    """A session logged in with pin, key's PIN. Keeps the PIN's str copy out of tracebacks."""
     errors = _p11().exceptions
     message, failure = None, None
-    pin_text = bytes(key._pin).decode("utf-8")
+    pin_text = bytes(pin).decode("utf-8")
     try:
         return token.open(user_pin=pin_text)
     except (errors.PinIncorrect, errors.PinInvalid, errors.PinLenRange):
@@ -326,7 +386,7 @@ def _login(token, key: Pkcs11Recipient):
     raise Pkcs11LoginError(f"PKCS#11 login to token {key.token_label!r} failed: {message}")
 
 
-def _call_module(action: str, function: Callable, *args, **kwargs):
+def _call_module(action: str, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
     try:
         return function(*args, **kwargs)
     except _p11().PKCS11Error as exc:
@@ -362,7 +422,7 @@ if hasattr(os, "register_at_fork"):
 
 # -- wrapping and unwrapping inside the token ------------------------------------------------------
 
-def _session_key_template(value: Optional[bytes] = None) -> dict:
+def _session_key_template(value: Optional[bytes] = None) -> dict[Any, Any]:
     p11 = _p11()
     template = {
         p11.Attribute.TOKEN: False,
@@ -379,13 +439,13 @@ def _session_key_template(value: Optional[bytes] = None) -> dict:
     return template
 
 
-def _require_use(kek, method: str, use: str, attribute: str) -> None:
+def _require_use(kek: _P11SecretKey, method: str, use: str, attribute: str) -> None:
     # python-pkcs11 gives a key object the methods its attributes permit.
     if not hasattr(kek, method):
         raise HsmError(f"the PKCS#11 key {kek.label!r} does not permit {use} ({attribute} is false)")
 
 
-def _wrap_in_token(session, kek, file_key: bytes) -> bytes:
+def _wrap_in_token(session: _P11Session, kek: _P11SecretKey, file_key: bytes) -> bytes:
     """RFC 3394-wraps file_key under kek without the KEK leaving the token."""
     p11 = _p11()
     _require_use(kek, "wrap_key", "wrapping", "CKA_WRAP")
@@ -396,7 +456,8 @@ def _wrap_in_token(session, kek, file_key: bytes) -> bytes:
         temporary.destroy()
 
 
-def _unwrap_in_token(session, kek, wrapped: bytes, *, mechanism=None, key_type=None) -> bytes:
+def _unwrap_in_token(session: _P11Session, kek: _P11SecretKey, wrapped: bytes, *,
+                     mechanism: Any = None, key_type: Any = None) -> bytes:
     """The key that wrapped decrypts to under kek, unwrapped inside the token and read back.
 
     Raises:
@@ -460,9 +521,10 @@ class Pkcs11Recipient(_envelope.Recipient, _envelope.Identity):
         self._pin_wiped = False
         self._lock = threading.RLock()
         self._shared: Optional[_TokenSession] = None
-        self._kek = None  # (shared session, kek object) of the last lookup
+        # (shared session, kek object) of the last lookup
+        self._kek: Optional[tuple[_TokenSession, _P11SecretKey]] = None
         self._closed = False
-        self._finalizer: Optional[weakref.finalize] = None
+        self._finalizer: Optional[weakref.finalize[[_Module, _TokenSession], Pkcs11Recipient]] = None
         _KEYS.add(self)
 
     @classmethod
@@ -611,12 +673,12 @@ class Pkcs11Recipient(_envelope.Recipient, _envelope.Identity):
     def __enter__(self) -> Pkcs11Recipient:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _call(self, action: str, operation: Callable[[Any, Any], Any]):
+    def _call(self, action: str, operation: Callable[[_P11Session, _P11SecretKey], _T]) -> _T:
         """Runs operation(session, kek) under the module lock, retrying once on a stale session."""
         with self._lock:
             if self._closed:
@@ -637,7 +699,7 @@ class Pkcs11Recipient(_envelope.Recipient, _envelope.Identity):
                         raise _hsm_error(f"{action} with {self._uri}", exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _session_and_kek(self, module: _Module):
+    def _session_and_kek(self, module: _Module) -> tuple[_P11Session, _P11SecretKey]:
         shared = self._acquire(module)
         if self._kek is not None and self._kek[0] is shared:
             return shared.session, self._kek[1]
@@ -659,7 +721,7 @@ class Pkcs11Recipient(_envelope.Recipient, _envelope.Identity):
         self._finalizer = weakref.finalize(self, _release, module, shared)
         return shared
 
-    def _find_kek(self, shared: _TokenSession):
+    def _find_kek(self, shared: _TokenSession) -> _P11SecretKey:
         p11 = _p11()
         try:
             return shared.session.get_key(object_class=p11.ObjectClass.SECRET_KEY,
@@ -687,7 +749,7 @@ def _release(module: _Module, shared: _TokenSession) -> None:
         module.release(shared)
 
 
-def _read_key_attributes(session, kek) -> dict[str, Any]:
+def _read_key_attributes(session: _P11Session, kek: _P11SecretKey) -> dict[str, Any]:
     p11 = _p11()
     names = ("token", "private", "sensitive", "always_sensitive", "extractable",
              "never_extractable", "wrap", "unwrap", "encrypt", "decrypt")
