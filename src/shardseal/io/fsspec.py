@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 from datetime import datetime
-from typing import Any, Literal, Mapping, Optional, Protocol, Union, overload
+from typing import Any, Literal, Mapping, Optional, Protocol, Union, cast, overload
 
 import fsspec
 import fsspec.core
@@ -328,22 +328,18 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):  # type: ignore[mis
         self.cache_type = cache_type
         self._fo = fo
 
-        @overload
-        def _strip_protocol(path: str) -> str: ...
-
-        @overload
-        def _strip_protocol(path: list[str]) -> list[str]: ...
-
+        # Not @overload here: griffe (the API reference) fails on overloads inside a function.
         def _strip_protocol(path: Union[str, list[str]]) -> Union[str, list[str]]:
             # An instance method, as in fsspec's caching filesystems: paths are the target's.
             if isinstance(path, list):
-                return [_strip_protocol(p) for p in path]
+                return [cast(str, _strip_protocol(p)) for p in path]  # safe: a str gives a str
             path = type(self)._strip_protocol(path)
             if not path and self._fo:  # an older fsspec's chained URL: the target path is fo
                 path = self._fo
             return self.fs._strip_protocol(path)
 
-        self._strip_protocol = _strip_protocol
+        # Safe: a str path gives a str and a list a list (_PathStripper's two signatures).
+        self._strip_protocol = cast(_PathStripper, _strip_protocol)
 
     # ---- key material -------------------------------------------------------------------
 
