@@ -185,7 +185,7 @@ def _drained() -> list[_Tally]:
     return tallies
 
 
-def snapshot() -> dict[str, dict[_Attributes, int]]:
+def snapshot() -> dict[str, dict[tuple[tuple[str, Any], ...], int]]:
     """The counts so far: instrument -> {attributes (name/value pairs): count}.
 
     Counts start at zero when metrics are enabled. The histogram is not included.
