@@ -30,7 +30,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Deque, Iterable, Optional
+from typing import Any, Callable, Deque, Iterable, Optional
 
 from . import audit
 
@@ -62,7 +62,7 @@ class Alert:
     events: tuple[str, ...]
 
 
-def subjects(event: str, fields: dict) -> list[str]:
+def subjects(event: str, fields: audit.EventFields) -> list[str]:
     """The subjects a failure event counts against (none for other events)."""
     if event not in WATCHED_EVENTS:
         return []
@@ -102,11 +102,11 @@ class FailureWatch:
         self._lock = threading.Lock()
         self._failures: dict[str, Deque[tuple[float, str]]] = {}
 
-    def __call__(self, event: str, fields: dict) -> None:
+    def __call__(self, event: str, fields: audit.EventFields) -> None:
         """The audit listener: observes an event now."""
         self.observe(event, fields, time.monotonic())
 
-    def observe(self, event: str, fields: dict, now: float) -> list[Alert]:
+    def observe(self, event: str, fields: audit.EventFields, now: float) -> list[Alert]:
         """Counts one event at time ``now`` (seconds); returns the alerts it raised."""
         raised = [alert for subject in subjects(event, fields)
                   if (alert := self._count(subject, event, now)) is not None]
@@ -157,7 +157,7 @@ _REASONS = {"authentication_failed": "authentication", "key_not_found": "wrong_k
             "unwrap_failed": "unwrap_failed", "rejected": "rejected"}
 
 
-def summarize(lines: Iterable[str], threshold: int = 5, window: float = 60.0) -> dict:
+def summarize(lines: Iterable[str], threshold: int = 5, window: float = 60.0) -> dict[str, Any]:
     """Summarizes a JSON-lines audit log (``audit.enable(path)``, ``shardseal --audit-log``).
 
     Replays the failures through a FailureWatch (by the events' own times) to find the
@@ -180,7 +180,8 @@ def summarize(lines: Iterable[str], threshold: int = 5, window: float = 60.0) ->
         ValueError: as FailureWatch.
     """
     replay = FailureWatch(threshold, window, record=False)
-    summary: dict = {"events": 0, "skipped_lines": 0, "first": None, "last": None, "users": {},
+    # JSON values of many shapes (see Returns), built up event by event.
+    summary: dict[str, Any] = {"events": 0, "skipped_lines": 0, "first": None, "last": None, "users": {},
                      "keys": {}, "failures": {}, "failure_errors": {}, "failed_files": {},
                      "wrong_key_attempts": {}, "rotations": {}, "alerts": [], "anomalies": []}
     for line in lines:
@@ -199,7 +200,7 @@ def summarize(lines: Iterable[str], threshold: int = 5, window: float = 60.0) ->
     return summary
 
 
-def _parse_event(line: str) -> Optional[dict]:
+def _parse_event(line: str) -> Optional[audit.EventFields]:
     try:
         event = json.loads(line)
     except ValueError:
@@ -209,12 +210,12 @@ def _parse_event(line: str) -> Optional[dict]:
     return event
 
 
-def _bump(counts: dict, name, by: int = 1) -> None:
-    name = str(name)
-    counts[name] = counts.get(name, 0) + by
+def _bump(counts: dict[str, int], name: object, by: int = 1) -> None:
+    key = str(name)
+    counts[key] = counts.get(key, 0) + by
 
 
-def _add_event(summary: dict, event: dict) -> None:
+def _add_event(summary: dict[str, Any], event: audit.EventFields) -> None:
     name = event["event"]
     summary["events"] += 1
     when = event.get("time")

@@ -54,7 +54,8 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Iterator, Literal, Optional, Union
+from types import TracebackType
+from typing import Any, Callable, Iterator, Literal, Optional, Union
 
 from .errors import AuthenticationError, FormatError, TruncatedError
 
@@ -67,17 +68,25 @@ logger = logging.getLogger(LOGGER_NAME)
 # (instead of logging's last-resort stderr handler).
 logger.addHandler(logging.NullHandler())
 
+# An event's fields, name -> value: each event has its own (see the table above) and a JSON
+# log gives them back as it parsed them, so their values are typed as they come (str, int,
+# float, bool, lists).
+EventFields = dict[str, Any]
+Listener = Callable[[str, EventFields], None]
+# A file the events are about, as os.fsdecode takes it.
+_Path = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
 _FAILURES = {"unwrap_failed", "key_not_found", "authentication_failed", "rejected"}
 _WARNINGS = _FAILURES | {"alert", "rotate_failed"}
 # Called as listener(event, fields) for every event; a tuple, replaced (never changed in
 # place) so that record() iterates it without a lock.
-_listeners: tuple[Callable[[str, dict], None], ...] = ()
+_listeners: tuple[Listener, ...] = ()
 _listeners_lock = threading.Lock()
 _current_file: contextvars.ContextVar[Optional[str]] = contextvars.ContextVar(
     "shardseal_audit_file", default=None)
 
 
-def record(event: str, **fields) -> None:
+def record(event: str, **fields: Any) -> None:
     """Logs one audit event, then tells the listeners. Field values must be public (key ids,
     counts, paths)."""
     level = logging.WARNING if event in _WARNINGS else logging.INFO
@@ -87,8 +96,8 @@ def record(event: str, **fields) -> None:
         _notify(listener, event, fields)
 
 
-def _log(level: int, event: str, fields: dict) -> None:
-    data = {"event": event, "time": time.time(), "pid": os.getpid(), "user": _user()}
+def _log(level: int, event: str, fields: EventFields) -> None:
+    data: EventFields = {"event": event, "time": time.time(), "pid": os.getpid(), "user": _user()}
     path = _current_file.get()
     if path is not None:
         data["file"] = path
@@ -106,7 +115,7 @@ def _user() -> str:
         return str(os.getuid()) if hasattr(os, "getuid") else "?"
 
 
-def _notify(listener: Callable[[str, dict], None], event: str, fields: dict) -> None:
+def _notify(listener: Listener, event: str, fields: EventFields) -> None:
     path = _current_file.get()
     try:
         listener(event, fields if path is None else {**fields, "file": path})
@@ -115,7 +124,7 @@ def _notify(listener: Callable[[str, dict], None], event: str, fields: dict) -> 
                      type(exc).__name__)
 
 
-def add_listener(listener: Callable[[str, dict], None]) -> None:
+def add_listener(listener: Listener) -> None:
     """Calls ``listener(event, fields)`` for every audit event from now on, whether or not the
     log records it (``fields`` holds the event's fields and ``file`` when known).
 
@@ -128,7 +137,7 @@ def add_listener(listener: Callable[[str, dict], None]) -> None:
             _listeners = _listeners + (listener,)
 
 
-def remove_listener(listener: Callable[[str, dict], None]) -> None:
+def remove_listener(listener: Listener) -> None:
     """Stops calling a listener added with :func:`add_listener` (no error if it was not)."""
     global _listeners
     with _listeners_lock:
@@ -152,24 +161,25 @@ class authentication_failures:  # noqa: N801 - used like a function: `with ...()
 
     __slots__ = ("_path",)
 
-    def __init__(self, path=None) -> None:
+    def __init__(self, path: Optional[_Path] = None) -> None:
         self._path = path
 
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type, exc, traceback) -> Literal[False]:
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 traceback: Optional[TracebackType]) -> Literal[False]:
         if exc_type is not None and issubclass(exc_type, AuthenticationError):
             with target(self._path):
                 record("authentication_failed", error=str(exc))
-        elif exc_type is not None:
+        elif exc is not None:  # exc_type is not None: `with` passes both or neither
             with target(self._path):
                 record_rejection(exc)
         return False
 
 
 @contextlib.contextmanager
-def target(path) -> Iterator[None]:
+def target(path: Optional[_Path]) -> Iterator[None]:
     """Names the file that the events recorded inside the ``with`` block are about
     (None: leave it as it is)."""
     if path is None:
@@ -198,7 +208,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, sort_keys=True, default=str)
 
 
-def enable(destination: Union[None, str, os.PathLike, logging.Handler] = None, *,
+def enable(destination: Union[None, str, "os.PathLike[str]", logging.Handler] = None, *,
            json_lines: bool = True, level: int = logging.INFO) -> logging.Handler:
     """Sends audit events to stderr, a file (appended) or a given handler.
 

@@ -46,9 +46,12 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from . import audit
+
+if TYPE_CHECKING:  # opentelemetry-api is optional: imported where enable() runs
+    from opentelemetry.metrics import CallbackOptions, Histogram, MeterProvider, Observation
 
 __all__ = ["MAX_SERIES", "active", "container_counter", "counter", "disable", "enable", "snapshot"]
 
@@ -58,22 +61,26 @@ active = False
 # At most this many attribute sets per process (all instruments together); later ones are
 # counted under {"shardseal.overflow": True}. A hostile header can name 1,024 key ids.
 MAX_SERIES = 2000
-_OVERFLOW = (("shardseal.overflow", True),)
+# A series' attributes: (name, value) pairs (as ``counter`` takes them), and a series is
+# (instrument, attributes).
+_Attributes = tuple[tuple[str, Any], ...]
+_Series = tuple[str, _Attributes]
+_OVERFLOW: _Attributes = (("shardseal.overflow", True),)
 
 _registry_lock = threading.Lock()
 _drain_lock = threading.Lock()
 # (count series, sum series or None) -> its tally; a series is (instrument, attributes).
-_tallies: dict[tuple, "_Tally"] = {}
+_tallies: dict[tuple[_Series, Optional[_Series]], _Tally] = {}
 # How often the drainer thread folds pending entries into totals (bounds their memory).
 DRAIN_INTERVAL = 1.0
 _drainer: Optional[threading.Thread] = None
 _stop_drainer = threading.Event()
 _record_paths = False
-_histogram: Any = None
+_histogram: Optional[Histogram] = None
 # The provider reported to (its instruments report nothing once another one is enabled), and
 # every provider given instruments so far, with its histogram.
-_provider: Any = None
-_providers: list[tuple[Any, Any]] = []
+_provider: Optional[MeterProvider] = None
+_providers: list[tuple[MeterProvider, Histogram]] = []
 
 CONTAINER_INSTRUMENTS = {"opened": ("shardseal.container.opens", "shardseal.container.opened_bytes"),
                          "sealed": ("shardseal.container.seals", "shardseal.container.sealed_bytes")}
@@ -113,7 +120,7 @@ class _Tally:
 
     __slots__ = ("add", "count", "count_series", "pending", "sum_series", "total")
 
-    def __init__(self, count_series: tuple, sum_series: Optional[tuple]) -> None:
+    def __init__(self, count_series: _Series, sum_series: Optional[_Series]) -> None:
         self.count_series = count_series
         self.sum_series = sum_series
         self.pending: list[int] = []
@@ -134,7 +141,7 @@ class _Tally:
                 self.total += sum(values)
 
 
-def _tally(count_series: tuple, sum_series: Optional[tuple] = None) -> _Tally:
+def _tally(count_series: _Series, sum_series: Optional[_Series] = None) -> _Tally:
     """The tally of these series, made on first use; past MAX_SERIES, an overflow one."""
     key = (count_series, sum_series)
     tally = _tallies.get(key)
@@ -178,12 +185,12 @@ def _drained() -> list[_Tally]:
     return tallies
 
 
-def snapshot() -> dict[str, dict[tuple, int]]:
+def snapshot() -> dict[str, dict[tuple[tuple[str, Any], ...], int]]:
     """The counts so far: instrument -> {attributes (name/value pairs): count}.
 
     Counts start at zero when metrics are enabled. The histogram is not included.
     """
-    result: dict[str, dict[tuple, int]] = {}
+    result: dict[str, dict[_Attributes, int]] = {}
     with _drain_lock:
         for tally in _drained():
             for series, value in ((tally.count_series, tally.count), (tally.sum_series, tally.total)):
@@ -239,8 +246,8 @@ if hasattr(os, "register_at_fork"):
 
 # ---- the audit events ------------------------------------------------------------------------
 
-def _key_attributes(fields: dict) -> tuple:
-    attributes = []
+def _key_attributes(fields: audit.EventFields) -> _Attributes:
+    attributes: list[tuple[str, str]] = []
     if "stanza" in fields:
         attributes.append(("shardseal.key.type", str(fields["stanza"])))
     if "key_id" in fields:
@@ -248,14 +255,14 @@ def _key_attributes(fields: dict) -> tuple:
     return tuple(attributes)
 
 
-def _failure(reason: str, attributes: tuple, fields: dict) -> None:
+def _failure(reason: str, attributes: _Attributes, fields: audit.EventFields) -> None:
     attributes = (("shardseal.reason", reason),) + attributes
     if _record_paths and fields.get("file") is not None:
         attributes += (("shardseal.file", str(fields["file"])),)
     counter("shardseal.failures", attributes)(1)
 
 
-def _on_event(event: str, fields: dict) -> None:
+def _on_event(event: str, fields: audit.EventFields) -> None:
     """Counts one audit event (an audit listener while metrics are enabled)."""
     counter("shardseal.audit.events", (("shardseal.event", event),))(1)
     if event == "unwrap":
@@ -279,28 +286,28 @@ def _on_event(event: str, fields: dict) -> None:
     elif event == "alert":
         counter("shardseal.alerts", (("shardseal.alert.subject", str(fields.get("subject"))),))(1)
     if "seconds" in fields and fields.get("stanza") in _REMOTE_KEY_TYPES and _histogram is not None:
-        _record_latency(event, fields)
+        _record_latency(_histogram, event, fields)
 
 
-def _record_latency(event: str, fields: dict) -> None:
+def _record_latency(histogram: Histogram, event: str, fields: audit.EventFields) -> None:
     operation = "wrap" if event == "wrap" else "unwrap"
     outcome = "error" if event == "unwrap_failed" else "ok"
-    _histogram.record(float(fields["seconds"]), {"shardseal.key.type": str(fields["stanza"]),
+    histogram.record(float(fields["seconds"]), {"shardseal.key.type": str(fields["stanza"]),
                                                  "shardseal.operation": operation,
                                                  "shardseal.outcome": outcome})
 
 
 # ---- OpenTelemetry -------------------------------------------------------------------------
 
-def _observer(instrument: str, provider: Any) -> Callable[[Any], list]:
-    def observe(options: Any) -> list:
+def _observer(instrument: str, provider: MeterProvider) -> Callable[[CallbackOptions], list[Observation]]:
+    def observe(options: CallbackOptions) -> list[Observation]:
         from opentelemetry.metrics import Observation
         counts = snapshot().get(instrument, {}) if active and provider is _provider else {}
         return [Observation(value, dict(attributes)) for attributes, value in counts.items()]
     return observe
 
 
-def enable(meter_provider: Optional[Any] = None, *, record_paths: bool = False) -> None:
+def enable(meter_provider: Optional[MeterProvider] = None, *, record_paths: bool = False) -> None:
     """Starts counting, reported through OpenTelemetry instruments of the meter ``shardseal``.
 
     Counts start from zero. Calling it again (with another provider, say) starts over.
@@ -331,7 +338,7 @@ def enable(meter_provider: Optional[Any] = None, *, record_paths: bool = False) 
     _start_drainer()
 
 
-def _instruments(provider: Any) -> Any:
+def _instruments(provider: MeterProvider) -> Histogram:
     """Creates the instruments on a provider once (a provider keeps what it was given);
     returns its histogram."""
     for known, histogram in _providers:
@@ -341,12 +348,13 @@ def _instruments(provider: Any) -> Any:
     for name, (unit, description) in _COUNTERS.items():
         meter.create_observable_counter(name, callbacks=[_observer(name, provider)], unit=unit,
                                         description=description)
-    options = {"name": "shardseal.key.operation.duration", "unit": "s",
-               "description": "Duration of KMS and HSM wraps and unwraps"}
+    name, unit, description = ("shardseal.key.operation.duration", "s",
+                               "Duration of KMS and HSM wraps and unwraps")
     try:  # the SDK's default buckets (0 ... 10,000) suit milliseconds, not seconds
-        histogram = meter.create_histogram(**options, explicit_bucket_boundaries_advisory=LATENCY_BUCKETS)
+        histogram = meter.create_histogram(name=name, unit=unit, description=description,
+                                           explicit_bucket_boundaries_advisory=LATENCY_BUCKETS)
     except TypeError:  # opentelemetry-api before 1.23
-        histogram = meter.create_histogram(**options)
+        histogram = meter.create_histogram(name=name, unit=unit, description=description)
     _providers.append((provider, histogram))
     return histogram
 

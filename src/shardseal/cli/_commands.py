@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import errno
+import io
 import json
 import os
 import re
@@ -13,23 +14,25 @@ import stat
 import sys
 import time
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Optional
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, Iterator, Optional, TypedDict, Union, cast
 
 import shardseal
 from .. import alerts
 
 from ..container import header as _container
 from ..keys import direct as _direct, specs as _specs, keyfile
-from ..keys.specs import KeySpecError
-from ..keys.envelope import DirectKey
-from ..container.blob import container_info
-from .._atomic import open_folder
-from ..io.files import TEMP_SUFFIX, AtomicFile
-from ..io.stream import read_exact
-from ..errors import FormatError
+from ..keys.envelope import DirectKey, Identity, Recipient
+from ..container.blob import container_info, read_exact
+from .._atomic import TEMP_SUFFIX, AtomicFile, open_folder
+from ..io.files import Progress
+from ..errors import FormatError, KeySpecError
 from . import _cluster
 from ._demo import run_demo
 from ._prompt import read_passphrase
+if TYPE_CHECKING:
+    from ..keys.keyring import Keyring
+
 from ._messages import (
     EXIT_AUTHENTICATION,
     EXIT_OK,
@@ -50,6 +53,20 @@ AUDIT_LOG_ENV = "SHARDSEAL_AUDIT_LOG"
 BLOCK_SIZE = 8 * 2**20
 
 
+class EncryptionKeys(TypedDict, total=False):
+    """The key arguments of an encrypting call (``key=`` or ``recipients=``), from -k, -r, -p."""
+
+    key: bytes
+    recipients: list[Recipient]
+
+
+class DecryptionKeys(TypedDict, total=False):
+    """The key arguments of a decrypting call (``key=`` and/or ``identities=``), from -k, -i, -p."""
+
+    key: bytes
+    identities: list[Identity]
+
+
 # ---- keys -----------------------------------------------------------------------------------
 
 
@@ -59,7 +76,8 @@ def load_key(args: argparse.Namespace) -> bytes:
     if not path:
         options = "-r RECIPIENT, -p or -k KEYFILE" if args.command == "encrypt" else \
             "-i IDENTITY, -p or -k KEYFILE" if hasattr(args, "key_file") else "-i IDENTITY or -p"
-        args.subparser.error(f"a key is required: {options} (or set {KEY_FILE_ENV})")
+        parser: argparse.ArgumentParser = args.subparser
+        parser.error(f"a key is required: {options} (or set {KEY_FILE_ENV})")
     if path.strip().startswith(keyfile.KEY_LINE_PREFIX):
         # Never echo it: this is a key, pasted where a path belongs.
         raise CliError("-k takes the path of a key file, not a key: "
@@ -72,7 +90,7 @@ def load_key(args: argparse.Namespace) -> bytes:
     raise CliError(f"cannot read key file {shown_path(path)}: {reason}")
 
 
-def encryption_keys(args: argparse.Namespace) -> dict:
+def encryption_keys(args: argparse.Namespace) -> EncryptionKeys:
     """``key=`` or ``recipients=`` for encrypt, from -k, -r and -p."""
     recipients = [_specs.parse_recipient(text) for text in args.recipient]
     if args.passphrase or args.passphrase_fd is not None:
@@ -88,14 +106,14 @@ def encryption_keys(args: argparse.Namespace) -> dict:
     return {"recipients": recipients}
 
 
-def decryption_keys(args: argparse.Namespace) -> dict:
+def decryption_keys(args: argparse.Namespace) -> DecryptionKeys:
     """``key=`` and/or ``identities=`` for decrypt, rotate and verify, from -k, -i and -p."""
     identities = [_specs.load_identity(spec) for spec in args.identity]
     if args.passphrase or args.passphrase_fd is not None:
         from ..keys import passphrase
         secret = read_passphrase(args.passphrase_fd, confirm=False)
         identities.append(passphrase.Passphrase(secret))
-    keys: dict = {}
+    keys: DecryptionKeys = {}
     if getattr(args, "key_file", None) or not identities:
         keys["key"] = load_key(args)
     if identities:
@@ -103,7 +121,7 @@ def decryption_keys(args: argparse.Namespace) -> dict:
     return keys
 
 
-def identity_list(keys: dict) -> list:
+def identity_list(keys: DecryptionKeys) -> list[Identity]:
     """decryption_keys' result as one list of identities (the key file's key first)."""
     direct = [DirectKey(keys["key"])] if "key" in keys else []
     return direct + keys.get("identities", [])
@@ -187,7 +205,7 @@ def cmd_keyring(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _confirm_destroy(args: argparse.Namespace, ring) -> None:
+def _confirm_destroy(args: argparse.Namespace, ring: Keyring) -> None:
     """Asks on the terminal before key bytes are erased; without a terminal, --yes is needed."""
     if not (sys.stdin.isatty() and sys.stderr.isatty()):
         args.subparser.error("keyring destroy erases the key for good: confirm with --yes "
@@ -201,7 +219,7 @@ def _confirm_destroy(args: argparse.Namespace, ring) -> None:
         raise CliError("not confirmed: nothing was destroyed")
 
 
-def _stamp(created) -> str:
+def _stamp(created: Union[str, datetime]) -> str:
     return created if isinstance(created, str) else created.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -239,7 +257,7 @@ def cmd_parquet_rotate(args: argparse.Namespace) -> int:
 
     if not args.identity:
         raise KeySpecError("parquet-rotate needs at least one -i IDENTITY to unwrap the current keys")
-    master_keys: dict = {}
+    master_keys: dict[str, list[Recipient]] = {}
     for item in args.master_key:
         name, separator, recipient = item.partition("=")
         if not separator or not name or not recipient:
@@ -315,7 +333,9 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
                            "or name a file with -o (--force writes it anyway)")
         destination = sys.stdout.buffer if target == STDIO else target
         with shardseal.open(destination, "wb", **options) as writer:
-            return _copy(source.readinto, writer.write)
+            # Safe: standard input's buffer and open(path, "rb") are io.BufferedReader, which
+            # has readinto (typing's BinaryIO leaves it out).
+            return _copy(cast(io.BufferedReader, source).readinto, writer.write)
 
     direction = Direction(
         name="encrypt",
@@ -357,11 +377,15 @@ def cmd_decrypt(args: argparse.Namespace) -> int:
                            "name the output with -o")
         return stripped
 
+    def decrypt_file(source: str, target: str, progress: Progress, dir_fd: Optional[int] = None) -> int:
+        _refuse_empty_file(source)
+        return shardseal.decrypt_file(source, target, threads=args.threads, progress=progress, dir_fd=dir_fd,
+                                      **keys)
+
     direction = Direction(
         name="decrypt",
         verb="decrypted",
-        file=lambda source, target, progress, dir_fd=None: _refuse_empty_file(source) or shardseal.decrypt_file(
-            source, target, threads=args.threads, progress=progress, dir_fd=dir_fd, **keys),
+        file=decrypt_file,
         stream=decrypt_stream,
         output_name=output_name,
         selects=lambda name: name.endswith(SUFFIX),
@@ -416,8 +440,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _audit_text(summary: dict, threshold: int, window: float) -> str:
-    def when(t) -> str:
+def _audit_text(summary: dict[str, Any], threshold: int, window: float) -> str:
+    def when(t: object) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) if isinstance(t, (int, float)) else "?"
 
     lines = [f"{summary['events']} events from {when(summary['first'])} to {when(summary['last'])}"
@@ -581,7 +605,7 @@ def transfer_folder(direction: Direction, folder: str, output: Optional[str], fo
 
 
 @contextlib.contextmanager
-def _output_folder(root_fd: int, root: str, target: str):
+def _output_folder(root_fd: int, root: str, target: str) -> Iterator[int]:
     """The folder of target, opened component by component from root_fd (created where
     missing) with O_NOFOLLOW: a symbolic link anywhere below root is refused, never followed."""
     relative = os.path.relpath(os.path.dirname(target), root)
@@ -672,14 +696,17 @@ def _check_output(target: str, force: bool, many: int = 1) -> None:
         raise CliError(f"{target} already exists{written} (use --force to overwrite)")
 
 
-def _folder_progress(enabled: bool, total: int, description: str):
+def _folder_progress(enabled: bool, total: int, description: str) -> contextlib.AbstractContextManager[Any]:
     """A bar counting bytes (and files, in its postfix) on stderr, or None when disabled."""
     if not enabled:
         return contextlib.nullcontext(None)
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-                dynamic_ncols=True, desc=description)
+    # tqdm ships no type information: its bar is Any to mypy.
+    bar: contextlib.AbstractContextManager[Any] = tqdm(
+        total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, dynamic_ncols=True,
+        desc=description)
+    return bar
 
 
 def _copy(read_into: Callable[[memoryview], int], write: Callable[[memoryview], object]) -> int:
@@ -705,7 +732,7 @@ def _human_size(n: float) -> str:
 # ---- inspect --------------------------------------------------------------------------------
 
 
-def _open_input(path: str):
+def _open_input(path: str) -> contextlib.AbstractContextManager[BinaryIO]:
     """A binary file for a path, or standard input (left open) for "-"."""
     if path == STDIO:
         return contextlib.nullcontext(sys.stdin.buffer)
@@ -735,13 +762,13 @@ def inspect_stream(source: BinaryIO) -> tuple[shardseal.ContainerInfo, int]:
 
 
 _C1_CONTROLS = re.compile("[\x7f-\x9f\u2028\u2029]")
-def _json_text(value) -> str:
+def _json_text(value: object) -> str:
     """JSON for a terminal: control characters escaped (header text is untrusted)."""
     text = json.dumps(value, ensure_ascii=False, sort_keys=True)
     return _C1_CONTROLS.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
-def _inspect_text(report: dict) -> str:
+def _inspect_text(report: dict[str, Any]) -> str:
     lines = [
         f"file:        {report['file']}",
         f"format:      shardseal container, version {report['version']}",

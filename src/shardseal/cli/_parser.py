@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any, NoReturn, Protocol
 
 import shardseal
 
@@ -52,10 +53,17 @@ environment:
 """
 
 
+class _Commands(Protocol):
+    """The subcommands of a parser (what ``add_subparsers`` returns), as built here."""
+
+    def add_parser(self, name: str, *, help: str, description: str = ..., epilog: str = ...,
+                   formatter_class: type[argparse.HelpFormatter] = ...) -> argparse.ArgumentParser: ...
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with usage errors scrubbed of arguments that might be keys."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {terminal_safe(scrubbed(message))}\n")
 
@@ -73,7 +81,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _json_object(text: str) -> dict:
+def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError as exc:
@@ -111,12 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _subcommand(commands, name: str, help: str, description: str) -> argparse.ArgumentParser:
+def _subcommand(commands: _Commands, name: str, help: str, description: str) -> argparse.ArgumentParser:
     return commands.add_parser(name, help=help, description=description, epilog=EPILOG,
                                formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def _add_keygen(commands) -> None:
+def _add_keygen(commands: _Commands) -> None:
     sub = _subcommand(commands, "keygen", "create a new random key file",
                       "Creates a random 32-byte key and writes it as a key file with mode 0600. "
                       "With --x25519, creates an X25519 identity instead and prints its public "
@@ -162,7 +170,7 @@ def _add_scheduler_option(sub: argparse.ArgumentParser) -> None:
                           "identity strings, never keys; a re-run resumes")
 
 
-def _add_encrypt(commands) -> None:
+def _add_encrypt(commands: _Commands) -> None:
     sub = _subcommand(
         commands, "encrypt", "encrypt files, folders or standard input",
         "Encrypts each INPUT to INPUT.sseal (or to -o). A folder is encrypted recursively into "
@@ -183,7 +191,7 @@ def _add_encrypt(commands) -> None:
     sub.set_defaults(handler=cmd_encrypt)
 
 
-def _add_decrypt(commands) -> None:
+def _add_decrypt(commands: _Commands) -> None:
     sub = _subcommand(
         commands, "decrypt", "decrypt files, folders or standard input",
         "Decrypts each INPUT.sseal to INPUT (or to -o). A folder is decrypted recursively into "
@@ -203,7 +211,7 @@ def _add_identity_options(sub: argparse.ArgumentParser) -> None:
     _add_passphrase_options(sub, "decrypt with a passphrase (asked without echo)")
 
 
-def _add_inspect(commands) -> None:
+def _add_inspect(commands: _Commands) -> None:
     sub = _subcommand(
         commands, "inspect", "show a container's header (no key needed)",
         "Prints what a container's header says: format version, suite, the key ids it is "
@@ -214,7 +222,7 @@ def _add_inspect(commands) -> None:
     sub.set_defaults(handler=cmd_inspect)
 
 
-def _add_keyring(commands) -> None:
+def _add_keyring(commands: _Commands) -> None:
     sub = _subcommand(
         commands, "keyring", "create and manage a keyring of key-encryption keys",
         "A keyring file holds named 256-bit key-encryption keys (KEKs) with ids, creation times "
@@ -232,7 +240,7 @@ def _add_keyring(commands) -> None:
     sub.set_defaults(handler=cmd_keyring, subparser=sub)
 
 
-def _add_rotate(commands) -> None:
+def _add_rotate(commands: _Commands) -> None:
     sub = _subcommand(
         commands, "rotate", "re-wrap file keys: add or remove recipients, move to a new KEK",
         "Rewrites only the key block of each container (the payload bytes stay unchanged), in "
@@ -261,7 +269,7 @@ def _add_rotate(commands) -> None:
     sub.set_defaults(handler=cmd_rotate, subparser=sub)
 
 
-def _add_parquet_rotate(commands) -> None:
+def _add_parquet_rotate(commands: _Commands) -> None:
     sub = _subcommand(
         commands, "parquet-rotate", "re-wrap the master keys of PME-encrypted Parquet files",
         "For Parquet files written by shardseal.parquet with external key material "
@@ -282,7 +290,7 @@ def _add_parquet_rotate(commands) -> None:
     sub.set_defaults(handler=cmd_parquet_rotate, subparser=sub)
 
 
-def _add_verify(commands) -> None:
+def _add_verify(commands: _Commands) -> None:
     sub = _subcommand(
         commands, "verify", "check a dataset against its manifest",
         "Opens the dataset manifest (manifest.sseal) with the given identities and checks that "
@@ -300,7 +308,7 @@ def _add_verify(commands) -> None:
     sub.set_defaults(handler=cmd_verify, subparser=sub)
 
 
-def _add_clean(commands) -> None:
+def _add_clean(commands: _Commands) -> None:
     sub = _subcommand(
         commands, "clean", "remove temporary files that killed runs left behind",
         "Removes the .*.sseal-tmp files that a killed writer (SIGKILL, power loss) left in "
@@ -317,7 +325,7 @@ def _add_clean(commands) -> None:
     sub.set_defaults(handler=cmd_clean, subparser=sub)
 
 
-def _add_audit(commands) -> None:
+def _add_audit(commands: _Commands) -> None:
     sub = _subcommand(
         commands, "audit", "summarize a JSON audit log: key use, failures, anomalies",
         "audit summary LOG reads a JSON-lines audit log (written with --audit-log or "
@@ -354,7 +362,7 @@ def _minutes(text: str) -> float:
     return value
 
 
-def _add_demo(commands) -> None:
+def _add_demo(commands: _Commands) -> None:
     demo = commands.add_parser("demo", help="encrypt, inspect and decrypt a synthetic shard in memory")
     demo.add_argument("--size-mib", type=int, default=256, help="shard size in MiB (default 256)")
     demo.add_argument("--threads", type=int, default=None, help="worker threads (default: all CPUs)")

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any, Mapping, Optional
+from datetime import datetime
+from typing import Any, Literal, Mapping, Optional, Protocol, Union, cast, overload
 
 import fsspec
 import fsspec.core
@@ -37,8 +38,9 @@ from fsspec import AbstractFileSystem
 
 from ..core import buffers as _buffers
 from ..keys import direct as _direct, registry as _registry
-from ..keys.envelope import Identity
-from ..keys.keyref import ENV_PREFIX, KEYFILE_PREFIX, is_key_ref, parse_key_ref, resolve_reference
+from ..keys.envelope import DirectKey, Identity
+from ..keys.keyref import ENV_PREFIX, KEYFILE_PREFIX, KeyLike, KeyRef, is_key_ref, parse_key_ref, resolve_reference
+from ..keys.registry import Identities, Recipients
 from .. import _redact
 from ..container.blob import encrypted_size
 from .stream import DEFAULT_CACHE_CHUNKS, DecryptingReader, EncryptingWriter
@@ -62,7 +64,90 @@ DEFAULT_READ_CACHE_TYPE = "readahead"
 _WRITE_MODES = ("wb", "xb")
 
 
-class _KeyedFileSystemType(type(AbstractFileSystem)):
+# -- what this module uses of fsspec's objects (fsspec has no type information) ---------------
+
+
+class _TargetFile(Protocol):
+    """A file opened on the target filesystem (fsspec's ``AbstractBufferedFile`` and kin)."""
+
+    def read(self, size: int = -1) -> bytes: ...
+
+    def seekable(self) -> bool: ...
+
+    def tell(self) -> int: ...
+
+    def seek(self, offset: int, whence: int = 0) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class _PathStripper(Protocol):
+    """``_strip_protocol``: one path, or a list of them."""
+
+    @overload
+    def __call__(self, path: str) -> str: ...
+
+    @overload
+    def __call__(self, path: list[str]) -> list[str]: ...
+
+
+class _TargetFileSystem(Protocol):
+    """The target filesystem: the parts of ``fsspec.AbstractFileSystem`` used here."""
+
+    protocol: Union[str, tuple[str, ...]]
+
+    def open(self, path: str, mode: str = "rb", block_size: Optional[int] = None,
+             cache_options: Optional[dict[str, Any]] = None, **kwargs: Any) -> _TargetFile: ...
+
+    def unstrip_protocol(self, name: str) -> str: ...
+
+    def _strip_protocol(self, path: str) -> str: ...
+
+    def _parent(self, path: str) -> str: ...
+
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]: ...
+
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]: ...
+
+    def exists(self, path: str, **kwargs: Any) -> bool: ...
+
+    def isdir(self, path: str) -> bool: ...
+
+    def isfile(self, path: str) -> bool: ...
+
+    def find(self, path: str, maxdepth: Optional[int] = None, withdirs: bool = False,
+             detail: bool = False, **kwargs: Any) -> Union[list[str], dict[str, dict[str, Any]]]: ...
+
+    def glob(self, path: str, maxdepth: Optional[int] = None,
+             **kwargs: Any) -> Union[list[str], dict[str, dict[str, Any]]]: ...
+
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None: ...
+
+    def makedirs(self, path: str, exist_ok: bool = False) -> None: ...
+
+    def rmdir(self, path: str) -> None: ...
+
+    def rm_file(self, path: str) -> None: ...
+
+    def rm(self, path: Union[str, list[str]], recursive: bool = False,
+           maxdepth: Optional[int] = None) -> None: ...
+
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None: ...
+
+    def mv(self, path1: Union[str, list[str]], path2: str, recursive: bool = False,
+           maxdepth: Optional[int] = None, **kwargs: Any) -> None: ...
+
+    def modified(self, path: str) -> datetime: ...
+
+    def created(self, path: str) -> datetime: ...
+
+    def ukey(self, path: str) -> str: ...
+
+    def invalidate_cache(self, path: Optional[str] = None) -> None: ...
+
+
+# fsspec has no type information: to mypy its metaclass, and so this subclass, is dynamic.
+class _KeyedFileSystemType(type(AbstractFileSystem)):  # type: ignore[misc]
     """Keeps the raw key out of what fsspec records about a filesystem.
 
     fsspec's metaclass derives the instance token (``_fs_token``, ``__hash__``, dask's
@@ -72,12 +157,13 @@ class _KeyedFileSystemType(type(AbstractFileSystem)):
     (its repr, a path or a variable's name, goes into the token), so the filesystem pickles.
     """
 
-    def __call__(cls, *args, **kwargs):
+    def __call__(cls, *args: Any, **kwargs: Any) -> SealFileSystem:
         kwargs.pop("key_id", None)  # only ever derived from a raw key
         kwargs.pop("identity_ids", None)  # only ever derived from loaded identities
         if isinstance(kwargs.get("key"), str) and kwargs["key"].startswith((KEYFILE_PREFIX, ENV_PREFIX)):
             kwargs["key"] = parse_key_ref(kwargs["key"])  # a reference's string form (from_json)
         loaded = _split_identities(kwargs)
+        fs: SealFileSystem
         if is_key_ref(kwargs.get("key")):
             fs = super().__call__(*args, **kwargs)
             fs._key = None
@@ -93,7 +179,7 @@ class _KeyedFileSystemType(type(AbstractFileSystem)):
         return fs
 
 
-def _split_identities(kwargs: dict) -> Optional[tuple[Identity, ...]]:
+def _split_identities(kwargs: dict[str, Any]) -> Optional[tuple[Identity, ...]]:
     """Takes loaded identities out of kwargs (like a raw key: replaced by their public ids)
     and returns them; identity strings and references stay, as ``IdentityRef`` objects.
 
@@ -115,7 +201,7 @@ def _split_identities(kwargs: dict) -> Optional[tuple[Identity, ...]]:
         kwargs.pop("identities")
         kwargs["identity_ids"] = [key_id for identity in items for key_id in identity.key_ids]
         return tuple(items)
-    refs = []
+    refs: list[_registry.IdentityRef] = []
     for item in items:
         if isinstance(item, str):
             item = _registry.IdentityRef(item)
@@ -127,7 +213,8 @@ def _split_identities(kwargs: dict) -> Optional[tuple[Identity, ...]]:
     return None
 
 
-class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
+# fsspec has no type information: its AbstractFileSystem is Any to mypy.
+class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):  # type: ignore[misc]
     """Encrypts and decrypts shardseal containers stored on another fsspec filesystem.
 
     Usually created by fsspec from a chained URL, with the options for this layer under
@@ -204,6 +291,8 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
 
     protocol = "sseal"
     cachable = False
+    # fsspec's classmethod on the class; each instance's own (set in __init__) on instances.
+    _strip_protocol: _PathStripper
     _key: Optional[bytes] = None
     _identities: Optional[tuple[Identity, ...]] = None
 
@@ -215,7 +304,7 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
                  block_size: Optional[int] = DEFAULT_READ_BLOCK_SIZE,
                  cache_type: Optional[str] = DEFAULT_READ_CACHE_TYPE, fo: Optional[str] = None,
                  key_id: Optional[str] = None, key: Any = None, identities: Any = None,
-                 identity_ids: Optional[list[str]] = None, **kwargs) -> None:
+                 identity_ids: Optional[list[str]] = None, **kwargs: Any) -> None:
         if key is not None and not is_key_ref(key):
             # A raw key only gets here from fsspec's configuration, past __call__.
             raise TypeError("give SealFileSystem its key as key=, not in fsspec's configuration")
@@ -224,10 +313,10 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
             raise ValueError("give either fs or target_protocol, not both")
         if fs is None:
             fs = fsspec.filesystem(target_protocol or "file", **dict(target_options or {}))
-        self.fs = fs
+        self.fs: _TargetFileSystem = fs
         self.target_protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
         self.key_id = key_id
-        self.key_ref = key
+        self.key_ref: Optional[KeyRef] = key
         self.identity_refs: Optional[tuple[_registry.IdentityRef, ...]] = (
             None if identities is None else tuple(identities))
         self.identity_ids = identity_ids
@@ -239,16 +328,18 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
         self.cache_type = cache_type
         self._fo = fo
 
-        def _strip_protocol(path):
+        # Not @overload here: griffe (the API reference) fails on overloads inside a function.
+        def _strip_protocol(path: Union[str, list[str]]) -> Union[str, list[str]]:
             # An instance method, as in fsspec's caching filesystems: paths are the target's.
             if isinstance(path, list):
-                return [_strip_protocol(p) for p in path]
+                return [cast(str, _strip_protocol(p)) for p in path]  # safe: a str gives a str
             path = type(self)._strip_protocol(path)
             if not path and self._fo:  # an older fsspec's chained URL: the target path is fo
                 path = self._fo
             return self.fs._strip_protocol(path)
 
-        self._strip_protocol = _strip_protocol
+        # Safe: a str path gives a str and a list a list (_PathStripper's two signatures).
+        self._strip_protocol = cast(_PathStripper, _strip_protocol)
 
     # ---- key material -------------------------------------------------------------------
 
@@ -263,7 +354,7 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
             text += f", identity_ids={self.identity_ids!r}"
         return text + ")"
 
-    def __reduce__(self):
+    def __reduce__(self) -> Union[str, tuple[Any, ...]]:
         """Pickles a keyless filesystem or one that holds a key reference (as the reference:
         ``RawKey`` refuses unless created with ``allow_pickle=True``); refuses one that holds a
         raw key.
@@ -275,9 +366,10 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
             raise TypeError("a SealFileSystem holds key material and cannot be pickled; create "
                             "it again with key= in the other process, or give it key and "
                             "identity references (shardseal.keyref) instead")
-        return super().__reduce__()
+        reduced: Union[str, tuple[Any, ...]] = super().__reduce__()
+        return reduced
 
-    def to_dict(self, *, include_password: bool = True) -> dict:
+    def to_dict(self, *, include_password: bool = True) -> dict[str, Any]:
         """Serialises a filesystem without key material (also used by ``to_json``): a key
         reference is written as its string (``keyfile:PATH``, ``env:NAME``) and identity
         references as their identity strings; ``fsspec.AbstractFileSystem.from_dict`` (and
@@ -326,8 +418,9 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
 
     # ---- files --------------------------------------------------------------------------
 
-    def _open(self, path, mode="rb", block_size=None, autocommit=True, cache_options=None,
-              **kwargs):
+    def _open(self, path: str, mode: str = "rb", block_size: Optional[int] = None, autocommit: bool = True,
+              cache_options: Optional[dict[str, Any]] = None,
+              **kwargs: Any) -> Union[DecryptingReader, EncryptingWriter]:
         """Opens a container on the target filesystem.
 
         Args:
@@ -385,67 +478,70 @@ class SealFileSystem(_Base, metaclass=_KeyedFileSystemType):
         """The chained URL of a path: ``sseal::`` and the target's URL."""
         return "sseal::" + self.fs.unstrip_protocol(name)
 
-    def _parent(self, path):
+    def _parent(self, path: str) -> str:
         return self.fs._parent(self._strip_protocol(path))
 
-    def ls(self, path, detail=True, **kwargs):
+    def ls(self, path: str, detail: bool = True, **kwargs: Any) -> list[Any]:
         """Lists the target (sizes are ciphertext sizes)."""
         return self.fs.ls(self._strip_protocol(path), detail=detail, **kwargs)
 
-    def info(self, path, **kwargs):
+    def info(self, path: str, **kwargs: Any) -> dict[str, Any]:
         """The target's details of path (its ``size`` is the ciphertext size)."""
         return self.fs.info(self._strip_protocol(path), **kwargs)
 
-    def exists(self, path, **kwargs):
+    def exists(self, path: str, **kwargs: Any) -> bool:
         return self.fs.exists(self._strip_protocol(path), **kwargs)
 
-    def isdir(self, path):
+    def isdir(self, path: str) -> bool:
         return self.fs.isdir(self._strip_protocol(path))
 
-    def isfile(self, path):
+    def isfile(self, path: str) -> bool:
         return self.fs.isfile(self._strip_protocol(path))
 
-    def find(self, path, maxdepth=None, withdirs=False, detail=False, **kwargs):
+    def find(self, path: str, maxdepth: Optional[int] = None, withdirs: bool = False, detail: bool = False,
+             **kwargs: Any) -> Union[list[str], dict[str, dict[str, Any]]]:
         return self.fs.find(self._strip_protocol(path), maxdepth=maxdepth, withdirs=withdirs,
                             detail=detail, **kwargs)
 
-    def glob(self, path, maxdepth=None, **kwargs):
+    def glob(self, path: str, maxdepth: Optional[int] = None,
+             **kwargs: Any) -> Union[list[str], dict[str, dict[str, Any]]]:
         return self.fs.glob(self._strip_protocol(path), maxdepth=maxdepth, **kwargs)
 
-    def mkdir(self, path, create_parents=True, **kwargs):
+    def mkdir(self, path: str, create_parents: bool = True, **kwargs: Any) -> None:
         return self.fs.mkdir(self._strip_protocol(path), create_parents=create_parents, **kwargs)
 
-    def makedirs(self, path, exist_ok=False):
+    def makedirs(self, path: str, exist_ok: bool = False) -> None:
         return self.fs.makedirs(self._strip_protocol(path), exist_ok=exist_ok)
 
-    def rmdir(self, path):
+    def rmdir(self, path: str) -> None:
         return self.fs.rmdir(self._strip_protocol(path))
 
-    def rm_file(self, path):
+    def rm_file(self, path: str) -> None:
         return self.fs.rm_file(self._strip_protocol(path))
 
-    def rm(self, path, recursive=False, maxdepth=None):
+    def rm(self, path: Union[str, list[str]], recursive: bool = False, maxdepth: Optional[int] = None) -> None:
         return self.fs.rm(self._strip_protocol(path), recursive=recursive, maxdepth=maxdepth)
 
-    def cp_file(self, path1, path2, **kwargs):
+    def cp_file(self, path1: str, path2: str, **kwargs: Any) -> None:
         """Copies a container as it is (a container does not depend on its path)."""
         return self.fs.cp_file(self._strip_protocol(path1), self._strip_protocol(path2),
                                **kwargs)
 
-    def mv(self, path1, path2, recursive=False, maxdepth=None, **kwargs):
+    def mv(self, path1: Union[str, list[str]], path2: str, recursive: bool = False,
+           maxdepth: Optional[int] = None, **kwargs: Any) -> None:
         return self.fs.mv(self._strip_protocol(path1), self._strip_protocol(path2),
                           recursive=recursive, maxdepth=maxdepth, **kwargs)
 
-    def modified(self, path):
+    def modified(self, path: str) -> datetime:
         return self.fs.modified(self._strip_protocol(path))
 
-    def created(self, path):
+    def created(self, path: str) -> datetime:
         return self.fs.created(self._strip_protocol(path))
 
-    def ukey(self, path):
+    def ukey(self, path: str) -> str:
         return self.fs.ukey(self._strip_protocol(path))
 
-    def invalidate_cache(self, path=None):
+    def invalidate_cache(self, path: Optional[str] = None) -> None:
         return self.fs.invalidate_cache(None if path is None else self._strip_protocol(path))
 
 
@@ -458,10 +554,31 @@ def _key_ref_string(key_ref: Any) -> str:
     return text
 
 
-def open_url(url: str, mode: str = "rb", *, key: Any = None, recipients: Any = None,
-             identities: Any = None, threads: Optional[int] = None,
-             metadata: Optional[Mapping[str, Any]] = None,
-             storage_options: Optional[Mapping[str, Any]] = None):
+@overload
+def open_url(url: str, mode: Literal["rb"] = "rb", *, key: Optional[KeyLike] = None,
+             recipients: Optional[Recipients] = None, identities: Optional[Identities] = None,
+             threads: Optional[int] = None, metadata: Optional[Mapping[str, Any]] = None,
+             storage_options: Optional[Mapping[str, Any]] = None) -> DecryptingReader: ...
+
+
+@overload
+def open_url(url: str, mode: Literal["wb"], *, key: Optional[KeyLike] = None,
+             recipients: Optional[Recipients] = None, identities: Optional[Identities] = None,
+             threads: Optional[int] = None, metadata: Optional[Mapping[str, Any]] = None,
+             storage_options: Optional[Mapping[str, Any]] = None) -> EncryptingWriter: ...
+
+
+@overload
+def open_url(url: str, mode: str = "rb", *, key: Optional[KeyLike] = None,
+             recipients: Optional[Recipients] = None, identities: Optional[Identities] = None,
+             threads: Optional[int] = None, metadata: Optional[Mapping[str, Any]] = None,
+             storage_options: Optional[Mapping[str, Any]] = None) -> Union[DecryptingReader, EncryptingWriter]: ...
+
+
+def open_url(url: str, mode: str = "rb", *, key: Optional[KeyLike] = None,
+             recipients: Optional[Recipients] = None, identities: Optional[Identities] = None,
+             threads: Optional[int] = None, metadata: Optional[Mapping[str, Any]] = None,
+             storage_options: Optional[Mapping[str, Any]] = None) -> Union[DecryptingReader, EncryptingWriter]:
     """Opens the container at an fsspec URL with a key, recipients or identities.
 
     ``sseal::memory://x.sseal`` and ``memory://x.sseal`` name the same container: the
@@ -512,7 +629,8 @@ def open_url(url: str, mode: str = "rb", *, key: Any = None, recipients: Any = N
     raise ValueError(f"mode must be 'rb' or 'wb', not {_redact.shown(mode)}")
 
 
-def _reader_over(raw, key, *, identities=None, threads=None,
+def _reader_over(raw: _TargetFile, key: Union[KeyLike, DirectKey, None], *,
+                 identities: Optional[Identities] = None, threads: Optional[int] = None,
                  cache_chunks: int = DEFAULT_CACHE_CHUNKS) -> DecryptingReader:
     """A reader over a target file it closes: random access when the file seeks to its end."""
     try:
@@ -520,13 +638,12 @@ def _reader_over(raw, key, *, identities=None, threads=None,
     except BaseException:
         raw.close()
         raise
-    if not seekable:
-        raw = _Sequential(raw)
-    return DecryptingReader(raw, key, identities=identities, threads=threads,
+    source: Union[_TargetFile, _Sequential] = raw if seekable else _Sequential(raw)
+    return DecryptingReader(source, key, identities=identities, threads=threads,
                             cache_chunks=cache_chunks, close_raw=True)
 
 
-def _can_seek(raw) -> bool:
+def _can_seek(raw: _TargetFile) -> bool:
     """Whether raw seeks, to its end included (a streaming HTTP response says it is seekable
     but seeks nowhere)."""
     try:
@@ -543,7 +660,7 @@ def _can_seek(raw) -> bool:
 class _Sequential:
     """A target file read front to back only: the reader decrypts it as a stream."""
 
-    def __init__(self, raw) -> None:
+    def __init__(self, raw: _TargetFile) -> None:
         self._raw = raw
 
     def seekable(self) -> bool:
@@ -569,7 +686,8 @@ class _TargetWriter(EncryptingWriter):
     ``commit``/``discard`` make it usable in an fsspec transaction.
     """
 
-    def __init__(self, raw, key, *, fs, path, autocommit, **kwargs) -> None:
+    def __init__(self, raw: _TargetFile, key: Optional[KeyLike], *, fs: _TargetFileSystem, path: str,
+                 autocommit: bool, **kwargs: Any) -> None:
         self._target_fs = fs
         self._target_path = path
         self._autocommit = autocommit

@@ -15,7 +15,8 @@ import sys
 import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Mapping, Optional, Union
+from types import TracebackType
+from typing import IO, Any, Callable, Mapping, NoReturn, Optional, Protocol, Union
 
 from ..core import backend as _backend, buffers as _buffers, layout as _layout
 from ..container import header as _container
@@ -24,6 +25,7 @@ from ..keys import envelope as _envelope, registry as _registry
 from .. import audit, metrics
 from ..core.layout import CHUNK_SIZE, MESSAGE_HEADER_SIZE, SEALED_CHUNK_SIZE, TAG_SIZE
 from ..errors import AuthenticationError, ShardsealError, TruncatedError
+from ..core.buffers import Buffer, BytesLike
 from ..core.layout import Suite
 from ..keys.keyref import KeyLike, resolve_reference
 from ..keys.envelope import DirectKey
@@ -43,7 +45,34 @@ DEFAULT_CACHE_CHUNKS = 32
 WRITE_BATCH_CHUNKS = 256
 
 
-def write_all(raw, data) -> None:
+class _RawWriter(Protocol):
+    """A destination of write_all: a file object, buffered or not (a raw one may take part of
+    a write, or none: None)."""
+
+    def write(self, data: memoryview, /) -> Optional[int]: ...
+
+
+class _MessageKeys(Protocol):
+    """The per-message keys of either backend (``MessageKeys`` of the native module or of
+    core._pybackend), as the streams use them."""
+
+    @property
+    def commitment(self) -> bytes: ...
+
+    def seal_chunks_into(self, first_chunk: int, plaintext: BytesLike, out: BytesLike, final: bool,
+                         threads: int) -> int: ...
+
+    def open_chunks_into(self, first_chunk: int, ciphertext: BytesLike, out: BytesLike, final: bool,
+                         threads: int) -> int: ...
+
+    def read_into(self, fd: int, data_start: int, plaintext_size: int, offset: int, out: BytesLike,
+                  threads: int) -> int: ...
+
+    def read(self, fd: int, data_start: int, plaintext_size: int, offset: int, size: int,
+             threads: int) -> bytes: ...
+
+
+def write_all(raw: _RawWriter, data: Buffer) -> None:
     """Writes all of data: unbuffered destinations may accept only part of a write."""
     view = memoryview(data)
     while view.nbytes:
@@ -57,7 +86,7 @@ class _PositionalSource:
     """Thread-safe reads at absolute offsets: os.pread on a regular file, else seek + read
     under a lock (fsspec files, BytesIO)."""
 
-    def __init__(self, raw) -> None:
+    def __init__(self, raw: IO[bytes]) -> None:
         self._raw = raw
         self._lock = threading.Lock()
         self._fd: Optional[int] = None
@@ -132,7 +161,8 @@ class DecryptingReader(io.BufferedIOBase):
         if metrics.active:
             _count_stream_opened(self._size or 0)
 
-    def _open(self, key, identities, cache_chunks: int) -> None:
+    def _open(self, key: Union[KeyLike, DirectKey, None], identities: Optional[Identities],
+              cache_chunks: int) -> None:
         key = resolve_reference(key)  # here, in the process that reads
         raw = self._raw
         seekable = _is_seekable(raw)
@@ -142,7 +172,7 @@ class DecryptingReader(io.BufferedIOBase):
         head = read_exact(raw, MESSAGE_HEADER_SIZE)
         if len(head) < MESSAGE_HEADER_SIZE:
             raise TruncatedError("message truncated: shorter than its salt and commitment")
-        self._keys = _envelope.proven_message_keys(header, file_key, head)
+        self._keys: _MessageKeys = _envelope.proven_message_keys(header, file_key, head)
         self.header = header
         self._data_start = start + header.size + MESSAGE_HEADER_SIZE
         self._cache: OrderedDict[int, bytearray] = OrderedDict()
@@ -150,14 +180,18 @@ class DecryptingReader(io.BufferedIOBase):
         self._cache_lock = threading.Lock()
         self._scratch = threading.local()
         if seekable:
-            self._source: Optional[_PositionalSource] = _PositionalSource(raw)
+            # _positional and _data_size exist only on a seekable source; _source and _size
+            # hold the same values, or None on a pipe.
+            self._positional = _PositionalSource(raw)
+            self._source: Optional[_PositionalSource] = self._positional
             # A regular file: a chunk missing from the cache is read, authenticated and
             # decrypted in one native call (pread included), without the GIL.
             self._fd: Optional[int] = self._source.fd
             self._last_index = -2  # the chunk of the last small pread: see _reads_directly
             end = raw.seek(0, io.SEEK_END)
-            self._size: Optional[int] = _layout.opened_size(end - self._data_start)
-            self._final_index = self._size // CHUNK_SIZE
+            self._data_size = _layout.opened_size(end - self._data_start)
+            self._size: Optional[int] = self._data_size
+            self._final_index = self._data_size // CHUNK_SIZE
             self._final_verified = False
         else:
             self._source = None
@@ -200,7 +234,7 @@ class DecryptingReader(io.BufferedIOBase):
             target = self._pos + offset
         elif whence == io.SEEK_END:
             self._verify_final()  # the end is only trusted once the final chunk is
-            target = self._size + offset
+            target = self._data_size + offset
         else:
             raise ValueError(f"invalid whence {whence!r}")
         if target < 0:
@@ -212,7 +246,7 @@ class DecryptingReader(io.BufferedIOBase):
         self._check_open()
         if self._source is None:
             return self._read_stream(None if size is None or size < 0 else size)
-        remaining = max(0, self._size - self._pos)
+        remaining = max(0, self._data_size - self._pos)
         size = remaining if size is None or size < 0 else min(size, remaining)
         out = bytearray(size)
         n = self.readinto(out)
@@ -222,7 +256,7 @@ class DecryptingReader(io.BufferedIOBase):
     def read1(self, size: int = -1) -> bytes:
         return self.read(size)
 
-    def readinto(self, buffer) -> int:
+    def readinto(self, buffer: BytesLike) -> int:
         self._check_open()
         view = _buffers.writable(buffer, "buffer")
         if self._source is None:
@@ -232,7 +266,7 @@ class DecryptingReader(io.BufferedIOBase):
         self._pos += n
         return n
 
-    def readinto1(self, buffer) -> int:
+    def readinto1(self, buffer: BytesLike) -> int:
         return self.readinto(buffer)
 
     def pread(self, offset: int, size: int) -> bytes:
@@ -252,20 +286,20 @@ class DecryptingReader(io.BufferedIOBase):
         if offset < 0 or size < 0:
             raise ValueError("offset and size must be non-negative")
         within = offset % CHUNK_SIZE
-        if 0 < size <= CHUNK_SIZE - within and offset + size < self._size:
+        if 0 < size <= CHUNK_SIZE - within and offset + size < self._data_size:
             # The common small read inside one chunk (not the final one, which is always
             # short): one native call at a random offset, else one slice copy of a cached chunk.
             index = offset // CHUNK_SIZE
-            if self._reads_directly(index):
-                return self._read_file(offset, size)
+            if self._fd is not None and self._reads_directly(index):
+                return self._read_file(self._fd, offset, size)
             return bytes(memoryview(self._chunk(index))[within : within + size])
-        size = max(0, min(size, self._size - offset))
+        size = max(0, min(size, self._data_size - offset))
         out = bytearray(size)
         n = self._readinto_at(offset, memoryview(out))
         del out[n:]
         return bytes(out)
 
-    def preadinto(self, offset: int, buffer) -> int:
+    def preadinto(self, offset: int, buffer: BytesLike) -> int:
         """Reads into buffer at offset without moving the stream position; thread-safe.
 
         Like ``pread`` without the copies: whole chunks are decrypted straight into buffer.
@@ -284,9 +318,9 @@ class DecryptingReader(io.BufferedIOBase):
         if offset < 0:
             raise ValueError("offset must be non-negative")
         view = _buffers.writable(buffer, "buffer")
-        if 0 < view.nbytes <= CHUNK_SIZE - offset % CHUNK_SIZE and offset + view.nbytes < self._size \
-                and self._reads_directly(offset // CHUNK_SIZE):
-            return self._read_file_into(offset, view)
+        if 0 < view.nbytes <= CHUNK_SIZE - offset % CHUNK_SIZE and offset + view.nbytes < self._data_size \
+                and self._fd is not None and self._reads_directly(offset // CHUNK_SIZE):
+            return self._read_file_into(self._fd, offset, view)
         return self._readinto_at(offset, view)
 
     def close(self) -> None:
@@ -298,7 +332,7 @@ class DecryptingReader(io.BufferedIOBase):
                 self._raw.close()
         super().close()
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a shardseal reader holds key material and cannot be pickled; "
                         "open the file again in the other process")
 
@@ -320,12 +354,12 @@ class DecryptingReader(io.BufferedIOBase):
                 self._cache.move_to_end(index)
                 return cached
         final = index == self._final_index
-        plain_len = self._size - index * CHUNK_SIZE if final else CHUNK_SIZE
+        plain_len = self._data_size - index * CHUNK_SIZE if final else CHUNK_SIZE
         plain = bytearray(plain_len)
         if self._fd is not None:
-            self._read_file_chunk(index, plain)
+            self._read_file_chunk(self._fd, index, plain)
         else:
-            sealed = self._source.read_at(self._data_start + index * SEALED_CHUNK_SIZE, plain_len + TAG_SIZE)
+            sealed = self._positional.read_at(self._data_start + index * SEALED_CHUNK_SIZE, plain_len + TAG_SIZE)
             if len(sealed) != plain_len + TAG_SIZE:
                 raise TruncatedError("the file was truncated while being read")
             self._open_chunks(index, sealed, plain, final, 1)
@@ -337,7 +371,7 @@ class DecryptingReader(io.BufferedIOBase):
                 self._final_verified = True
         return plain
 
-    def _open_chunks(self, index: int, sealed, plain, final: bool, threads: int) -> None:
+    def _open_chunks(self, index: int, sealed: BytesLike, plain: BytesLike, final: bool, threads: int) -> None:
         # try/except rather than audit.authentication_failures(): free when nothing fails,
         # and this runs for every chunk a read touches.
         try:
@@ -356,24 +390,24 @@ class DecryptingReader(io.BufferedIOBase):
         previous, self._last_index = self._last_index, index  # a hint: a race only costs a miss
         return index - previous not in (0, 1) and index not in self._cache
 
-    def _read_file(self, offset: int, size: int) -> bytes:
+    def _read_file(self, fd: int, offset: int, size: int) -> bytes:
         try:
-            return self._keys.read(self._fd, self._data_start, self._size, offset, size, self._threads)
+            return self._keys.read(fd, self._data_start, self._data_size, offset, size, self._threads)
         except AuthenticationError as exc:
             self._audit_failure(exc)
             raise
 
-    def _read_file_into(self, offset: int, view: memoryview) -> int:
+    def _read_file_into(self, fd: int, offset: int, view: memoryview) -> int:
         try:
-            return self._keys.read_into(self._fd, self._data_start, self._size, offset, view, self._threads)
+            return self._keys.read_into(fd, self._data_start, self._data_size, offset, view, self._threads)
         except AuthenticationError as exc:
             self._audit_failure(exc)
             raise
 
-    def _read_file_chunk(self, index: int, plain: bytearray) -> None:
+    def _read_file_chunk(self, fd: int, index: int, plain: bytearray) -> None:
         """Reads, authenticates and decrypts chunk `index` of a regular file into plain."""
         try:
-            n = self._keys.read_into(self._fd, self._data_start, self._size, index * CHUNK_SIZE, plain, 1)
+            n = self._keys.read_into(fd, self._data_start, self._data_size, index * CHUNK_SIZE, plain, 1)
         except AuthenticationError as exc:
             self._audit_failure(exc)
             raise
@@ -385,14 +419,14 @@ class DecryptingReader(io.BufferedIOBase):
             audit.record("authentication_failed", error=str(exc))
 
     def _bulk_scratch(self, size: int) -> memoryview:
-        scratch = getattr(self._scratch, "buffer", None)
+        scratch: Optional[bytearray] = getattr(self._scratch, "buffer", None)
         if scratch is None or len(scratch) < size:
             scratch = self._scratch.buffer = bytearray(size)
         return memoryview(scratch)[:size]
 
     def _readinto_at(self, offset: int, out: memoryview) -> int:
-        end = min(offset + out.nbytes, self._size)
-        if end >= self._size:
+        end = min(offset + out.nbytes, self._data_size)
+        if end >= self._data_size:
             self._verify_final()  # this read reaches the end: prove the end is real
         pos = offset
         while pos < end:
@@ -403,14 +437,14 @@ class DecryptingReader(io.BufferedIOBase):
                 # worker reading its own batch (no Python per batch, reads on every core).
                 count = whole
                 target = out[pos - offset : pos - offset + count * CHUNK_SIZE]
-                if self._read_file_into(pos, target) != target.nbytes:
+                if self._read_file_into(self._fd, pos, target) != target.nbytes:
                     raise TruncatedError("the file was truncated while being read")
                 pos += count * CHUNK_SIZE
             elif whole >= BULK_MIN_CHUNKS:
                 # Whole chunks are never the final chunk, which is always short.
                 count = min(whole, BULK_BATCH_CHUNKS)
                 sealed = self._bulk_scratch(count * SEALED_CHUNK_SIZE)
-                if self._source.readinto_at(self._data_start + index * SEALED_CHUNK_SIZE, sealed) != sealed.nbytes:
+                if self._positional.readinto_at(self._data_start + index * SEALED_CHUNK_SIZE, sealed) != sealed.nbytes:
                     raise TruncatedError("the file was truncated while being read")
                 target = out[pos - offset : pos - offset + count * CHUNK_SIZE]
                 self._open_chunks(index, sealed, target, False, self._threads)
@@ -473,7 +507,7 @@ class DecryptingReader(io.BufferedIOBase):
 
     def _read_stream(self, size: Optional[int]) -> bytes:
         """Up to size bytes (all with None), allocating only what the stream holds."""
-        parts = []
+        parts: list[bytes] = []
         wanted = size
         while wanted is None or wanted > 0:
             if self._plain_pos == len(self._plain) and not self._stream_fill():
@@ -488,13 +522,13 @@ class DecryptingReader(io.BufferedIOBase):
         return data
 
 
-def _handled_exception() -> tuple:
+def _handled_exception() -> tuple[Optional[BaseException], Optional[TracebackType]]:
     """The exception being handled or propagating here, and its traceback ((None, None) if none)."""
     _, exception, traceback = sys.exc_info()
     return exception, traceback
 
 
-def _is_seekable(raw) -> bool:
+def _is_seekable(raw: IO[bytes]) -> bool:
     try:
         return bool(raw.seekable())
     except (AttributeError, ValueError):
@@ -548,13 +582,13 @@ class EncryptingWriter(io.BufferedIOBase):
         # What was being handled here: close() aborts while any other exception propagates.
         self._exception_at_creation = _handled_exception()
         self._wrapper_dropped = False  # a wrapper is being garbage collected unclosed
-        self._pending_write: Optional[Future] = None
+        self._pending_write: Optional[Future[None]] = None
         self._io = ThreadPoolExecutor(1, thread_name_prefix="shardseal-writer")
         try:
             self._threads = _buffers.thread_count(threads)
             plan = plan_header(key, recipients, suite, _header_metadata(metadata))
             salt = _random_salt()
-            self._keys = _backend.impl.MessageKeys(suite, plan.input_key, salt, plan.fixed)
+            self._keys: _MessageKeys = _backend.impl.MessageKeys(suite, plan.input_key, salt, plan.fixed)
             write_all(raw, plan.header + salt + self._keys.commitment)
         except BaseException:
             self._abort()
@@ -567,7 +601,7 @@ class EncryptingWriter(io.BufferedIOBase):
         """The number of plaintext bytes written so far."""
         return self._written
 
-    def write(self, data) -> int:
+    def write(self, data: BytesLike) -> int:
         if self.closed:
             raise ValueError("write to a closed shardseal writer")
         view = _buffers.readable(data, "data")
@@ -676,7 +710,7 @@ class EncryptingWriter(io.BufferedIOBase):
             _count_stream_sealed(self._written)
         super().close()
 
-    def _dealloc_warn(self, source) -> None:
+    def _dealloc_warn(self, source: object) -> None:
         # CPython's io wrappers (TextIOWrapper, BufferedWriter) call this on their buffer when
         # they are garbage collected unclosed, just before closing it: abort, not complete.
         self._wrapper_dropped = True
@@ -700,7 +734,8 @@ class EncryptingWriter(io.BufferedIOBase):
             if self._on_abort is not None:
                 self._on_abort()
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
         # The with statement says whether its block failed: no need to infer it as close() does.
         if exc_type is not None:
             self._abort()
@@ -714,5 +749,5 @@ class EncryptingWriter(io.BufferedIOBase):
         except Exception:
             pass
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError("a shardseal writer holds key material and cannot be pickled")

@@ -96,7 +96,7 @@ def _percent_decode(name: str, value: str) -> str:
         raise ValueError(f"the PKCS#11 URI attribute {name!r} is not UTF-8 once decoded") from None
 
 
-def _check_token_label(label) -> str:
+def _check_token_label(label: object) -> str:
     if not isinstance(label, str):
         raise TypeError(f"a token label must be a str, not {type(label).__name__}")
     size = len(label.encode("utf-8"))
@@ -107,7 +107,7 @@ def _check_token_label(label) -> str:
     return label
 
 
-def _check_key_label(label) -> str:
+def _check_key_label(label: object) -> str:
     if not isinstance(label, str):
         raise TypeError(f"a key label must be a str, not {type(label).__name__}")
     if not label or "\0" in label:

@@ -33,11 +33,12 @@ Any object with a ``resolve() -> bytes`` method works where a key reference is e
 from __future__ import annotations
 
 import os
-from typing import TypeVar, Union
+from typing import TypeVar, Union, cast
 
 from .. import _redact
 from . import direct as _direct
 from ..core.buffers import BytesLike
+from .direct import RawKeyLike
 from .keyfile import KeyFileError, parse_key_file, read_key_file
 
 __all__ = ["DEFAULT_ENV_VAR", "EnvKey", "KeyFile", "KeyLike", "KeyRef", "RawKey", "as_key_ref",
@@ -114,13 +115,13 @@ class KeyFile(KeyRef):
     def __repr__(self) -> str:
         return f"KeyFile({self.path!r})"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, KeyFile) and other.path == self.path
 
     def __hash__(self) -> int:
         return hash((KeyFile, self.path))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[KeyFile], tuple[str]]:
         return (KeyFile, (self.path,))
 
 
@@ -172,13 +173,13 @@ class EnvKey(KeyRef):
     def __repr__(self) -> str:
         return f"EnvKey({self.name!r})"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         return isinstance(other, EnvKey) and other.name == self.name
 
     def __hash__(self) -> int:
         return hash((EnvKey, self.name))
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[EnvKey], tuple[str]]:
         return (EnvKey, (self.name,))
 
 
@@ -195,7 +196,7 @@ class RawKey(KeyRef):
 
     __slots__ = ("_key", "allow_pickle")
 
-    def __init__(self, key, allow_pickle: bool = False) -> None:
+    def __init__(self, key: RawKeyLike, allow_pickle: bool = False) -> None:
         self._key = _direct.check_key(key)
         self.allow_pickle = bool(allow_pickle)
 
@@ -219,7 +220,7 @@ class RawKey(KeyRef):
         raise TypeError("a RawKey has no string form (it would be the key): use "
                         "shardseal.keyref.KeyFile(path) or EnvKey(name)")
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[RawKey], tuple[bytes, bool]]:
         if not self.allow_pickle:
             raise TypeError(_PICKLE_REFUSED)
         return (RawKey, (self._key, True))
@@ -227,7 +228,7 @@ class RawKey(KeyRef):
     def __copy__(self) -> "RawKey":
         return self
 
-    def __deepcopy__(self, memo) -> "RawKey":
+    def __deepcopy__(self, memo: object) -> "RawKey":
         return self
 
 
@@ -255,7 +256,7 @@ def parse_key_ref(text: str) -> KeyRef:
     raise ValueError("not a key reference string (expected keyfile:PATH or env:NAME)")
 
 
-def as_key_ref(key) -> KeyRef:
+def as_key_ref(key: KeyLike) -> KeyRef:
     """A key reference for key: a reference (anything with ``resolve()``) is returned as is,
     raw key bytes are wrapped in ``RawKey(key, allow_pickle=False)``.
 
@@ -270,9 +271,11 @@ def as_key_ref(key) -> KeyRef:
                         "use shardseal.keyref.KeyFile(path) for a key file or "
                         "shardseal.keyref.EnvKey(name) for an environment variable")
     if not isinstance(key, type) and callable(getattr(key, "resolve", None)):
-        return key
+        # Safe: a duck-typed reference has a callable resolve(), all that a KeyRef offers.
+        return cast(KeyRef, key)
     try:
-        memoryview(key)
+        # numpy's stubs declare ndarray a Buffer only for Python 3.12+ (core/buffers.py).
+        memoryview(key)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError("a key must be 32 bytes or a key reference (KeyFile, EnvKey, RawKey), "
                         f"not {type(key).__name__}") from None
@@ -308,7 +311,7 @@ def resolve_reference(key: Union[KeyRef, _Other]) -> Union[bytes, _Other]:
     return key  # type: ignore[return-value]
 
 
-def resolve_key(key) -> bytes:
+def resolve_key(key: KeyLike) -> bytes:
     """The 32 key bytes of a key reference or of raw key bytes.
 
     Raises:

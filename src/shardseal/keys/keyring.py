@@ -59,11 +59,12 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional, Union
+from typing import ContextManager, Iterator, NoReturn, Optional, Union
 
 from cryptography.hazmat.primitives import keywrap
 
 from ..core import backend as _backend
+from ..core.buffers import BytesLike
 from .. import _redact
 from . import _deprecated, stanzas as _stanzas
 from .envelope import Identity, Recipient, WrapContext
@@ -130,23 +131,24 @@ class KekInfo:
 
 # -- AES key wrap (RFC 3394) and with padding (RFC 5649) -------------------------------------
 
-def _buffer(value, what: str) -> memoryview:
+def _buffer(value: BytesLike, what: str) -> memoryview:
     if isinstance(value, str):
         raise TypeError(f"{what} must be bytes, not str")
     try:
-        return memoryview(value).cast("B")
+        # numpy's stubs declare ndarray a Buffer only for Python 3.12+ (core/buffers.py).
+        return memoryview(value).cast("B")  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"{what} must be a bytes-like object, not {type(value).__name__}") from None
 
 
-def _check_kek(kek) -> memoryview:
+def _check_kek(kek: BytesLike) -> memoryview:
     view = _buffer(kek, "the key-encryption key")
     if view.nbytes not in _AES_KEY_SIZES:
         raise ValueError(f"the key-encryption key must be 16, 24 or 32 bytes, got {view.nbytes}")
     return view
 
 
-def wrap_key(kek, key) -> bytes:
+def wrap_key(kek: BytesLike, key: BytesLike) -> bytes:
     """AES key wrap (RFC 3394, default IV) of key under kek.
 
     Args:
@@ -167,7 +169,7 @@ def wrap_key(kek, key) -> bytes:
     return keywrap.aes_key_wrap(kek_view, key_view)
 
 
-def unwrap_key(kek, wrapped) -> bytes:
+def unwrap_key(kek: BytesLike, wrapped: BytesLike) -> bytes:
     """Undoes ``wrap_key``, checking the RFC 3394 integrity value.
 
     Raises:
@@ -185,7 +187,7 @@ def unwrap_key(kek, wrapped) -> bytes:
         raise AuthenticationError("the wrapped key does not authenticate") from None
 
 
-def wrap_key_with_padding(kek, key) -> bytes:
+def wrap_key_with_padding(kek: BytesLike, key: BytesLike) -> bytes:
     """AES key wrap with padding (RFC 5649) of key under kek: any key of 1 byte or more.
 
     Raises:
@@ -198,7 +200,7 @@ def wrap_key_with_padding(kek, key) -> bytes:
     return keywrap.aes_key_wrap_with_padding(kek_view, key_view)
 
 
-def unwrap_key_with_padding(kek, wrapped) -> bytes:
+def unwrap_key_with_padding(kek: BytesLike, wrapped: BytesLike) -> bytes:
     """Undoes ``wrap_key_with_padding``, checking the RFC 5649 integrity value and padding.
 
     Raises:
@@ -216,7 +218,7 @@ def unwrap_key_with_padding(kek, wrapped) -> bytes:
         raise AuthenticationError("the wrapped key does not authenticate") from None
 
 
-def kek_id(kek) -> bytes:
+def kek_id(kek: BytesLike) -> bytes:
     """The 16-byte public id of a 32-byte KEK: HKDF-Expand-SHA-512(kek, keyring-kek-id info).
 
     Raises:
@@ -226,7 +228,8 @@ def kek_id(kek) -> bytes:
     view = _buffer(kek, "a keyring KEK")
     if view.nbytes != KEK_SIZE:
         raise ValueError(f"a keyring KEK must be {KEK_SIZE} bytes, got {view.nbytes}")
-    return _backend.impl.hkdf_expand_sha512(view, _KEK_ID_INFO, _stanzas.KEY_ID_SIZE)
+    derived: bytes = _backend.impl.hkdf_expand_sha512(view, _KEK_ID_INFO, _stanzas.KEY_ID_SIZE)
+    return derived
 
 
 # -- one KEK ------------------------------------------------------------------------------
@@ -254,7 +257,7 @@ class _Kek:
         return f"<KEK {self.name!r} id={self.id.hex()} {self.state}>"
 
 
-def _check_name(name) -> str:
+def _check_name(name: object) -> str:
     """A valid KEK name, or ValueError (the name itself is not quoted: it may be anything)."""
     if not isinstance(name, str):
         raise TypeError(f"a key name must be a str, not {type(name).__name__}")
@@ -527,12 +530,12 @@ class Keyring(Identity):
     def _write(self) -> None:
         _write_file(self._path, _encode(self._entries), force=True)
 
-    def _lock(self):
+    def _lock(self) -> ContextManager[None]:
         """The keyring's folder lock (a save renames a new file over the keyring)."""
         return folder_lock(self._path.parent)
 
     @contextlib.contextmanager
-    def _locked(self):
+    def _locked(self) -> Iterator[None]:
         """Holds the lock with this object brought up to date with the file (see _reload)."""
         with self._lock():
             self._reload()
@@ -635,7 +638,7 @@ class Keyring(Identity):
     def __enter__(self) -> "Keyring":
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.wipe()
 
     def __repr__(self) -> str:
@@ -681,17 +684,17 @@ def _decode(data: bytes, name: str) -> list[_Kek]:
     return entries
 
 
-def _parse_json(data: bytes, name: str):
-    def no_duplicates(pairs):
+def _parse_json(data: bytes, name: str) -> object:
+    def no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
         names = [key for key, _ in pairs]
         if len(set(names)) != len(names):
             raise KeyringFileError(f"{name}: not a valid keyring: a JSON object repeats a field")
         return dict(pairs)
 
-    def no_constants(_):
+    def no_constants(_: str) -> NoReturn:
         raise KeyringFileError(f"{name}: not a valid keyring: NaN or Infinity in the JSON")
 
-    def bounded_int(text):
+    def bounded_int(text: str) -> int:
         # No keyring field is a number; a long one must not reach int(), which refuses over
         # 4,300 digits with a bare ValueError.
         if len(text) > 20:
@@ -714,7 +717,7 @@ def _parse_json(data: bytes, name: str):
     raise KeyringFileError(f"{name}: not a shardseal keyring (not JSON: {where})")
 
 
-def _decode_entry(item, where: str) -> _Kek:
+def _decode_entry(item: object, where: str) -> _Kek:
     if not isinstance(item, dict):
         raise KeyringFileError(f"{where} is not a JSON object")
     if not set(item) <= _ENTRY_FIELDS or not {"id", "name", "created", "state"} <= set(item):
@@ -738,7 +741,7 @@ def _decode_entry(item, where: str) -> _Kek:
     return _Kek(bytes.fromhex(id_hex), name, created, state, key)
 
 
-def _decode_key(item: dict, state: str, where: str) -> Optional[bytearray]:
+def _decode_key(item: dict[str, object], state: str, where: str) -> Optional[bytearray]:
     if state == DESTROYED:
         if "key" in item:
             raise KeyringFileError(f"{where} is destroyed but still holds key bytes")
@@ -764,7 +767,7 @@ def _decode_key(item: dict, state: str, where: str) -> Optional[bytearray]:
     return key
 
 
-def _parse_time(text, where: str) -> datetime:
+def _parse_time(text: object, where: str) -> datetime:
     if not isinstance(text, str) or not _TIME_PATTERN.fullmatch(text):
         raise KeyringFileError(f"{where}: created must be a UTC time like 2026-11-25T23:30:00Z")
     try:

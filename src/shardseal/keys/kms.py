@@ -51,7 +51,7 @@ import abc
 import contextlib
 import os
 import re
-from typing import Iterable, Iterator, Mapping, Optional
+from typing import Iterable, Iterator, Mapping, NoReturn, Optional, Protocol, TypedDict
 
 from .. import _redact
 from . import _deprecated, stanzas as _stanzas
@@ -93,6 +93,24 @@ def encryption_context(context: WrapContext) -> dict[str, str]:
     if not isinstance(context, WrapContext):
         raise TypeError(f"context must be a WrapContext, not {type(context).__name__}")
     return {CONTEXT_KEY: context.header_digest}
+
+
+class _EncryptResponse(TypedDict):
+    CiphertextBlob: bytes  # the field of a kms:Encrypt response this module reads
+
+
+class _DecryptResponse(TypedDict):
+    Plaintext: bytes  # the field of a kms:Decrypt response this module reads
+
+
+class KmsClient(Protocol):
+    """What ``AwsKms`` uses of a boto3 KMS client (boto3 has no type information)."""
+
+    def encrypt(self, *, KeyId: str, Plaintext: bytes,
+                EncryptionContext: dict[str, str]) -> _EncryptResponse: ...
+
+    def decrypt(self, *, CiphertextBlob: bytes, KeyId: str,
+                EncryptionContext: dict[str, str]) -> _DecryptResponse: ...
 
 
 class KeyProvider(abc.ABC):
@@ -141,11 +159,11 @@ class KeyProvider(abc.ABC):
             KmsError: any other refusal (access denied, disabled key) or an unreachable KMS.
         """
 
-    def __reduce__(self):
+    def __reduce__(self) -> NoReturn:
         raise TypeError(f"{type(self).__name__} objects hold credentials and are not picklable")
 
 
-def _check_provider(provider) -> KeyProvider:
+def _check_provider(provider: object) -> KeyProvider:
     if not isinstance(provider, KeyProvider):
         raise TypeError(f"provider must be a KeyProvider, not {type(provider).__name__}")
     name = getattr(provider, "name", None)
@@ -155,7 +173,7 @@ def _check_provider(provider) -> KeyProvider:
     return provider
 
 
-def _check_key_ref(key_id) -> str:
+def _check_key_ref(key_id: object) -> str:
     if not isinstance(key_id, str):
         raise TypeError(f"a KMS key id must be a str, not {type(key_id).__name__}")
     encoded = _redact.utf8_bytes(key_id)  # no UnicodeEncodeError holding key_id as __context__
@@ -331,7 +349,7 @@ class KmsIdentity(Identity):
         return f"KmsIdentity(key_ids={self.key_ids!r}{accounts})"
 
 
-def _check_account(account) -> str:
+def _check_account(account: object) -> str:
     if not isinstance(account, str):
         raise TypeError(f"an AWS account id must be a str, not {type(account).__name__}")
     if not _AWS_ACCOUNT.fullmatch(account):
@@ -379,7 +397,7 @@ class AwsKms(KeyProvider):
 
     name = AWS_KMS
 
-    def __init__(self, client=None, *, region_name: Optional[str] = None,
+    def __init__(self, client: Optional[KmsClient] = None, *, region_name: Optional[str] = None,
                  endpoint_url: Optional[str] = None) -> None:
         if client is not None and (region_name is not None or endpoint_url is not None):
             raise TypeError("give either client= or region_name=/endpoint_url=, not both")
@@ -389,7 +407,7 @@ class AwsKms(KeyProvider):
         self._client = client if client is not None else self._new_client()
         self._pid = os.getpid()
 
-    def _new_client(self):
+    def _new_client(self) -> KmsClient:
         try:
             import boto3.session
             from botocore.exceptions import NoRegionError
@@ -400,12 +418,13 @@ class AwsKms(KeyProvider):
         # botocore reads only AWS_DEFAULT_REGION; containers and Lambda often set AWS_REGION.
         region = session.region_name or os.environ.get("AWS_REGION") or None
         try:
-            return session.client("kms", region_name=region, endpoint_url=self._endpoint_url)
+            client: KmsClient = session.client("kms", region_name=region, endpoint_url=self._endpoint_url)
+            return client
         except NoRegionError:
             raise ValueError("no AWS region is configured: pass region_name= or set "
                              "AWS_DEFAULT_REGION (or AWS_REGION)") from None
 
-    def _kms(self):
+    def _kms(self) -> KmsClient:
         # Connections must not be shared with a fork()ed parent (DataLoader workers fork).
         if self._owns_client and os.getpid() != self._pid:
             self._client = self._new_client()

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from typing import Optional
+from typing import Optional, Union
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from .. import _redact
+from ..core.buffers import BytesLike
 from . import stanzas as _stanzas
 from .envelope import Identity, Recipient, WrapContext
 from ..errors import FormatError, WrongPassphraseError
@@ -62,8 +63,13 @@ _SALT_LABEL = b"shardseal/v1/passphrase"
 _WRAP_KEY_SIZE = 32
 _ZERO_NONCE = bytes(12)  # safe: each stanza's scrypt key seals exactly one file key
 
+# A passphrase as callers give it: text (NFC-normalised, UTF-8 encoded) or bytes.
+PassphraseLike = Union[str, BytesLike]
+# An encoded passphrase as the primitives take it (the bytearray an object wipes, or bytes).
+_SecretBytes = Union[bytes, bytearray]
 
-def _encode_passphrase(passphrase) -> bytearray:
+
+def _encode_passphrase(passphrase: PassphraseLike) -> bytearray:
     """The passphrase's bytes: text NFC-normalised and UTF-8 encoded, bytes as they are.
 
     Raises:
@@ -78,7 +84,8 @@ def _encode_passphrase(passphrase) -> bytearray:
         encoded = bytearray(utf8)
     else:
         try:
-            encoded = bytearray(memoryview(passphrase).cast("B"))
+            # numpy's stubs declare ndarray a Buffer only for Python 3.12+ (core/buffers.py).
+            encoded = bytearray(memoryview(passphrase).cast("B"))  # type: ignore[arg-type]
         except TypeError:
             raise TypeError(f"a passphrase must be str or bytes, not {type(passphrase).__name__}") from None
     if not encoded:
@@ -86,7 +93,7 @@ def _encode_passphrase(passphrase) -> bytearray:
     return encoded
 
 
-def _check_work_factor(work_factor) -> int:
+def _check_work_factor(work_factor: object) -> int:
     if isinstance(work_factor, bool) or not isinstance(work_factor, int):
         raise TypeError(f"work_factor must be an int (log2 of scrypt's N), not {type(work_factor).__name__}")
     if not MIN_WORK_FACTOR <= work_factor <= MAX_WORK_FACTOR:
@@ -104,7 +111,7 @@ def _check_cost(log2_n: int, r: int, p: int) -> None:
     _stanzas.check_scrypt_parameters(log2_n, r, p, FormatError)
 
 
-def _wrap_key(passphrase, salt: bytes, log2_n: int, r: int, p: int) -> bytearray:
+def _wrap_key(passphrase: _SecretBytes, salt: bytes, log2_n: int, r: int, p: int) -> bytearray:
     """W = scrypt(passphrase, label || salt, 2**log2_n, r, p), into a bytearray to wipe."""
     kdf = Scrypt(salt=_SALT_LABEL + bytes(salt), length=_WRAP_KEY_SIZE, n=2**log2_n, r=r, p=p)
     if hasattr(kdf, "derive_into"):  # cryptography >= 47: no immutable copy of W
@@ -114,7 +121,7 @@ def _wrap_key(passphrase, salt: bytes, log2_n: int, r: int, p: int) -> bytearray
     return bytearray(kdf.derive(bytes(passphrase)))
 
 
-def _seal(passphrase, file_key: bytes, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
+def _seal(passphrase: _SecretBytes, file_key: bytes, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
     """The passphrase stanza body carrying file_key, for an explicit salt and scrypt
     parameters (deterministic: test vectors use it; ``Passphrase.wrap`` passes a random salt).
 
@@ -142,7 +149,7 @@ def _seal(passphrase, file_key: bytes, salt: bytes, log2_n: int, r: int, p: int)
     return _stanzas.passphrase_body(bytes(salt), log2_n, r, p, sealed)
 
 
-def _unseal(passphrase, body: bytes) -> bytes:
+def _unseal(passphrase: _SecretBytes, body: bytes) -> bytes:
     """The file key in a passphrase stanza body.
 
     Raises:
@@ -185,7 +192,7 @@ class Passphrase(Recipient, Identity):
     stanza_type = _stanzas.PASSPHRASE
     max_unwrap_attempts = 1  # one scrypt run per decryption (a file holds one such stanza)
 
-    def __init__(self, passphrase, *, work_factor: int = DEFAULT_WORK_FACTOR) -> None:
+    def __init__(self, passphrase: PassphraseLike, *, work_factor: int = DEFAULT_WORK_FACTOR) -> None:
         self._work_factor = _check_work_factor(work_factor)
         self._secret: Optional[bytearray] = _encode_passphrase(passphrase)
 
@@ -242,7 +249,7 @@ class Passphrase(Recipient, Identity):
     def __enter__(self) -> "Passphrase":
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.wipe()
 
     def __repr__(self) -> str:

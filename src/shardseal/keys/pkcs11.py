@@ -61,15 +61,13 @@ Requires ``pip install 'shardseal[pkcs11]'`` (python-pkcs11), imported on first 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import threading
 import weakref
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, TypeVar, Union
 
-from . import _deprecated, envelope as _envelope, stanzas as _stanzas
-from .. import _redact
+from . import _deprecated, _pkcs11session as _p11s, envelope as _envelope, stanzas as _stanzas
+from ._pkcs11session import KEK_BITS as KEK_BITS, PathLike as PathLike
 from ._pkcs11uri import MODULE_ENV, PIN_ENV, make_uri, parse_uri
 from ..errors import AuthenticationError, HsmError, KeyNotFoundError, Pkcs11LoginError
 
@@ -87,338 +85,25 @@ __all__ = [
 
 PROVIDER = _stanzas.PKCS11_PROVIDER
 WRAPPED_SIZE = _stanzas.AES_KW_SIZE  # RFC 3394 output for the 32-byte file key
-KEK_BITS = 256
 
-PathLike = Union[str, "os.PathLike[str]"]
+_T = TypeVar("_T")
 
-# -- loading python-pkcs11 and the module -------------------------------------------------------
+# The token access (python-pkcs11, sessions, operations inside the token) is in _pkcs11session.
+# Kept under its old name: tests/keys/test_pkcs11.py runs the Wycheproof vectors through it.
+_unwrap_in_token = _p11s.unwrap_in_token
 
-def _p11():
-    """python-pkcs11, imported on first use so that ``import shardseal`` never needs it."""
-    try:
-        import pkcs11
-    except ImportError as exc:
-        raise ImportError("shardseal.pkcs11 needs python-pkcs11: pip install 'shardseal[pkcs11]'") from exc
-    return pkcs11
-
-
-def _errors(*names: str) -> tuple[type, ...]:
-    exceptions = _p11().exceptions
-    return tuple(getattr(exceptions, name) for name in names)
-
-
-def _stale_session_errors() -> tuple[type, ...]:
-    # The session went away (a logout elsewhere in the process, a network HSM that
-    # reconnected): worth one retry with a fresh session.
-    return _errors("SessionHandleInvalid", "SessionClosed", "UserNotLoggedIn", "DeviceRemoved",
-                   "TokenNotPresent")
-
-
-def _stale_handle_errors() -> tuple[type, ...]:
-    # The key object behind a cached handle went away (deleted, or replaced under the same
-    # label): worth one retry with a fresh lookup.
-    return _errors("ObjectHandleInvalid", "KeyHandleInvalid", "WrappingKeyHandleInvalid",
-                   "UnwrappingKeyHandleInvalid")
-
-
-def _refused_unwrap_errors() -> tuple[type, ...]:
-    # What a token answers when a wrapped key does not decrypt under the KEK: RFC 3394's
-    # integrity check failed (SoftHSM2 says CKR_GENERAL_ERROR), or the data has a bad size.
-    return _errors("WrappedKeyInvalid", "WrappedKeyLenRange", "EncryptedDataInvalid",
-                   "EncryptedDataLenRange", "DataInvalid", "DataLenRange", "GeneralError",
-                   "FunctionFailed", "TemplateInconsistent", "KeySizeRange")
-
-
-def _hsm_error(action: str, exc: BaseException) -> HsmError:
-    detail = str(exc).strip()
-    # python-pkcs11 leaves most of its errors empty: the class names the CKR_ code.
-    return HsmError(f"PKCS#11 {action} failed: {type(exc).__name__}{': ' + detail if detail else ''}")
-
-
-def _module_path(module: Optional[PathLike]) -> str:
-    if module is None:
-        module = os.environ.get(MODULE_ENV) or None
-        if module is None:
-            raise ValueError(f"no PKCS#11 module: pass module= (the path of the token's PKCS#11 "
-                             f"library, e.g. /usr/lib/softhsm/libsofthsm2.so) or set {MODULE_ENV}")
-    path = os.fspath(module)
-    if not isinstance(path, str) or not path:
-        raise TypeError("module must be a non-empty str or os.PathLike path")
-    return path
-
-
-def _pin_bytes(pin) -> Optional[bytearray]:
-    if pin is None:
-        pin = os.environ.get(PIN_ENV) or None
-        if pin is None:
-            return None
-    if isinstance(pin, str):
-        value = bytearray(pin.encode("utf-8"))
-    elif isinstance(pin, (bytes, bytearray, memoryview)):
-        value = bytearray(pin)
-        if _redact.utf8_text(value) is None:  # no UnicodeDecodeError holding the PIN as context
-            raise ValueError("a PIN must be UTF-8 text")
-    else:
-        raise TypeError(f"pin must be a str or bytes, not {type(pin).__name__}")
-    if not value:
-        raise ValueError("a PIN must not be empty (give None for no login)")
-    return value
-
-
-# A per-process secret for comparing PINs without keeping them in the shared session registry.
-_PIN_DIGEST_KEY = os.urandom(32)
-
-
-def _pin_digest(pin: Optional[bytearray]) -> Optional[bytes]:
-    return None if pin is None else hmac.new(_PIN_DIGEST_KEY, pin, hashlib.sha256).digest()
-
-
-class _TokenSession:
-    """One session on one token, shared by every key of that token in this process."""
-
-    def __init__(self, token, session, pin_digest: Optional[bytes]) -> None:
-        self.token = token
-        self.session = session
-        self.pin_digest = pin_digest
-        self.pid = os.getpid()
-        self.users = 0
-        self.dead = False
-
-    def close_quietly(self) -> None:
-        self.dead = True
-        try:
-            self.session.close()  # logs out first when this session logged in
-        except Exception:  # noqa: BLE001 - a session that is already gone is fine
-            pass
-
-
-class _Module:
-    """A PKCS#11 library loaded in this process and its shared sessions (one per token).
-
-    Every call into the library happens under ``lock``: python-pkcs11 calls ``C_Initialize``
-    without locking callbacks, which tells the library that calls are never concurrent.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.lock = threading.RLock()
-        self._lib = None
-        self._pid: Optional[int] = None
-        self._tokens: dict[str, _TokenSession] = {}
-
-    def library(self):
-        """The python-pkcs11 library object, (re-)initialised for this process. Holds lock."""
-        pid = os.getpid()
-        if self._lib is None:
-            try:
-                self._lib = _p11().lib(self.path)
-            except _p11().PKCS11Error as exc:
-                raise HsmError(f"cannot load the PKCS#11 module: {exc}") from None
-        elif self._pid != pid:
-            self._restart_in_child()
-        self._pid = pid
-        return self._lib
-
-    def _restart_in_child(self) -> None:
-        # PKCS#11 says a forked child must call C_Initialize before anything else and must not
-        # use its parent's sessions: forget them (without closing: they are the parent's).
-        self._tokens = {}
-        try:
-            self._lib.finalize()
-        except _p11().PKCS11Error:
-            pass  # some modules reset themselves in the child and say "not initialised"
-        try:
-            self._lib.initialize()
-        except _p11().PKCS11Error as exc:
-            if "already initialized" not in str(exc):
-                raise _hsm_error(f"re-initialisation of {self.path} after fork", exc) from None
-
-    def acquire(self, key: Pkcs11Recipient) -> _TokenSession:
-        """The shared session of key's token, opened (and logged in) if needed. Holds lock.
-
-        Raises:
-            KeyNotFoundError: no such token.
-            Pkcs11LoginError: the PIN is refused, or differs from the one this process used.
-            HsmError: the module failed.
-        """
-        lib = self.library()
-        shared = self._tokens.get(key.token_label)
-        if shared is None:
-            shared = _open_session(lib, key)
-            self._tokens[key.token_label] = shared
-        elif not _same_pin(shared.pin_digest, key._pin_digest):
-            raise Pkcs11LoginError(
-                f"this process is logged in to PKCS#11 token {key.token_label!r} with "
-                f"{'no PIN' if shared.pin_digest is None else 'another PIN'}: PKCS#11 shares one "
-                "login per token and process, so give every key of a token the same PIN")
-        shared.users += 1
-        return shared
-
-    def release(self, shared: _TokenSession) -> None:
-        """Drops one user of a shared session; the last one closes it. Holds lock."""
-        if shared.dead or shared.pid != os.getpid():
-            return  # already closed, or inherited from a parent process
-        shared.users -= 1
-        if shared.users <= 0:
-            self.discard(shared)
-
-    def discard(self, shared: _TokenSession) -> None:
-        """Closes a session that went stale so that the next use opens a fresh one."""
-        label = next((name for name, s in self._tokens.items() if s is shared), None)
-        if label is not None:
-            del self._tokens[label]
-        shared.close_quietly()
-
-
-def _same_pin(a: Optional[bytes], b: Optional[bytes]) -> bool:
-    if a is None or b is None:
-        return a is b
-    return hmac.compare_digest(a, b)
-
-
-def _open_session(lib, key: Pkcs11Recipient) -> _TokenSession:
-    errors = _p11().exceptions
-    try:
-        token = lib.get_token(token_label=key.token_label)
-    except errors.NoSuchToken:
-        raise KeyNotFoundError(f"PKCS#11 token {key.token_label!r} not found in module "
-                               f"{key.module} (needed for {key.uri})", (key.uri,)) from None
-    except errors.MultipleTokensReturned:
-        raise HsmError(f"several PKCS#11 tokens are labelled {key.token_label!r} in "
-                       f"{key.module}") from None
-    except errors.PKCS11Error as exc:
-        raise _hsm_error(f"token lookup for {key.uri}", exc) from None
-    if key._pin is None:
-        if key._pin_wiped:
-            raise Pkcs11LoginError(f"the PIN of {key!r} was wiped: create a new key object")
-        return _TokenSession(token, _call_module(f"opening a session on {key.uri}", token.open), None)
-    try:
-        session = _login(token, key)
-    except errors.UserAlreadyLoggedIn:
-        # Code outside shardseal logged this process in: its login covers this session too.
-        session = _call_module(f"opening a session on {key.uri}", token.open)
-    return _TokenSession(token, session, key._pin_digest)
-
-
-def _login(token, key: Pkcs11Recipient):
-    """A session logged in with key's PIN. Keeps the PIN's str copy out of tracebacks."""
-    errors = _p11().exceptions
-    message, failure = None, None
-    pin_text = bytes(key._pin).decode("utf-8")
-    try:
-        return token.open(user_pin=pin_text)
-    except (errors.PinIncorrect, errors.PinInvalid, errors.PinLenRange):
-        message = "the PIN is incorrect"
-    except errors.PinLocked:
-        message = "the PIN is locked"
-    except errors.PinExpired:
-        message = "the PIN has expired"
-    except errors.UserPinNotInitialized:
-        message = "the token has no user PIN yet"
-    except errors.UserAlreadyLoggedIn:
-        raise
-    except errors.PKCS11Error as exc:
-        failure = _hsm_error(f"login to token {key.token_label!r}", exc)
-    finally:
-        del pin_text
-    if failure is not None:
-        raise failure
-    raise Pkcs11LoginError(f"PKCS#11 login to token {key.token_label!r} failed: {message}")
-
-
-def _call_module(action: str, function: Callable, *args, **kwargs):
-    try:
-        return function(*args, **kwargs)
-    except _p11().PKCS11Error as exc:
-        raise _hsm_error(action, exc) from None
-
-
-_MODULES: dict[str, _Module] = {}
-_MODULES_LOCK = threading.Lock()
 _KEYS: "weakref.WeakSet[Pkcs11Recipient]" = weakref.WeakSet()
 
 
-def _module(path: str) -> _Module:
-    with _MODULES_LOCK:
-        module = _MODULES.get(path)
-        if module is None:
-            module = _MODULES[path] = _Module(path)
-        return module
-
-
-def _reset_locks_in_child() -> None:
-    # A lock held by another thread at fork() stays held forever in the child: start afresh.
-    global _MODULES_LOCK
-    _MODULES_LOCK = threading.Lock()
-    for module in _MODULES.values():
-        module.lock = threading.RLock()
+def _reset_key_locks_in_child() -> None:
+    # A lock held by another thread at fork() stays held forever in the child: start afresh
+    # (_pkcs11session does the same for its module locks, registered before this).
     for key in list(_KEYS):
         key._lock = threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_locks_in_child)
-
-
-# -- wrapping and unwrapping inside the token ------------------------------------------------------
-
-def _session_key_template(value: Optional[bytes] = None) -> dict:
-    p11 = _p11()
-    template = {
-        p11.Attribute.TOKEN: False,
-        p11.Attribute.PRIVATE: False,  # works in a public session too; it lives a moment
-        p11.Attribute.EXTRACTABLE: True,
-    }
-    if value is not None:
-        template.update({
-            p11.Attribute.CLASS: p11.ObjectClass.SECRET_KEY,
-            p11.Attribute.KEY_TYPE: p11.KeyType.AES,
-            p11.Attribute.VALUE: value,
-            p11.Attribute.SENSITIVE: True,  # it only needs to be wrapped, never read back
-        })
-    return template
-
-
-def _require_use(kek, method: str, use: str, attribute: str) -> None:
-    # python-pkcs11 gives a key object the methods its attributes permit.
-    if not hasattr(kek, method):
-        raise HsmError(f"the PKCS#11 key {kek.label!r} does not permit {use} ({attribute} is false)")
-
-
-def _wrap_in_token(session, kek, file_key: bytes) -> bytes:
-    """RFC 3394-wraps file_key under kek without the KEK leaving the token."""
-    p11 = _p11()
-    _require_use(kek, "wrap_key", "wrapping", "CKA_WRAP")
-    temporary = session.create_object(_session_key_template(file_key))
-    try:
-        return kek.wrap_key(temporary, mechanism=p11.Mechanism.AES_KEY_WRAP)
-    finally:
-        temporary.destroy()
-
-
-def _unwrap_in_token(session, kek, wrapped: bytes, *, mechanism=None, key_type=None) -> bytes:
-    """The key that wrapped decrypts to under kek, unwrapped inside the token and read back.
-
-    Raises:
-        AuthenticationError: the token refuses the wrapped key (it fails RFC 3394's integrity
-            check: tampered, or wrapped under another key).
-        PKCS11Error: anything else (handled by the caller).
-    """
-    p11 = _p11()
-    _require_use(kek, "unwrap_key", "unwrapping", "CKA_UNWRAP")
-    template = _session_key_template()
-    template[p11.Attribute.SENSITIVE] = False  # the file key has to come back to the host
-    try:
-        unwrapped = kek.unwrap_key(
-            p11.ObjectClass.SECRET_KEY, key_type or p11.KeyType.AES, bytes(wrapped),
-            mechanism=mechanism or p11.Mechanism.AES_KEY_WRAP,
-            capabilities=p11.MechanismFlag(0), template=template)
-    except _refused_unwrap_errors():
-        raise AuthenticationError() from None
-    try:
-        return bytes(unwrapped[p11.Attribute.VALUE])
-    finally:
-        unwrapped.destroy()
+    os.register_at_fork(after_in_child=_reset_key_locks_in_child)
 
 
 # -- the key ---------------------------------------------------------------------------------------
@@ -451,18 +136,19 @@ class Pkcs11Recipient(_envelope.Recipient, _envelope.Identity):
 
     def __init__(self, token_label: str, key_label: str, *, module: Optional[PathLike] = None,
                  pin: Union[str, bytes, None] = None) -> None:
-        _p11()  # fail early, with the install hint, rather than at first use
+        _p11s.python_pkcs11()  # fail early, with the install hint, rather than at first use
         self._uri = make_uri(token_label, key_label)
         self._token_label, self._key_label = token_label, key_label
-        self._module_path = _module_path(module)
-        self._pin = _pin_bytes(pin)
-        self._pin_digest = _pin_digest(self._pin)
+        self._module_path = _p11s.module_path(module)
+        self._pin = _p11s.pin_bytes(pin)
+        self._pin_digest = _p11s.pin_digest(self._pin)
         self._pin_wiped = False
         self._lock = threading.RLock()
-        self._shared: Optional[_TokenSession] = None
-        self._kek = None  # (shared session, kek object) of the last lookup
+        self._shared: Optional[_p11s.TokenSession] = None
+        # (shared session, kek object) of the last lookup
+        self._kek: Optional[tuple[_p11s.TokenSession, _p11s.P11SecretKey]] = None
         self._closed = False
-        self._finalizer: Optional[weakref.finalize] = None
+        self._finalizer: Optional[weakref.finalize[[_p11s.Module, _p11s.TokenSession], Pkcs11Recipient]] = None
         _KEYS.add(self)
 
     @classmethod
@@ -545,7 +231,7 @@ class Pkcs11Recipient(_envelope.Recipient, _envelope.Identity):
         file_key = bytes(file_key)
         if len(file_key) != _stanzas.FILE_KEY_SIZE:
             raise ValueError(f"a file key is {_stanzas.FILE_KEY_SIZE} bytes, got {len(file_key)}")
-        wrapped = self._call("wrapping a file key", lambda session, kek: _wrap_in_token(session, kek, file_key))
+        wrapped = self._call("wrapping a file key", lambda session, kek: _p11s.wrap_in_token(session, kek, file_key))
         return _stanzas.reference_body(PROVIDER, self._uri, wrapped)
 
     def unwrap(self, body: bytes, context: _envelope.WrapContext) -> Optional[bytes]:
@@ -565,7 +251,7 @@ class Pkcs11Recipient(_envelope.Recipient, _envelope.Identity):
         if parse_uri(parsed.key_ref) != (self._token_label, self._key_label):
             return None
         file_key = self._call("unwrapping a file key",
-                              lambda session, kek: _unwrap_in_token(session, kek, parsed.wrapped_key))
+                              lambda session, kek: _p11s.unwrap_in_token(session, kek, parsed.wrapped_key))
         if len(file_key) != _stanzas.FILE_KEY_SIZE:
             raise AuthenticationError()
         return file_key
@@ -583,7 +269,7 @@ class Pkcs11Recipient(_envelope.Recipient, _envelope.Identity):
         Raises:
             KeyNotFoundError, Pkcs11LoginError, HsmError: as for ``wrap``.
         """
-        return self._call("reading key attributes", _read_key_attributes)
+        return self._call("reading key attributes", _p11s.read_key_attributes)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -611,33 +297,33 @@ class Pkcs11Recipient(_envelope.Recipient, _envelope.Identity):
     def __enter__(self) -> Pkcs11Recipient:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _call(self, action: str, operation: Callable[[Any, Any], Any]):
+    def _call(self, action: str, operation: Callable[[_p11s.P11Session, _p11s.P11SecretKey], _T]) -> _T:
         """Runs operation(session, kek) under the module lock, retrying once on a stale session."""
         with self._lock:
             if self._closed:
                 raise ValueError(f"{self!r} is closed")
-            module = _module(self._module_path)
+            module = _p11s.module_for(self._module_path)
             with module.lock:
                 for attempt in range(2):
                     try:
                         session, kek = self._session_and_kek(module)
                         return operation(session, kek)
-                    except _stale_session_errors() + _stale_handle_errors() as exc:
+                    except _p11s.stale_session_errors() + _p11s.stale_handle_errors() as exc:
                         if attempt:
-                            raise _hsm_error(f"{action} with {self._uri}", exc) from None
-                        if isinstance(exc, _stale_session_errors()) and self._shared is not None:
+                            raise _p11s.hsm_error(f"{action} with {self._uri}", exc) from None
+                        if isinstance(exc, _p11s.stale_session_errors()) and self._shared is not None:
                             module.discard(self._shared)
                         self._kek = None
-                    except _p11().PKCS11Error as exc:
-                        raise _hsm_error(f"{action} with {self._uri}", exc) from None
+                    except _p11s.python_pkcs11().PKCS11Error as exc:
+                        raise _p11s.hsm_error(f"{action} with {self._uri}", exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _session_and_kek(self, module: _Module):
+    def _session_and_kek(self, module: _p11s.Module) -> tuple[_p11s.P11Session, _p11s.P11SecretKey]:
         shared = self._acquire(module)
         if self._kek is not None and self._kek[0] is shared:
             return shared.session, self._kek[1]
@@ -645,22 +331,22 @@ class Pkcs11Recipient(_envelope.Recipient, _envelope.Identity):
         self._kek = (shared, kek)
         return shared.session, kek
 
-    def _acquire(self, module: _Module) -> _TokenSession:
+    def _acquire(self, module: _p11s.Module) -> _p11s.TokenSession:
         shared = self._shared
         if shared is not None and not shared.dead and shared.pid == os.getpid():
             return shared
         self._kek = None
-        shared = module.acquire(self)
+        shared = module.acquire(self._token_key())
         self._shared = shared
         if self._finalizer is not None:
             self._finalizer.detach()  # the old session died or belongs to the parent process
         # Releases the session when this key is closed or garbage-collected (never in another
         # process: release() checks the pid).
-        self._finalizer = weakref.finalize(self, _release, module, shared)
+        self._finalizer = weakref.finalize(self, _p11s.release, module, shared)
         return shared
 
-    def _find_kek(self, shared: _TokenSession):
-        p11 = _p11()
+    def _find_kek(self, shared: _p11s.TokenSession) -> _p11s.P11SecretKey:
+        p11 = _p11s.python_pkcs11()
         try:
             return shared.session.get_key(object_class=p11.ObjectClass.SECRET_KEY,
                                           key_type=p11.KeyType.AES, label=self._key_label)
@@ -676,54 +362,16 @@ class Pkcs11Recipient(_envelope.Recipient, _envelope.Identity):
     def _generate(self) -> None:
         """Generates the KEK in the token (see create_kek)."""
         with self._lock:
-            module = _module(self._module_path)
+            module = _p11s.module_for(self._module_path)
             with module.lock:
                 shared = self._acquire(module)
-                _generate_kek(shared, self)
+                _p11s.generate_kek(shared, self._token_key())
 
+    def _token_key(self) -> _p11s.TokenKey:
+        """What the token access needs of this key, as it is now."""
+        return _p11s.TokenKey(self._token_label, self._key_label, self._uri, self._module_path,
+                              self._pin, self._pin_digest, self._pin_wiped, self)
 
-def _release(module: _Module, shared: _TokenSession) -> None:
-    with module.lock:
-        module.release(shared)
-
-
-def _read_key_attributes(session, kek) -> dict[str, Any]:
-    p11 = _p11()
-    names = ("token", "private", "sensitive", "always_sensitive", "extractable",
-             "never_extractable", "wrap", "unwrap", "encrypt", "decrypt")
-    result: dict[str, Any] = {"key_type": kek.key_type.name, "value_len": kek[p11.Attribute.VALUE_LEN]}
-    for name in names:
-        result[name] = bool(kek[getattr(p11.Attribute, name.upper())])
-    return result
-
-
-def _generate_kek(shared: _TokenSession, key: Pkcs11Recipient) -> None:
-    p11 = _p11()
-    errors = p11.exceptions
-    action = f"creating {key.uri}"
-    existing = _call_module(action, lambda: list(shared.session.get_objects({p11.Attribute.LABEL: key.key_label})))
-    if existing:
-        raise ValueError(f"token {key.token_label!r} already holds an object labelled "
-                         f"{key.key_label!r}: choose another label (a KEK is never replaced)")
-    # A read-write session for the token object; it shares the shared session's login and,
-    # opened without a PIN, closes without logging the process out.
-    writer = _call_module(action, shared.token.open, rw=True)
-    try:
-        writer.generate_key(
-            p11.KeyType.AES, KEK_BITS, label=key.key_label, store=True,
-            capabilities=p11.MechanismFlag.WRAP | p11.MechanismFlag.UNWRAP,
-            template={p11.Attribute.SENSITIVE: True, p11.Attribute.EXTRACTABLE: False,
-                      p11.Attribute.PRIVATE: shared.pin_digest is not None})
-    except errors.UserNotLoggedIn:
-        raise Pkcs11LoginError(f"creating a key in token {key.token_label!r} needs a login: "
-                               f"pass pin= or set {PIN_ENV}") from None
-    except errors.PKCS11Error as exc:
-        raise _hsm_error(action, exc) from None
-    finally:
-        try:
-            writer.close()
-        except errors.PKCS11Error:
-            pass
 
 
 def create_kek(token_label: str, key_label: str, *, module: Optional[PathLike] = None,

@@ -11,7 +11,7 @@ import hashlib
 import re
 import struct
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 from ._pkcs11uri import parse_uri
 from ..errors import FormatError
@@ -272,7 +272,7 @@ def _check_padding(body: bytes) -> None:
         raise FormatError(f"padding stanza over {MAX_PADDING_SIZE} bytes")
 
 
-def check_stanzas(stanzas) -> None:
+def check_stanzas(stanzas: Sequence[Stanza]) -> None:
     """Checks every known stanza's body and the rule that a passphrase stanza stands alone.
 
     Raises:
@@ -294,7 +294,7 @@ def type_name(code: int) -> str:
     return known.name if known else f"unknown-0x{code:04x}"
 
 
-def key_id(stanza) -> str:
+def key_id(stanza: Stanza) -> str:
     """The public name of the key a stanza needs ("" for types that name none)."""
     known = TYPES.get(stanza.type)
     return known.key_id(stanza.body) if known else ""

@@ -41,7 +41,7 @@ import hashlib
 import hmac
 import os
 from datetime import datetime, timezone
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from .. import _redact
+from ..core.buffers import BytesLike
 from . import _deprecated, stanzas as _stanzas
 from .envelope import Identity, Recipient, WrapContext
 from ._secretfile import read_secret_file, write_secret_file
@@ -82,6 +83,8 @@ _IDENTITY_CHECKSUM_LABEL = b"shardseal/v1/x25519-identity"
 _CHECKSUM_SIZE = 4
 _ENCODED_SIZE = 58  # unpadded base32 of 32 + 4 bytes
 _ZERO_NONCE = bytes(12)  # safe: each wrap key seals exactly one file key
+# A private key as the primitives take it: bytes, or the bytearray an identity wipes.
+_PrivateBytes = Union[bytes, bytearray, memoryview]
 _FIELD_PRIME = 2**255 - 19
 _BASE32_UPPER = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 _BASE32_LOWER = frozenset("abcdefghijklmnopqrstuvwxyz234567")
@@ -96,7 +99,7 @@ class _ZeroSharedSecret(ValueError):
 
 # -- the primitives -------------------------------------------------------------------------
 
-def _shared_secret(private, public: bytes) -> bytes:
+def _shared_secret(private: _PrivateBytes, public: bytes) -> bytes:
     """X25519(private, public), refusing the all-zero result (RFC 7748 section 6.1).
 
     Non-canonical public encodings are accepted and reduced as RFC 7748 section 5 says; the
@@ -118,7 +121,7 @@ def _shared_secret(private, public: bytes) -> bytes:
     return shared
 
 
-def _public_key(private) -> bytes:
+def _public_key(private: _PrivateBytes) -> bytes:
     return X25519PrivateKey.from_private_bytes(private).public_key().public_bytes_raw()
 
 
@@ -133,7 +136,7 @@ def _wrap_key(shared: bytes, ephemeral_public: bytes, recipient_public: bytes) -
     return hkdf.derive(shared)
 
 
-def _seal_to(recipient_public: bytes, file_key: bytes, ephemeral_private) -> bytes:
+def _seal_to(recipient_public: bytes, file_key: bytes, ephemeral_private: _PrivateBytes) -> bytes:
     """The x25519 stanza body carrying file_key for recipient_public, made with the given
     ephemeral private key (deterministic: the test vectors use it; ``wrap`` passes a fresh one).
 
@@ -155,7 +158,7 @@ def _seal_to(recipient_public: bytes, file_key: bytes, ephemeral_private) -> byt
     return _stanzas.x25519_body(_recipient_id(recipient_public), ephemeral_public, sealed)
 
 
-def _open_sealed(private, public: bytes, ephemeral_public: bytes, sealed: bytes) -> bytes:
+def _open_sealed(private: _PrivateBytes, public: bytes, ephemeral_public: bytes, sealed: bytes) -> bytes:
     """The file key of a stanza addressed to the key pair (private, public).
 
     Raises:
@@ -175,15 +178,15 @@ def _open_sealed(private, public: bytes, ephemeral_public: bytes, sealed: bytes)
 
 # -- string forms ---------------------------------------------------------------------------
 
-def _checksum(label: bytes, key) -> bytes:
+def _checksum(label: bytes, key: BytesLike) -> bytes:
     return hashlib.sha256(label + bytes(key)).digest()[:_CHECKSUM_SIZE]
 
 
-def _base32(data) -> str:
+def _base32(data: BytesLike) -> str:
     return base64.b32encode(bytes(data)).decode("ascii").rstrip("=")
 
 
-def _decode_key_string(text, prefix: str, lowercase: bool, label: bytes, what: str) -> bytes:
+def _decode_key_string(text: object, prefix: str, lowercase: bool, label: bytes, what: str) -> bytes:
     """The 32 key bytes of a recipient or identity string. Messages never quote the text.
 
     Raises:
@@ -217,7 +220,7 @@ def _decode_key_string(text, prefix: str, lowercase: bool, label: bytes, what: s
     return key
 
 
-def _check_key_bytes(value, what: str) -> bytes:
+def _check_key_bytes(value: Any, what: str) -> memoryview:
     if isinstance(value, str):
         raise TypeError(f"an X25519 {what} key must be bytes; parse strings with from_string()")
     try:
@@ -246,7 +249,7 @@ class X25519Recipient(Recipient):
 
     stanza_type = _stanzas.X25519
 
-    def __init__(self, public_bytes) -> None:
+    def __init__(self, public_bytes: BytesLike) -> None:
         public = bytes(_check_key_bytes(public_bytes, "public"))
         if int.from_bytes(public, "little") >= _FIELD_PRIME:
             raise ValueError("not a canonical X25519 public key (its value is not below 2^255 - 19)")
@@ -304,7 +307,7 @@ class X25519Recipient(Recipient):
     def __repr__(self) -> str:
         return f"X25519Recipient.from_string({self.to_string()!r})"
 
-    def __eq__(self, other) -> bool:
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, X25519Recipient):
             return NotImplemented
         return self._public == other._public
@@ -330,7 +333,7 @@ class X25519Identity(Identity):
 
     stanza_type = _stanzas.X25519
 
-    def __init__(self, private_bytes) -> None:
+    def __init__(self, private_bytes: BytesLike) -> None:
         self._private = bytearray(_check_key_bytes(private_bytes, "private"))
         self._recipient = X25519Recipient(_public_key(self._private))
         self._wiped = False

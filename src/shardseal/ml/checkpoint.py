@@ -45,12 +45,19 @@ import secrets
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Union, cast
 
 from .._atomic import AtomicFile
 from ..errors import AuthenticationError, FormatError
 from ..io import files as _files
 from . import safetensors as _st
+from ..keys.keyref import KeyLike
+from ..keys.registry import Identities, Recipients
+
+if TYPE_CHECKING:
+    import torch
+
+    from .torch import Device
 
 __all__ = ["SEALED_SUFFIX", "CheckpointReader", "decrypt_checkpoint", "encrypt_checkpoint",
            "load_checkpoint", "open_checkpoint", "parse_size", "save_checkpoint"]
@@ -116,7 +123,7 @@ def _shard_names(weights_name: str, count: int) -> list[str]:
     return [f"{stem}-{i:05d}-of-{count:05d}{extension}" for i in range(1, count + 1)]
 
 
-def _tensor_bytes(tensor) -> int:
+def _tensor_bytes(tensor: torch.Tensor) -> int:
     return tensor.numel() * tensor.element_size()
 
 
@@ -139,9 +146,9 @@ def _without_shared(state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], list
     """state_dict without the second and later names of tensors that are the same view of the
     same memory (tied weights): safetensors stores each once, and ``transformers`` ties them
     again on loading. Overlapping tensors that are different views stay, and save refuses them."""
-    seen: dict[tuple, str] = {}
+    seen: dict[tuple[Any, ...], str] = {}
     kept: dict[str, Any] = {}
-    dropped = []
+    dropped: list[str] = []
     for name, tensor in state_dict.items():
         if not isinstance(name, str):
             raise TypeError(f"tensor names must be str, got {name!r}")
@@ -171,7 +178,8 @@ def _index_kind(shards: int, sealed: bool) -> Optional[str]:
 
 
 def save_checkpoint(state_dict: Mapping[str, Any], folder: Folder, *,
-                    max_shard_size: Union[int, str] = DEFAULT_MAX_SHARD_SIZE, key=None, recipients=None,
+                    max_shard_size: Union[int, str] = DEFAULT_MAX_SHARD_SIZE, key: Optional[KeyLike] = None,
+                    recipients: Optional[Recipients] = None,
                     weights_name: str = DEFAULT_WEIGHTS_NAME, seal_index: bool = True,
                     metadata: Optional[Mapping[str, str]] = None, threads: Optional[int] = None) -> list[str]:
     """Writes a state dict as an encrypted sharded checkpoint (shards and index).
@@ -229,7 +237,8 @@ def save_checkpoint(state_dict: Mapping[str, Any], folder: Folder, *,
     return written
 
 
-def _write_index(folder: Folder, weights_name: str, index: dict, sealed: bool, key, recipients) -> str:
+def _write_index(folder: Folder, weights_name: str, index: dict[str, Any], sealed: bool, key: Optional[KeyLike],
+                 recipients: Optional[Recipients]) -> str:
     data = json.dumps(index, indent=2, sort_keys=True).encode() + b"\n"
     name = _index_name(weights_name)
     if sealed:
@@ -257,7 +266,8 @@ def _exists(path: str) -> bool:
         import fsspec.core
 
         fs, inner = fsspec.core.url_to_fs(path[len("sseal::"):] if path.startswith("sseal::") else path)
-        return fs.exists(inner)
+        exists: bool = fs.exists(inner)
+        return exists
     return os.path.exists(path)
 
 
@@ -266,7 +276,8 @@ def _read_plain(path: str) -> bytes:
         import fsspec
 
         with fsspec.open(path, "rb") as f:
-            return f.read(MAX_INDEX_SIZE + 1)
+            data: bytes = f.read(MAX_INDEX_SIZE + 1)
+            return data
     with open(path, "rb") as f:
         return f.read(MAX_INDEX_SIZE + 1)
 
@@ -288,7 +299,8 @@ def _parse_index(data: bytes, where: str) -> dict[str, Any]:
     metadata = index.get("metadata")
     if not isinstance(metadata, dict):
         index["metadata"] = {}
-    return index
+    checked: dict[str, Any] = index
+    return checked
 
 
 class CheckpointReader:
@@ -305,13 +317,14 @@ class CheckpointReader:
         weight_map: tensor names to shard file names (without the ``.sseal`` suffix).
     """
 
-    def __init__(self, folder: Folder, *, key=None, identities=None, device="cpu",
+    def __init__(self, folder: Folder, *, key: Optional[KeyLike] = None, identities: Optional[Identities] = None,
+                 device: Device = "cpu",
                  weights_name: str = DEFAULT_WEIGHTS_NAME, threads: Optional[int] = None) -> None:
         _names(weights_name)
         self._folder = folder
-        self._options = {"key": key, "identities": identities, "threads": threads}
+        self._options: dict[str, Any] = {"key": key, "identities": identities, "threads": threads}
         self._device = device
-        self._shards: dict[str, Any] = {}
+        self._shards: dict[str, _st.safe_open] = {}
         self._lock = threading.Lock()
         self.checkpoint_id: Optional[str] = None
         self.weight_map: Optional[dict[str, str]] = None
@@ -345,7 +358,7 @@ class CheckpointReader:
     def __enter__(self) -> CheckpointReader:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -362,7 +375,7 @@ class CheckpointReader:
         """The shard file names (without ``.sseal``), sorted."""
         return sorted(set((self.weight_map or {}).values()))
 
-    def _open_shard(self, file: str):
+    def _open_shard(self, file: str) -> _st.safe_open:
         """A shard's safe_open, after checking that it belongs here.
 
         Raises:
@@ -382,7 +395,7 @@ class CheckpointReader:
             raise
         return shard
 
-    def _check_binding(self, file: str, binding) -> None:
+    def _check_binding(self, file: str, binding: object) -> None:
         """A shard must name its own file and the checkpoint's id (the index's, or else the
         first shard's: all shards of one checkpoint share it). Shards sealed by plain
         ``shardseal encrypt`` carry no binding: they pass only where the index has no id."""
@@ -412,14 +425,14 @@ class CheckpointReader:
         with self._open_shard(file):
             pass
 
-    def _shard(self, file: str):
+    def _shard(self, file: str) -> _st.safe_open:
         with self._lock:  # get_tensor from several threads opens each shard once
             shard = self._shards.get(file)
             if shard is None:
                 shard = self._shards[file] = self._open_shard(file)
             return shard
 
-    def get_tensor(self, name: str):
+    def get_tensor(self, name: str) -> _st.Loaded:
         """The tensor ``name``, decrypting only its chunks (its shard opens on first use).
 
         Raises:
@@ -427,8 +440,9 @@ class CheckpointReader:
             AuthenticationError: its shard, or a chunk of the tensor, fails to authenticate,
                 or the shard does not belong to this checkpoint.
         """
+        weight_map = cast("dict[str, str]", self.weight_map)  # safe: set by __init__
         try:
-            file = self.weight_map[name]
+            file = weight_map[name]
         except KeyError:
             raise KeyError(f"this checkpoint has no tensor named {name!r}") from None
         return self._shard(file).get_tensor(name)
@@ -448,7 +462,8 @@ class CheckpointReader:
         return iter(self.keys())
 
 
-def open_checkpoint(folder: Folder, *, key=None, identities=None, device="cpu",
+def open_checkpoint(folder: Folder, *, key: Optional[KeyLike] = None, identities: Optional[Identities] = None,
+                    device: Device = "cpu",
                     weights_name: str = DEFAULT_WEIGHTS_NAME, threads: Optional[int] = None) -> CheckpointReader:
     """Opens an encrypted checkpoint for random access to its tensors.
 
@@ -472,7 +487,8 @@ def open_checkpoint(folder: Folder, *, key=None, identities=None, device="cpu",
                             weights_name=weights_name, threads=threads)
 
 
-def load_checkpoint(folder: Folder, *, key=None, identities=None, device="cpu",
+def load_checkpoint(folder: Folder, *, key: Optional[KeyLike] = None, identities: Optional[Identities] = None,
+                    device: Device = "cpu",
                     weights_name: str = DEFAULT_WEIGHTS_NAME, threads: Optional[int] = None) -> dict[str, Any]:
     """Loads every tensor of an encrypted checkpoint into a state dict.
 
@@ -508,7 +524,7 @@ def load_checkpoint(folder: Folder, *, key=None, identities=None, device="cpu",
 # ---- whole folders -------------------------------------------------------------------------
 
 
-def _checkpoint_files(folder: Folder, weights_name: str) -> tuple[Optional[dict], list[str]]:
+def _checkpoint_files(folder: Folder, weights_name: str) -> tuple[Optional[dict[str, Any]], list[str]]:
     """The plain index (or None) and the shard names of an ordinary checkpoint folder."""
     index_path = _join(folder, _index_name(weights_name))
     if os.path.exists(index_path):
@@ -521,7 +537,7 @@ def _checkpoint_files(folder: Folder, weights_name: str) -> tuple[Optional[dict]
 
 
 def _copy_other_files(src: Folder, dst: Folder, skip: set[str]) -> list[str]:
-    copied = []
+    copied: list[str] = []
     if os.path.realpath(src) == os.path.realpath(dst):
         return copied
     for entry in sorted(os.scandir(src), key=lambda e: e.name):
@@ -532,7 +548,8 @@ def _copy_other_files(src: Folder, dst: Folder, skip: set[str]) -> list[str]:
     return copied
 
 
-def encrypt_checkpoint(src: Folder, dst: Folder, *, key=None, recipients=None,
+def encrypt_checkpoint(src: Folder, dst: Folder, *, key: Optional[KeyLike] = None,
+                       recipients: Optional[Recipients] = None,
                        weights_name: str = DEFAULT_WEIGHTS_NAME, seal_index: bool = True,
                        copy_other_files: bool = True, threads: Optional[int] = None) -> list[str]:
     """Encrypts an ordinary checkpoint folder (shards and index, as ``save_pretrained``
@@ -581,7 +598,8 @@ def encrypt_checkpoint(src: Folder, dst: Folder, *, key=None, recipients=None,
     return written
 
 
-def decrypt_checkpoint(src: Folder, dst: Folder, *, key=None, identities=None,
+def decrypt_checkpoint(src: Folder, dst: Folder, *, key: Optional[KeyLike] = None,
+                       identities: Optional[Identities] = None,
                        weights_name: str = DEFAULT_WEIGHTS_NAME, copy_other_files: bool = True,
                        threads: Optional[int] = None) -> list[str]:
     """Decrypts an encrypted checkpoint folder into an ordinary one (plaintext on disk: for
@@ -620,7 +638,8 @@ def decrypt_checkpoint(src: Folder, dst: Folder, *, key=None, identities=None,
     skip = {file + SEALED_SUFFIX for file in files}
     if len(files) > 1 or _exists(_join(src, _index_name(weights_name) + SEALED_SUFFIX)) \
             or _exists(_join(src, _index_name(weights_name))):
-        index = _read_index_for_decrypt(src, weights_name, key, identities, weight_map)
+        # Safe: an open checkpoint always has its weight map.
+        index = _read_index_for_decrypt(src, weights_name, key, identities, cast("dict[str, str]", weight_map))
         index["metadata"].pop(_INDEX_ID, None)
         written.append(_write_index(dst, weights_name, index, False, None, None))
         skip |= {_index_name(weights_name), _index_name(weights_name) + SEALED_SUFFIX}
@@ -629,7 +648,8 @@ def decrypt_checkpoint(src: Folder, dst: Folder, *, key=None, identities=None,
     return written
 
 
-def _read_index_for_decrypt(src: Folder, weights_name: str, key, identities, weight_map) -> dict:
+def _read_index_for_decrypt(src: Folder, weights_name: str, key: Optional[KeyLike], identities: Optional[Identities],
+                            weight_map: Mapping[str, str]) -> dict[str, Any]:
     path = _join(src, _index_name(weights_name))
     if _exists(path + SEALED_SUFFIX):
         with _st.open_target(path + SEALED_SUFFIX, "rb", None, key=key, identities=identities) as reader:

@@ -115,7 +115,8 @@ class ParquetAuthenticationError(AuthenticationError, OSError):
         AuthenticationError.__init__(self, message)
 
 
-class ShardsealKmsClient(_pe.KmsClient):
+# A stub gap: pyarrow ships no type information, so KmsClient is Any to mypy.
+class ShardsealKmsClient(_pe.KmsClient):  # type: ignore[misc]
     """A pyarrow ``KmsClient`` whose master keys are shardseal recipients and identities.
 
     ``wrap_key`` seals a data key (or a key-encryption key) in a shardseal container for the

@@ -28,7 +28,8 @@ import re
 import struct
 import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from types import ModuleType
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Optional, Sequence, Union, cast, overload
 
 import numpy as np
 
@@ -37,6 +38,20 @@ from ..io import files as _files
 from ..keys.envelope import DirectKey
 from ..keys.keyref import is_key_ref
 from ..errors import FormatError, TruncatedError
+from ..io.files import FileTarget
+from ..io.stream import DecryptingReader, EncryptingWriter
+from ..keys.keyref import KeyLike
+from ..keys.registry import Identities, Recipients
+
+if TYPE_CHECKING:
+    import torch
+    from numpy.typing import NDArray
+    from typing_extensions import TypeGuard
+
+# What a tensor reads as: a torch tensor (framework "pt") or a numpy array ("numpy").
+Loaded = Union["torch.Tensor", "NDArray[Any]"]
+# A tensor entry of a file being written: (name, safetensors dtype code, tensor).
+_Entry = tuple[str, str, "torch.Tensor"]
 
 __all__ = ["MAX_HEADER_SIZE", "MAX_NDIM", "MAX_TENSOR_BYTES", "load_file", "safe_open", "save_file"]
 
@@ -83,7 +98,7 @@ _F4 = "F4"
 _UNSET: Any = object()
 
 
-def _torch():
+def _torch() -> ModuleType:
     """shardseal.torch (which imports torch), with a clear error without the extra."""
     from . import torch as sstorch
 
@@ -115,7 +130,7 @@ class _Header:
 # ---- arguments: safetensors' signatures, and the old positional key --------------------
 
 
-def _looks_like_key(value) -> bool:
+def _looks_like_key(value: Any) -> bool:  # Any: a probe of whatever was passed
     """Whether a positional argument is a key (the old signatures put it second or third)
     rather than metadata, a device or a framework: bytes-like or a key reference, never a
     str, a mapping, None or a device."""
@@ -136,7 +151,8 @@ def _warn_positional_key(function: str) -> None:
                   "identities=) as a keyword", DeprecationWarning, stacklevel=4)
 
 
-def _positional(function: str, args: tuple, names: tuple[str, ...], given: dict, key):
+def _positional(function: str, args: tuple[Any, ...], names: tuple[str, ...], given: dict[str, Any],
+                key: Optional[KeyLike]) -> tuple[dict[str, Any], Optional[KeyLike]]:
     """Sorts a call's positional args into the named parameters (safetensors' order); an old
     call whose first one is a key (``load_file(path, key, device)``) takes the key from it
     and the rest in the same order, with a DeprecationWarning.
@@ -160,13 +176,24 @@ def _positional(function: str, args: tuple, names: tuple[str, ...], given: dict,
     return values, key
 
 
-def is_url(filename) -> bool:
+def is_url(filename: object) -> TypeGuard[str]:
     """Whether filename is an fsspec URL (``sseal::memory://...``, ``s3://...``) rather than a
     local path: a str that starts with a protocol followed by ``://`` or ``::``."""
     return isinstance(filename, str) and re.match(r"[A-Za-z][A-Za-z0-9+.\-]*(://|::)", filename) is not None
 
 
-def open_target(filename, mode: str, storage_options=None, **kwargs):
+@overload
+def open_target(filename: FileTarget, mode: Literal["rb"], storage_options: Optional[Mapping[str, Any]] = None,
+                **kwargs: Any) -> DecryptingReader: ...
+
+
+@overload
+def open_target(filename: FileTarget, mode: Literal["wb"], storage_options: Optional[Mapping[str, Any]] = None,
+                **kwargs: Any) -> EncryptingWriter: ...
+
+
+def open_target(filename: FileTarget, mode: Literal["rb", "wb"], storage_options: Optional[Mapping[str, Any]] = None,
+                **kwargs: Any) -> Union[DecryptingReader, EncryptingWriter]:
     """``shardseal.open`` of a path or file object, or ``shardseal.fsspec.open_url`` of an
     fsspec URL (fsspec, an extra, is imported only then).
 
@@ -185,7 +212,7 @@ def open_target(filename, mode: str, storage_options=None, **kwargs):
 # ---- writing -----------------------------------------------------------------------------
 
 
-def _check_metadata(metadata) -> Optional[dict[str, str]]:
+def _check_metadata(metadata: object) -> Optional[dict[str, str]]:
     if metadata is None:
         return None
     if not isinstance(metadata, Mapping):
@@ -196,7 +223,7 @@ def _check_metadata(metadata) -> Optional[dict[str, str]]:
     return dict(sorted(metadata.items()))
 
 
-def _check_shared(tensors: dict[str, Any]) -> None:
+def _check_shared(tensors: dict[str, torch.Tensor]) -> None:
     """Refuses tensors that share memory, as safetensors does (tied weights would be untied)."""
     areas = []
     for name, tensor in tensors.items():
@@ -215,7 +242,7 @@ def _check_shared(tensors: dict[str, Any]) -> None:
                            "save one of each group, or .clone() them")
 
 
-def _file_shape(name: str, code: str, tensor) -> list[int]:
+def _file_shape(name: str, code: str, tensor: torch.Tensor) -> list[int]:
     """The shape safetensors writes: an F4 tensor's last dimension counts 4-bit values."""
     shape = list(tensor.shape)
     if code == _F4:
@@ -225,7 +252,7 @@ def _file_shape(name: str, code: str, tensor) -> list[int]:
     return shape
 
 
-def _build_header(entries, metadata: Optional[dict[str, str]]) -> bytes:
+def _build_header(entries: Iterable[tuple[str, str, list[int], int]], metadata: Optional[dict[str, str]]) -> bytes:
     """safetensors' header for (name, dtype code, shape, nbytes) entries in file order: 8-byte
     little-endian length, compact JSON, spaces up to a multiple of 8 bytes."""
     header: dict[str, Any] = {}
@@ -243,8 +270,8 @@ def _build_header(entries, metadata: Optional[dict[str, str]]) -> bytes:
     return struct.pack("<Q", len(text)) + text
 
 
-def save_file(tensors: Mapping[str, Any], filename, *args: Any, metadata: Any = _UNSET, key=None,
-              recipients=None, threads: Optional[int] = None,
+def save_file(tensors: Mapping[str, Any], filename: FileTarget, *args: Any, metadata: Any = _UNSET,
+              key: Optional[KeyLike] = None, recipients: Optional[Recipients] = None, threads: Optional[int] = None,
               storage_options: Optional[Mapping[str, Any]] = None) -> None:
     """Writes tensors as an encrypted safetensors file, like ``safetensors.torch.save_file``.
 
@@ -289,7 +316,7 @@ def save_file(tensors: Mapping[str, Any], filename, *args: Any, metadata: Any = 
         _write_planned(out, header, entries)
 
 
-def write_tensors(out, tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]] = None) -> None:
+def write_tensors(out: Union[EncryptingWriter, IO[bytes]], tensors: Mapping[str, Any], metadata: Optional[Mapping[str, str]] = None) -> None:
     """Writes the safetensors file of tensors into an open writer (``shardseal.checkpoint``
     writes its shards with this, into writers it opens with its own header metadata).
 
@@ -299,7 +326,7 @@ def write_tensors(out, tensors: Mapping[str, Any], metadata: Optional[Mapping[st
     _write_planned(out, *_plan_file(tensors, metadata))
 
 
-def _write_planned(out, header: bytes, entries) -> None:
+def _write_planned(out: Union[EncryptingWriter, IO[bytes]], header: bytes, entries: Sequence[_Entry]) -> None:
     sstorch = _torch()
     out.write(header)
     for name, _, tensor in entries:
@@ -308,7 +335,7 @@ def _write_planned(out, header: bytes, entries) -> None:
         del data  # a CPU copy of a GPU tensor goes before the next one is made
 
 
-def _plan_file(tensors: Mapping[str, Any], metadata) -> tuple[bytes, list]:
+def _plan_file(tensors: Mapping[str, Any], metadata: object) -> tuple[bytes, list[_Entry]]:
     """Checks tensors and metadata; the safetensors header and the (name, code, tensor)
     entries in file order."""
     sstorch = _torch()
@@ -345,8 +372,8 @@ def _plan_file(tensors: Mapping[str, Any], metadata) -> tuple[bytes, list]:
 # ---- reading -----------------------------------------------------------------------------
 
 
-def _no_duplicates(pairs):
-    result = {}
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
     for name, value in pairs:
         if name in result:
             raise ValueError(f"duplicate key {name!r}")
@@ -354,7 +381,7 @@ def _no_duplicates(pairs):
     return result
 
 
-def _nbytes_matches(shape, itemsize: int, expected: int) -> bool:
+def _nbytes_matches(shape: Sequence[int], itemsize: int, expected: int) -> bool:
     if 0 in shape:
         return expected == 0
     count = itemsize
@@ -365,13 +392,13 @@ def _nbytes_matches(shape, itemsize: int, expected: int) -> bool:
     return count == expected
 
 
-def _strided_size(shape, itemsize: int) -> int:
+def _strided_size(shape: Sequence[int], itemsize: int) -> int:
     """The byte size of shape with zero dimensions counted as one: the largest stride (and
     size) torch or numpy computes for a tensor of that shape."""
     return _blob.strided_size(shape, itemsize)
 
 
-def _f4_shape(name: str, shape: list) -> list:
+def _f4_shape(name: str, shape: list[int]) -> list[int]:
     """torch's float4_e2m1fn_x2 shape of a safetensors F4 shape (two values per byte).
 
     Raises:
@@ -383,7 +410,7 @@ def _f4_shape(name: str, shape: list) -> list:
     return [*shape[:-1], shape[-1] // 2]
 
 
-def _parse_entry(name: str, entry, data_size: int) -> _TensorInfo:
+def _parse_entry(name: str, entry: object, data_size: int) -> _TensorInfo:
     if not isinstance(entry, dict):
         raise FormatError(f"safetensors header: tensor {name!r} is not a JSON object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
@@ -416,7 +443,7 @@ def _parse_entry(name: str, entry, data_size: int) -> _TensorInfo:
     return _TensorInfo(dtype, tuple(shape), begin, end, file_shape)
 
 
-def _parse_header(pread, size: int) -> _Header:
+def _parse_header(pread: Callable[[int, int], bytes], size: int) -> _Header:
     """Reads and checks a safetensors header with pread(offset, n) from a plaintext of size
     bytes: the same checks as safetensors (a bounded length, tensors packed back to back from
     the start of the data section to the end of the file), and no allocation larger than the
@@ -462,12 +489,14 @@ def _parse_header(pread, size: int) -> _Header:
     return _Header(data_start, tensors, metadata)
 
 
-def _read_exact(reader, offset: int, out) -> None:
-    if reader.preadinto(offset, out) != memoryview(out).nbytes:
+def _read_exact(reader: DecryptingReader, offset: int, out: NDArray[Any]) -> None:
+    # numpy's stubs declare ndarray a Buffer only for Python 3.12+ (core/buffers.py).
+    if reader.preadinto(offset, out) != memoryview(out).nbytes:  # type: ignore[arg-type]
         raise TruncatedError("the file was truncated while being read")
 
 
-def load_file(filename, *args: Any, device: Any = _UNSET, key=None, identities=None,
+def load_file(filename: FileTarget, *args: Any, device: Any = _UNSET, key: Optional[KeyLike] = None,
+              identities: Optional[Identities] = None,
               threads: Optional[int] = None,
               storage_options: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """Loads every tensor of an encrypted safetensors file, like ``safetensors.torch.load_file``.
@@ -508,7 +537,7 @@ def load_file(filename, *args: Any, device: Any = _UNSET, key=None, identities=N
         return read_tensors(reader, device)
 
 
-def read_tensors(reader, device="cpu") -> dict[str, Any]:
+def read_tensors(reader: DecryptingReader, device: Any = "cpu") -> dict[str, Any]:
     """Every tensor of the safetensors file an open ``DecryptingReader`` holds, as
     ``load_file`` (``shardseal.checkpoint`` reads its shards with this).
 
@@ -519,8 +548,9 @@ def read_tensors(reader, device="cpu") -> dict[str, Any]:
     sstorch = _torch()
     torch = sstorch.torch
     if reader.seekable():
-        header = _parse_header(reader.pread, reader.size)
-        data = sstorch.empty_tensor((reader.size - header.data_start,), torch.uint8, device)
+        size = cast(int, reader.size)  # safe: a seekable reader knows its plaintext size
+        header = _parse_header(reader.pread, size)
+        data = sstorch.empty_tensor((size - header.data_start,), torch.uint8, device)
         _read_exact(reader, header.data_start, data.numpy())
     else:
         plain = reader.read()
@@ -580,13 +610,14 @@ class safe_open:
         TypeError: no key or identities, too many positional arguments.
     """
 
-    def __init__(self, filename, *args: Any, framework: Any = _UNSET, device: Any = _UNSET, key=None,
-                 identities=None, threads: Optional[int] = None,
+    def __init__(self, filename: FileTarget, *args: Any, framework: Any = _UNSET, device: Any = _UNSET,
+                 key: Optional[KeyLike] = None, identities: Optional[Identities] = None, threads: Optional[int] = None,
                  storage_options: Optional[Mapping[str, Any]] = None) -> None:
         values, key = _positional("safe_open", args, ("framework", "device"),
                                   {"framework": framework, "device": device}, key)
         framework = "pt" if values["framework"] is _UNSET else values["framework"]
         device = "cpu" if values["device"] is _UNSET else values["device"]
+        self._sstorch: Optional[ModuleType]  # shardseal.torch, or None for numpy
         if framework in ("pt", "torch"):
             self._sstorch = _torch()
         elif framework in ("numpy", "np"):
@@ -600,7 +631,8 @@ class safe_open:
         try:
             if not self._reader.seekable():
                 raise ValueError("safe_open needs a seekable file (random access)")
-            self._header = _parse_header(self._reader.pread, self._reader.size)
+            # Safe: a seekable reader knows its plaintext size.
+            self._header = _parse_header(self._reader.pread, cast(int, self._reader.size))
         except BaseException:
             self._reader.close()
             raise
@@ -608,7 +640,7 @@ class safe_open:
     def __enter__(self) -> safe_open:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -617,7 +649,8 @@ class safe_open:
     def container_metadata(self) -> dict[str, Any]:
         """The container header's metadata (authenticated, not secret; the caller's own is
         under ``"user"``), as ``shardseal.inspect`` shows it."""
-        return json.loads(json.dumps(self._reader.header.metadata))
+        copied: dict[str, Any] = json.loads(json.dumps(self._reader.header.metadata))
+        return copied
 
     def keys(self) -> list[str]:
         """The tensor names, sorted."""
@@ -640,7 +673,7 @@ class safe_open:
         except (KeyError, TypeError):
             raise KeyError(f"this file has no tensor named {name!r}") from None
 
-    def get_tensor(self, name: str):
+    def get_tensor(self, name: str) -> Loaded:
         """The tensor ``name``, decrypting only the chunks that hold it.
 
         Raises:
@@ -654,7 +687,7 @@ class safe_open:
         """A lazy view of tensor ``name``: ``get_shape()``, ``get_dtype()`` and ``[...]``."""
         return TensorSlice(self, name, self._info(name))
 
-    def _read_rows(self, info: _TensorInfo, lo: int, hi: int, pin: bool = False):
+    def _read_rows(self, info: _TensorInfo, lo: int, hi: int, pin: bool = False) -> Loaded:
         """Rows lo:hi along the first dimension (the whole of a 0-d tensor), on the CPU."""
         tail = info.shape[1:]
         row_bytes = 0 if 0 in tail else info.itemsize * math.prod(tail)
@@ -672,15 +705,16 @@ class safe_open:
         _read_exact(self._reader, self._header.data_start + info.begin + lo * row_bytes, out)
         return result
 
-    def _finish(self, result):
+    def _finish(self, result: Any) -> Loaded:  # Any: a tensor or an array, as self._sstorch says
         """A fresh contiguous tensor on the requested device, or a numpy array."""
         if self._sstorch is None:
-            result = np.asarray(result)
-            return result if result.flags.c_contiguous else result.copy()
-        return self._sstorch.to_device(result.contiguous(), self._device)
+            array: NDArray[Any] = np.asarray(result)
+            return array if array.flags.c_contiguous else array.copy()
+        tensor: torch.Tensor = self._sstorch.to_device(result.contiguous(), self._device)
+        return tensor
 
 
-def _row_index(index) -> Optional[int]:
+def _row_index(index: Any) -> Optional[int]:  # Any: an index of any type, probed
     """index as a Python int when it is an integer (not a bool), else None."""
     if isinstance(index, (bool, np.bool_)):
         return None
@@ -717,7 +751,7 @@ class TensorSlice:
             raise TypeError("len() of a 0-d tensor")
         return self._info.shape[0]
 
-    def __getitem__(self, index):
+    def __getitem__(self, index: Any) -> Loaded:  # Any: whatever torch or numpy indexing takes
         owner, info = self._owner, self._info
         parts = index if isinstance(index, tuple) else (index,)
         first = parts[0] if parts else None
@@ -726,13 +760,15 @@ class TensorSlice:
             return owner._finish(whole[index])
         rows = info.shape[0]
         position = _row_index(first)
+        local: Union[int, slice]
         if position is not None:
             if not -rows <= position < rows:
                 raise IndexError(f"index {position} is out of bounds for dimension 0 with size {rows}")
             lo = position % rows
             hi, local = lo + 1, 0
         else:
-            selected = range(*first.indices(rows))
+            # Safe: first is a slice here (an integer took the branch above, others returned).
+            selected = range(*cast(slice, first).indices(rows))
             if selected.step < 0 and owner._sstorch is not None:
                 raise ValueError("step must be greater than zero")  # as torch indexing says
             if not selected:
@@ -742,10 +778,11 @@ class TensorSlice:
                 lo, hi = min(selected), max(selected) + 1
                 local = slice(selected.start - lo, None, selected.step)
         part = owner._read_rows(info, lo, hi)
-        return owner._finish(part[(local, *parts[1:])])
+        rest = (local, *parts[1:])
+        return owner._finish(part[rest])
 
 
-def _safetensors_signature(function, positional: dict[str, Any]) -> inspect.Signature:
+def _safetensors_signature(function: Callable[..., Any], positional: dict[str, Any]) -> inspect.Signature:
     """function's signature as safetensors' (``inspect.signature``, help()): the named
     positional parameters in place of ``*args``, the rest keyword-only."""
     kinds = inspect.Parameter

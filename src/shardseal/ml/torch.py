@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import io
 import sys
-from typing import Any, Mapping, Optional
+from typing import IO, Any, Mapping, Optional, Sequence, Union, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 try:
     import torch
@@ -27,6 +28,11 @@ from ..container import blob as _blob
 from ..core import backend as _backend, buffers as _buffers, layout as _layout
 from ..io import files as _files
 from ..errors import FormatError
+from ..core.buffers import BytesLike
+from ..core.layout import Suite
+from ..io.files import FileTarget
+from ..keys.keyref import KeyLike
+from ..keys.registry import Identities, Recipients
 
 __all__ = ["TENSOR_CONTENT_TYPE", "decrypt_tensor", "encrypt_tensor", "load", "save"]
 
@@ -52,6 +58,9 @@ DTYPES: dict[str, torch.dtype] = {
 }
 _DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
+# Where a tensor goes: "cpu", "cuda", "cuda:1", a device index or a torch.device.
+Device = Union[str, int, torch.device]
+
 
 def check_byte_order() -> None:
     if sys.byteorder != "little":  # pragma: no cover - no big-endian test machine
@@ -70,7 +79,7 @@ def dtype_name(dtype: torch.dtype) -> str:
         raise TypeError(f"tensors of dtype {dtype} cannot be encrypted (quantized or unknown dtype)") from None
 
 
-def cpu_contiguous(tensor, what: str = "tensor") -> torch.Tensor:
+def cpu_contiguous(tensor: object, what: str = "tensor") -> torch.Tensor:
     """The tensor's data as a dense, C-contiguous CPU tensor without autograd history.
 
     No copy for a CPU tensor that already is one; other devices are copied to the CPU,
@@ -99,7 +108,7 @@ def cpu_contiguous(tensor, what: str = "tensor") -> torch.Tensor:
     return t
 
 
-def byte_view(tensor: torch.Tensor):
+def byte_view(tensor: torch.Tensor) -> NDArray[np.uint8]:
     """A flat uint8 numpy view of a C-contiguous CPU tensor's bytes (shares its memory).
 
     Works for every dtype, including those numpy lacks (bfloat16, float8, complex32).
@@ -107,7 +116,7 @@ def byte_view(tensor: torch.Tensor):
     return tensor.reshape(-1).view(torch.uint8).numpy()
 
 
-def element_count(shape, limit: int) -> Optional[int]:
+def element_count(shape: Sequence[int], limit: int) -> Optional[int]:
     """The product of shape, or None once it passes limit (bounded work on hostile shapes)."""
     if 0 in shape:
         return 0
@@ -119,7 +128,7 @@ def element_count(shape, limit: int) -> Optional[int]:
     return count
 
 
-def empty_tensor(shape, dtype: torch.dtype, device) -> torch.Tensor:
+def empty_tensor(shape: Sequence[int], dtype: torch.dtype, device: Device) -> torch.Tensor:
     """An uninitialised CPU tensor; pinned when it is bound for a CUDA device."""
     pin = torch.device(device).type == "cuda" and torch.cuda.is_available()
     if pin or dtype != torch.uint8:
@@ -129,13 +138,14 @@ def empty_tensor(shape, dtype: torch.dtype, device) -> torch.Tensor:
     return torch.from_numpy(np.empty(shape, np.uint8))
 
 
-def to_device(tensor: torch.Tensor, device) -> torch.Tensor:
+def to_device(tensor: torch.Tensor, device: Device) -> torch.Tensor:
     device = torch.device(device)
     return tensor if device.type == "cpu" else tensor.to(device)
 
 
-def encrypt_tensor(tensor, key=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
-                   threads: Optional[int] = None, suite: int = 256) -> bytes:
+def encrypt_tensor(tensor: torch.Tensor, key: Optional[KeyLike] = None, *,
+                   recipients: Optional[Recipients] = None, metadata: Optional[Mapping[str, Any]] = None,
+                   threads: Optional[int] = None, suite: Suite = 256) -> bytes:
     """Encrypts a tensor; its dtype and shape go into the header (authenticated).
 
     Any dtype but the quantized ones works, including bfloat16, the float8 types and
@@ -166,11 +176,12 @@ def encrypt_tensor(tensor, key=None, *, recipients=None, metadata: Optional[Mapp
     info = {"content_type": TENSOR_CONTENT_TYPE,
             "tensor": {"dtype": dtype_name(t.dtype), "shape": list(t.shape)}}
     plan = _blob.plan_header(key, recipients, suite, _blob.header_metadata(metadata, info))
-    return _backend.impl.seal(suite, plan.input_key, _blob.random_salt(), plan.fixed,
+    sealed: bytes = _backend.impl.seal(suite, plan.input_key, _blob.random_salt(), plan.fixed,
                               byte_view(t), _buffers.thread_count(threads), plan.header)
+    return sealed
 
 
-def _tensor_spec(spec) -> tuple[torch.dtype, list]:
+def _tensor_spec(spec: object) -> tuple[torch.dtype, list[int]]:
     if not isinstance(spec, dict) or "dtype" not in spec or "shape" not in spec:
         raise FormatError("this container does not hold a torch tensor (made by encrypt_tensor); "
                           "use shardseal.decrypt() or shardseal.decrypt_array()")
@@ -185,12 +196,13 @@ def _tensor_spec(spec) -> tuple[torch.dtype, list]:
     return dtype, shape
 
 
-def _shown_name(name) -> str:
+def _shown_name(name: object) -> str:
     # A header's string may be long or odd: show a short, escaped form.
     return repr(name[:40]) + ("..." if len(name) > 40 else "") if isinstance(name, str) else type(name).__name__
 
 
-def decrypt_tensor(blob, key=None, *, identities=None, device="cpu", threads: Optional[int] = None) -> torch.Tensor:
+def decrypt_tensor(blob: BytesLike, key: Optional[KeyLike] = None, *, identities: Optional[Identities] = None,
+                   device: Device = "cpu", threads: Optional[int] = None) -> torch.Tensor:
     """Decrypts a container made by ``encrypt_tensor`` into a new tensor.
 
     The bytes are decrypted straight into the new tensor's memory. For a CUDA ``device`` they
@@ -223,8 +235,9 @@ def decrypt_tensor(blob, key=None, *, identities=None, device="cpu", threads: Op
     return to_device(result, device)
 
 
-def save(obj, f, key=None, *, recipients=None, metadata: Optional[Mapping[str, Any]] = None,
-         threads: Optional[int] = None, suite: int = 256) -> None:
+def save(obj: object, f: FileTarget, key: Optional[KeyLike] = None, *,
+         recipients: Optional[Recipients] = None, metadata: Optional[Mapping[str, Any]] = None,
+         threads: Optional[int] = None, suite: Suite = 256) -> None:
     """``torch.save(obj, f)`` into an encrypted container, with no plaintext file anywhere.
 
     ``torch.save`` writes its zip archive straight into an encrypting stream (it only writes,
@@ -249,10 +262,14 @@ def save(obj, f, key=None, *, recipients=None, metadata: Optional[Mapping[str, A
     """
     with _files.open(f, "wb", key=key, recipients=recipients, metadata=metadata, threads=threads,
                      suite=suite) as out:
-        torch.save(obj, out)
+        # Safe: torch.save only writes (and flushes) to a file object, as an EncryptingWriter
+        # does (an io.BufferedIOBase, which typing does not count as an IO[bytes]).
+        torch.save(obj, cast(IO[bytes], out))
 
 
-def load(f, key=None, map_location=None, weights_only: bool = True, *, identities=None, threads: Optional[int] = None):
+def load(f: FileTarget, key: Optional[KeyLike] = None, map_location: torch.serialization.MAP_LOCATION = None,
+         weights_only: bool = True, *, identities: Optional[Identities] = None,
+         threads: Optional[int] = None) -> Any:
     """``torch.load`` from a container written by ``save``; nothing is written anywhere.
 
     ``torch.load`` reads the archive through a random-access decrypting reader, so only the
@@ -274,5 +291,7 @@ def load(f, key=None, map_location=None, weights_only: bool = True, *, identitie
             ``shardseal.decrypt``; and whatever ``torch.load`` raises.
     """
     with _files.open(f, "rb", key=key, identities=identities, threads=threads) as reader:
-        source = reader if reader.seekable() else io.BytesIO(reader.read())
+        # Safe: torch.load reads, seeks and tells, all of which a seekable reader does (its
+        # class is an io.BufferedIOBase, which typing does not count as an IO[bytes]).
+        source = cast(IO[bytes], reader) if reader.seekable() else io.BytesIO(reader.read())
         return torch.load(source, map_location=map_location, weights_only=weights_only)

@@ -25,16 +25,19 @@ Memory: the decrypted state dict and the model exist together for a moment (as w
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from . import checkpoint as _checkpoint
+from ..keys.keyref import KeyLike
+from ..keys.registry import Identities, Recipients
 
 __all__ = ["ADAPTER_WEIGHTS_NAME", "from_pretrained", "load_adapter", "save_adapter", "save_pretrained"]
 
 ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 
 
-def from_pretrained(model_class: Any, folder: Any, *, key=None, identities=None, config: Any = None,
+def from_pretrained(model_class: Any, folder: _checkpoint.Folder, *, key: Optional[KeyLike] = None,
+                    identities: Optional[Identities] = None, config: Any = None,
                     threads: Optional[int] = None, **kwargs: Any) -> Any:
     """Loads a ``transformers`` model from an encrypted checkpoint folder, no plaintext file.
 
@@ -83,8 +86,9 @@ def _concrete_class(model_class: Any, config: Any) -> Any:
         return type(model_class.from_config(config))
 
 
-def save_pretrained(model: Any, folder: Any, *, key=None, recipients=None,
-                    max_shard_size: Any = _checkpoint.DEFAULT_MAX_SHARD_SIZE, seal_index: bool = True) -> list[str]:
+def save_pretrained(model: Any, folder: _checkpoint.Folder, *, key: Optional[KeyLike] = None,
+                    recipients: Optional[Recipients] = None,
+                    max_shard_size: Union[int, str] = _checkpoint.DEFAULT_MAX_SHARD_SIZE, seal_index: bool = True) -> list[str]:
     """Writes a ``transformers`` model as an encrypted checkpoint folder: its ``config.json``
     (and ``generation_config.json``) plain, the weights sealed. No plaintext weights file.
 
@@ -113,7 +117,8 @@ def save_pretrained(model: Any, folder: Any, *, key=None, recipients=None,
                                                  max_shard_size=max_shard_size, seal_index=seal_index)
 
 
-def save_adapter(peft_model: Any, folder: Any, *, key=None, recipients=None,
+def save_adapter(peft_model: Any, folder: _checkpoint.Folder, *, key: Optional[KeyLike] = None,
+                 recipients: Optional[Recipients] = None,
                  adapter_name: str = "default") -> list[str]:
     """Writes a PEFT adapter (LoRA, ...) encrypted: ``adapter_config.json`` plain,
     ``adapter_model.safetensors.sseal`` sealed. No plaintext weights file.
@@ -141,7 +146,8 @@ def save_adapter(peft_model: Any, folder: Any, *, key=None, recipients=None,
         max_shard_size=2**62)
 
 
-def load_adapter(model: Any, folder: Any, *, key=None, identities=None, adapter_name: str = "default",
+def load_adapter(model: Any, folder: _checkpoint.Folder, *, key: Optional[KeyLike] = None,
+                 identities: Optional[Identities] = None, adapter_name: str = "default",
                  is_trainable: bool = False) -> Any:
     """Applies an encrypted PEFT adapter to a model, no plaintext file.
 
