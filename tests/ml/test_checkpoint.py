@@ -327,3 +327,31 @@ def test_parse_size_refuses(bad, error):
 def test_missing_checkpoint(tmp_path, key):
     with pytest.raises(FileNotFoundError):
         ck.load_checkpoint(tmp_path, key=key)
+
+
+def test_plain_index_naming_no_shard_fails(tmp_path, key):
+    # An edited plain index that names no shard would bind nothing: load_checkpoint returned an
+    # empty state dict (and transformers a randomly initialised model) instead of failing.
+    ck.save_checkpoint(state_dict(), tmp_path, max_shard_size=80_000, key=key, seal_index=False)
+    path = tmp_path / "model.safetensors.index.json"
+    index = json.loads(path.read_text())
+    index["weight_map"] = {}
+    path.write_text(json.dumps(index))
+    with pytest.raises(AuthenticationError, match="names no shard"):
+        ck.load_checkpoint(tmp_path, key=key)
+
+
+def test_sealed_index_cannot_be_replaced_by_an_empty_plain_one(sharded, key):
+    folder, _, _ = sharded
+    (folder / "model.safetensors.index.json.sseal").unlink()
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {}}))
+    with pytest.raises(AuthenticationError, match="names no shard"):
+        ck.load_checkpoint(folder, key=key)
+
+
+def test_deeply_nested_index_is_a_format_error(tmp_path, key):
+    ck.save_checkpoint(state_dict(), tmp_path, max_shard_size=80_000, key=key, seal_index=False)
+    depth = 200_000
+    (tmp_path / "model.safetensors.index.json").write_text('{"weight_map": ' + "[" * depth + "]" * depth + "}")
+    with pytest.raises(FormatError, match="not valid JSON"):
+        ck.load_checkpoint(tmp_path, key=key)

@@ -287,7 +287,7 @@ def _parse_index(data: bytes, where: str) -> dict[str, Any]:
         raise FormatError(f"{where}: the index is over {MAX_INDEX_SIZE} bytes")
     try:
         index = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deeply
         raise FormatError(f"{where}: the index is not valid JSON") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(
@@ -353,6 +353,9 @@ class CheckpointReader:
             with self._open_shard(weights_name) as shard:
                 self.weight_map = {name: weights_name for name in shard.keys()}
         else:
+            if not index["weight_map"]:
+                # Nothing would be bound to the checkpoint: an emptied index loads no tensor.
+                raise AuthenticationError(f"{index_path}: the index names no shard")
             self.weight_map = dict(index["weight_map"])
 
     def __enter__(self) -> CheckpointReader:
