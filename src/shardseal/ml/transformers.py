@@ -67,10 +67,18 @@ def from_pretrained(model_class: Any, folder: _checkpoint.Folder, *, key: Option
     import transformers
 
     if config is None:
+        _require_local_file(folder, "config.json")
         config = transformers.AutoConfig.from_pretrained(os.fspath(folder), local_files_only=True)
     model_class = _concrete_class(model_class, config)
     state_dict = _checkpoint.load_checkpoint(folder, key=key, identities=identities, threads=threads)
     return model_class.from_pretrained(None, config=config, state_dict=state_dict, **kwargs)
+
+
+def _require_local_file(folder: Any, name: str) -> None:
+    """Raises FileNotFoundError unless the local folder holds name (transformers and PEFT would
+    otherwise take a missing folder's name for a Hub repository id)."""
+    if not os.path.isfile(os.path.join(os.fspath(folder), name)):
+        raise FileNotFoundError(f"no {name} in the local folder {os.fspath(folder)!r}")
 
 
 def _concrete_class(model_class: Any, config: Any) -> Any:
@@ -175,6 +183,7 @@ def load_adapter(model: Any, folder: _checkpoint.Folder, *, key: Optional[KeyLik
     """
     import peft
 
+    _require_local_file(folder, "adapter_config.json")  # else PEFT asks the Hub for the folder name
     config = peft.PeftConfig.from_pretrained(os.fspath(folder))
     config.inference_mode = not is_trainable
     state = _checkpoint.load_checkpoint(folder, key=key, identities=identities,
