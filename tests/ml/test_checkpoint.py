@@ -355,3 +355,21 @@ def test_deeply_nested_index_is_a_format_error(tmp_path, key):
     (tmp_path / "model.safetensors.index.json").write_text('{"weight_map": ' + "[" * depth + "]" * depth + "}")
     with pytest.raises(FormatError, match="not valid JSON"):
         ck.load_checkpoint(tmp_path, key=key)
+
+
+@pytest.mark.parametrize("extra", ["consolidated.safetensors", "pytorch_model.bin", "optimizer.pt"])
+def test_encrypt_folder_refuses_to_copy_other_weights_in_clear(tmp_path, key, extra):
+    # copy_other_files copied every other file as it is: a folder holding a second copy of the
+    # weights (Mistral's consolidated.safetensors, a legacy pytorch_model.bin) or training
+    # state got that copy written in clear next to the encrypted shards.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    st.save_file(state_dict(), plain / "model.safetensors")
+    (plain / "config.json").write_text('{"model_type": "x"}')
+    (plain / extra).write_bytes((plain / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match=extra):
+        ck.encrypt_checkpoint(plain, tmp_path / "sealed", key=key)
+    assert listing(tmp_path / "sealed") == set()  # refused before anything was written
+    written = ck.encrypt_checkpoint(plain, tmp_path / "sealed", key=key, copy_other_files=False)
+    assert written == ["model.safetensors.sseal"]
+    no_plaintext_weights(tmp_path / "sealed")

@@ -71,6 +71,9 @@ _BINDING = "shardseal.checkpoint"
 _INDEX_ID = "shardseal_checkpoint_id"
 # The sealed index is small: refuse to read more than this.
 MAX_INDEX_SIZE = 256 * 2**20
+# Files encrypt_checkpoint will not copy in clear: weights and training state in common formats.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx",
+                    ".pkl", ".pickle", ".npy", ".npz")
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -539,16 +542,30 @@ def _checkpoint_files(folder: Folder, weights_name: str) -> tuple[Optional[dict[
                             f"nor {weights_name}")
 
 
+def _other_files(src: Folder, skip: set[str]) -> list[str]:
+    return [entry.name for entry in sorted(os.scandir(src), key=lambda e: e.name)
+            if entry.name not in skip and not entry.name.endswith(SEALED_SUFFIX)
+            and entry.is_file(follow_symlinks=False)]
+
+
 def _copy_other_files(src: Folder, dst: Folder, skip: set[str]) -> list[str]:
     copied: list[str] = []
     if os.path.realpath(src) == os.path.realpath(dst):
         return copied
-    for entry in sorted(os.scandir(src), key=lambda e: e.name):
-        if entry.name in skip or entry.name.endswith(SEALED_SUFFIX) or not entry.is_file(follow_symlinks=False):
-            continue
-        shutil.copyfile(entry.path, _join(dst, entry.name))
-        copied.append(entry.name)
+    for name in _other_files(src, skip):
+        shutil.copyfile(_join(src, name), _join(dst, name))
+        copied.append(name)
     return copied
+
+
+def _refuse_weights_in_clear(src: Folder, skip: set[str]) -> None:
+    """Refuses to copy, unencrypted, files that hold weights or training state (a second copy
+    of the model such as ``consolidated.safetensors``, ``pytorch_model.bin``, ``optimizer.pt``)."""
+    weights = [name for name in _other_files(src, skip) if name.lower().endswith(_WEIGHT_SUFFIXES)]
+    if weights:
+        raise ValueError(f"{os.fspath(src)!r} holds files that look like weights or training state, which "
+                         f"copy_other_files would copy unencrypted: {', '.join(weights)}; remove them, "
+                         "encrypt them separately, or pass copy_other_files=False")
 
 
 def encrypt_checkpoint(src: Folder, dst: Folder, *, key: Optional[KeyLike] = None,
@@ -570,7 +587,9 @@ def encrypt_checkpoint(src: Folder, dst: Folder, *, key: Optional[KeyLike] = Non
         weights_name: as for ``save_checkpoint``.
         seal_index: False writes the index as plain JSON.
         copy_other_files: copy the folder's other files (``config.json``, tokenizer files) to
-            dst as they are, **not encrypted**, so that dst is a complete model folder.
+            dst as they are, **not encrypted**, so that dst is a complete model folder. Files
+            that look like weights or training state (``.safetensors``, ``.bin``, ``.pt``,
+            ``.pth``, ``.ckpt``, ``.gguf``, ...) are refused rather than copied in clear.
         threads: worker threads; None uses every CPU.
 
     Returns:
@@ -579,9 +598,13 @@ def encrypt_checkpoint(src: Folder, dst: Folder, *, key: Optional[KeyLike] = Non
     Raises:
         FileNotFoundError: src has no checkpoint.
         FormatError: its index is not valid.
+        ValueError: with copy_other_files, src holds other files that look like weights or
+            training state (nothing is written then).
         OSError: a file cannot be read or written.
     """
     index, shards = _checkpoint_files(src, weights_name)
+    if copy_other_files and os.path.realpath(src) != os.path.realpath(dst):
+        _refuse_weights_in_clear(src, set(shards) | {_index_name(weights_name)})
     os.makedirs(dst, exist_ok=True)
     checkpoint_id = secrets.token_hex(16)
     written = []
