@@ -373,3 +373,26 @@ def test_encrypt_folder_refuses_to_copy_other_weights_in_clear(tmp_path, key, ex
     written = ck.encrypt_checkpoint(plain, tmp_path / "sealed", key=key, copy_other_files=False)
     assert written == ["model.safetensors.sseal"]
     no_plaintext_weights(tmp_path / "sealed")
+
+
+@pytest.mark.parametrize("second", [{"max_shard_size": "1GB"}, {"max_shard_size": 80_000, "seal_index": False}])
+def test_saving_again_into_a_folder_loads_the_new_checkpoint(tmp_path, key, second):
+    # The index of an earlier save stayed: a later unsharded save loaded the OLD weights
+    # silently, and a sealed index left beside a new plain one failed as if tampered with.
+    old = state_dict()
+    new = {name: tensor + 1 for name, tensor in old.items()}
+    ck.save_checkpoint(old, tmp_path, max_shard_size=80_000, key=key)
+    ck.save_checkpoint(new, tmp_path, key=key, **second)
+    loaded = ck.load_checkpoint(tmp_path, key=key)
+    assert all(torch.equal(loaded[n], t) for n, t in new.items())
+
+
+def test_encrypting_again_into_a_folder_loads_the_new_checkpoint(tmp_path, key):
+    tensors = state_dict()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    st.save_file(tensors, plain / "model.safetensors")
+    ck.save_checkpoint({n: t + 1 for n, t in tensors.items()}, tmp_path / "sealed", max_shard_size=80_000, key=key)
+    ck.encrypt_checkpoint(plain, tmp_path / "sealed", key=key)
+    loaded = ck.load_checkpoint(tmp_path / "sealed", key=key)
+    assert all(torch.equal(loaded[n], t) for n, t in tensors.items())

@@ -190,7 +190,8 @@ def save_checkpoint(state_dict: Mapping[str, Any], folder: Folder, *,
     Each shard is written atomically; the index is written last, so a folder whose index is
     present holds every shard it names. Tensors that are the same view of the same memory
     (tied weights) are stored once, under their first name, as ``transformers`` does; its
-    ``from_pretrained`` ties them again. No plaintext reaches the disk.
+    ``from_pretrained`` ties them again. No plaintext reaches the disk. An index that an
+    earlier save left in the folder is removed, so the folder loads this checkpoint.
 
     Args:
         state_dict: names to tensors (``model.state_dict()``).
@@ -237,7 +238,24 @@ def save_checkpoint(state_dict: Mapping[str, Any], folder: Folder, *,
                               _INDEX_ID: checkpoint_id},
                  "weight_map": {tensor: name for name, shard in zip(names, shards) for tensor in shard}}
         written.append(_write_index(folder, weights_name, index, seal_index, key, recipients))
+    _remove_stale_indexes(folder, weights_name, {written[-1]})
     return written
+
+
+def _remove_stale_indexes(folder: Folder, weights_name: str, keep: set[str]) -> None:
+    """Removes an index an earlier save left in the folder (other than keep, just written):
+    the reader looks for an index first, so it would load the earlier checkpoint."""
+    for name in (_index_name(weights_name), _index_name(weights_name) + SEALED_SUFFIX):
+        path = _join(folder, name)
+        if name in keep or not _exists(path):
+            continue
+        if _st.is_url(path):
+            import fsspec.core
+
+            fs, inner = fsspec.core.url_to_fs(path[len("sseal::"):] if path.startswith("sseal::") else path)
+            fs.rm(inner)
+        else:
+            os.remove(path)
 
 
 def _write_index(folder: Folder, weights_name: str, index: dict[str, Any], sealed: bool, key: Optional[KeyLike],
@@ -619,6 +637,10 @@ def encrypt_checkpoint(src: Folder, dst: Folder, *, key: Optional[KeyLike] = Non
         index["metadata"][_INDEX_ID] = checkpoint_id
         written.append(_write_index(dst, weights_name, index, seal_index, key, recipients))
         skip.add(_index_name(weights_name))
+    keep = {written[-1]}
+    if os.path.realpath(src) == os.path.realpath(dst):
+        keep.add(_index_name(weights_name))  # src's own plain index stays (the docs: remove it yourself)
+    _remove_stale_indexes(dst, weights_name, keep)
     if copy_other_files:
         written += _copy_other_files(src, dst, skip)
     return written
