@@ -396,3 +396,30 @@ def test_encrypting_again_into_a_folder_loads_the_new_checkpoint(tmp_path, key):
     ck.encrypt_checkpoint(plain, tmp_path / "sealed", key=key)
     loaded = ck.load_checkpoint(tmp_path / "sealed", key=key)
     assert all(torch.equal(loaded[n], t) for n, t in tensors.items())
+
+
+def test_a_shard_swapped_after_its_check_is_not_loaded(tmp_path, key, monkeypatch):
+    # load_checkpoint checked each shard's binding on one open and bulk-read it from a second
+    # one: a shard of another checkpoint swapped in between was loaded unchecked.
+    import shardseal.ml.safetensors as mst
+
+    tensors = state_dict()
+    ck.save_checkpoint(tensors, tmp_path / "a", max_shard_size=80_000, key=key)
+    ck.save_checkpoint({n: t + 1 for n, t in tensors.items()}, tmp_path / "b", max_shard_size=80_000, key=key)
+    victim = "model-00001-of-00004.safetensors.sseal"
+    original = mst.open_target
+    swapped = []
+
+    def open_then_swap(filename, *args, **kwargs):
+        opened = original(filename, *args, **kwargs)
+        if str(filename).endswith(victim) and not swapped:  # the attacker swaps right after the first open
+            os.replace(tmp_path / "b" / victim, tmp_path / "a" / victim)
+            swapped.append(filename)
+        return opened
+
+    monkeypatch.setattr(mst, "open_target", open_then_swap)
+    try:
+        loaded = ck.load_checkpoint(tmp_path / "a", key=key)
+    except AuthenticationError:
+        return
+    assert swapped and all(torch.equal(loaded[n], t) for n, t in tensors.items())

@@ -409,15 +409,18 @@ class CheckpointReader:
         shard = _st.safe_open(_join(self._folder, file + SEALED_SUFFIX), "pt", self._device, **self._options)
         try:
             self._check_binding(file, shard.container_metadata().get("user", {}).get(_BINDING))
-            if self.weight_map is not None:
-                expected = {name for name, owner in self.weight_map.items() if owner == file}
-                if set(shard.keys()) != expected:
-                    raise AuthenticationError(f"{file}{SEALED_SUFFIX} does not hold the tensors the index "
-                                              "assigns to it")
+            self._check_names(file, shard.keys())
         except BaseException:
             shard.close()
             raise
         return shard
+
+    def _check_names(self, file: str, names: Any) -> None:
+        if self.weight_map is not None:
+            expected = {name for name, owner in self.weight_map.items() if owner == file}
+            if set(names) != expected:
+                raise AuthenticationError(f"{file}{SEALED_SUFFIX} does not hold the tensors the index "
+                                          "assigns to it")
 
     def _check_binding(self, file: str, binding: object) -> None:
         """A shard must name its own file and the checkpoint's id (the index's, or else the
@@ -477,10 +480,14 @@ class CheckpointReader:
         Raises:
             AuthenticationError: the shard fails to authenticate or does not belong here.
         """
-        self.check_shard(file)  # the binding and the tensor names, before the bulk read
         path = _join(self._folder, file + SEALED_SUFFIX)
+        # Checked on the very file that is read: a separate check would pass a shard that is
+        # swapped before the bulk read opens it again.
         with _st.open_target(path, "rb", None, **self._options) as reader:
-            return _st.read_tensors(reader, self._device)
+            self._check_binding(file, reader.header.metadata.get("user", {}).get(_BINDING))
+            tensors = _st.read_tensors(reader, self._device)
+        self._check_names(file, tensors)
+        return tensors
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
