@@ -423,3 +423,12 @@ def test_a_shard_swapped_after_its_check_is_not_loaded(tmp_path, key, monkeypatc
     except AuthenticationError:
         return
     assert swapped and all(torch.equal(loaded[n], t) for n, t in tensors.items())
+
+
+def test_a_key_passed_as_the_folder_is_not_shown(tmp_path, key, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    secret = shardseal.generate_key().hex()
+    for call in (lambda: ck.load_checkpoint(secret, key=key), lambda: ck.encrypt_checkpoint(secret, "out", key=key)):
+        with pytest.raises(FileNotFoundError) as info:
+            call()
+        assert secret[:16] not in str(info.value)

@@ -129,3 +129,11 @@ def test_missing_config_is_a_file_not_found_error(tmp_path, tiny_model, monkeypa
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="config.json"):
         sst.from_pretrained(transformers.AutoModelForCausalLM, tmp_path / "empty", key=shardseal.generate_key())
+
+
+def test_a_key_passed_as_the_folder_is_not_shown(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    secret = shardseal.generate_key().hex()
+    with pytest.raises(FileNotFoundError) as info:
+        sst.from_pretrained(transformers.AutoModelForCausalLM, secret, key=shardseal.generate_key())
+    assert secret not in str(info.value) and secret[:16] not in str(info.value)

@@ -47,6 +47,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Union, cast
 
+from .. import _redact
 from .._atomic import AtomicFile
 from ..errors import AuthenticationError, FormatError
 from ..io import files as _files
@@ -367,7 +368,7 @@ class CheckpointReader:
             index = None
             self._index_kind = None
         else:
-            raise FileNotFoundError(f"no encrypted checkpoint in {os.fspath(folder)!r}: neither "
+            raise FileNotFoundError(f"no encrypted checkpoint in {_redact.shown_argument(os.fspath(folder))}: neither "
                                     f"{_index_name(weights_name)}[{SEALED_SUFFIX}] nor "
                                     f"{weights_name}{SEALED_SUFFIX}")
         if index is None:
@@ -563,7 +564,7 @@ def _checkpoint_files(folder: Folder, weights_name: str) -> tuple[Optional[dict[
         return index, sorted(set(index["weight_map"].values()))
     if os.path.exists(_join(folder, weights_name)):
         return None, [weights_name]
-    raise FileNotFoundError(f"no checkpoint in {os.fspath(folder)!r}: neither {_index_name(weights_name)} "
+    raise FileNotFoundError(f"no checkpoint in {_redact.shown_argument(os.fspath(folder))}: neither {_index_name(weights_name)} "
                             f"nor {weights_name}")
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Union
 
+from .. import _redact
 from . import checkpoint as _checkpoint
 from ..keys.keyref import KeyLike
 from ..keys.registry import Identities, Recipients
@@ -78,7 +79,7 @@ def _require_local_file(folder: Any, name: str) -> None:
     """Raises FileNotFoundError unless the local folder holds name (transformers and PEFT would
     otherwise take a missing folder's name for a Hub repository id)."""
     if not os.path.isfile(os.path.join(os.fspath(folder), name)):
-        raise FileNotFoundError(f"no {name} in the local folder {os.fspath(folder)!r}")
+        raise FileNotFoundError(f"no {name} in the local folder {_redact.shown_argument(os.fspath(folder))}")
 
 
 def _concrete_class(model_class: Any, config: Any) -> Any:
