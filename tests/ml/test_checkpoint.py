@@ -432,3 +432,20 @@ def test_a_key_passed_as_the_folder_is_not_shown(tmp_path, key, monkeypatch):
         with pytest.raises(FileNotFoundError) as info:
             call()
         assert secret[:16] not in str(info.value)
+
+
+def test_memory_url_with_a_plain_index(key):
+    # The plain index went through the sseal:: filesystem (which wants a key of its own):
+    # save_checkpoint failed with TypeError after writing the shards.
+    fsspec = pytest.importorskip("fsspec")
+    url = f"sseal::memory://ckpt-{uuid.uuid4().hex}"
+    tensors = state_dict()
+    try:
+        ck.save_checkpoint(tensors, url, max_shard_size=80_000, key=key, seal_index=False)
+        loaded = ck.load_checkpoint(url, key=key)
+        assert all(torch.equal(loaded[n], t) for n, t in tensors.items())
+        ck.save_checkpoint(tensors, url, key=key)  # unsharded now: the plain index goes
+        assert ck.open_checkpoint(url, key=key).files() == ["model.safetensors"]
+    finally:
+        memory = fsspec.filesystem("memory")
+        memory.rm(url.split("://")[1], recursive=True)

@@ -253,7 +253,7 @@ def _remove_stale_indexes(folder: Folder, weights_name: str, keep: set[str]) -> 
         if _st.is_url(path):
             import fsspec.core
 
-            fs, inner = fsspec.core.url_to_fs(path[len("sseal::"):] if path.startswith("sseal::") else path)
+            fs, inner = fsspec.core.url_to_fs(_plain_url(path))
             fs.rm(inner)
         else:
             os.remove(path)
@@ -271,7 +271,7 @@ def _write_index(folder: Folder, weights_name: str, index: dict[str, Any], seale
     elif _st.is_url(folder):
         import fsspec
 
-        with fsspec.open(_join(folder, name), "wb") as out:
+        with fsspec.open(_plain_url(_join(folder, name)), "wb") as out:
             out.write(data)
     else:
         with AtomicFile(_join(folder, name), 0o644) as atomic:
@@ -283,11 +283,17 @@ def _write_index(folder: Folder, weights_name: str, index: dict[str, Any], seale
 # ---- reading -----------------------------------------------------------------------------
 
 
+def _plain_url(path: str) -> str:
+    """A URL without the ``sseal::`` prefix: for files kept as they are (a plain index), and
+    for listing; the ``sseal::`` filesystem would want a key of its own."""
+    return path[len("sseal::"):] if path.startswith("sseal::") else path
+
+
 def _exists(path: str) -> bool:
     if _st.is_url(path):
         import fsspec.core
 
-        fs, inner = fsspec.core.url_to_fs(path[len("sseal::"):] if path.startswith("sseal::") else path)
+        fs, inner = fsspec.core.url_to_fs(_plain_url(path))
         exists: bool = fs.exists(inner)
         return exists
     return os.path.exists(path)
@@ -297,7 +303,7 @@ def _read_plain(path: str) -> bytes:
     if _st.is_url(path):
         import fsspec
 
-        with fsspec.open(path, "rb") as f:
+        with fsspec.open(_plain_url(path), "rb") as f:
             data: bytes = f.read(MAX_INDEX_SIZE + 1)
             return data
     with open(path, "rb") as f:
