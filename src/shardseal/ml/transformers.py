@@ -18,6 +18,12 @@ architecture (layer count, hidden sizes, vocabulary size), which the shard sizes
 anyway. For a PEFT adapter, ``adapter_config.json`` is plain too (the rank, the target modules
 and the base model's name).
 
+**The plain files are not authenticated.** Only the weights are: whoever can write the folder
+can edit ``config.json`` (the activation, ``rope_theta``, norm epsilons, scaling) or
+``adapter_config.json`` (``lora_alpha``, hence the adapter's scale) and the model loads
+without an error and computes something else. Where that matters, pass ``config=`` from a
+source you trust, or check the files' hashes against values you keep.
+
 Memory: the decrypted state dict and the model exist together for a moment (as with
 ``state_dict=`` in ``transformers``): about twice the weights' size at the peak.
 """
