@@ -449,3 +449,31 @@ def test_memory_url_with_a_plain_index(key):
     finally:
         memory = fsspec.filesystem("memory")
         memory.rm(url.split("://")[1], recursive=True)
+
+
+def test_decrypt_checkpoint_writes_the_shard_it_checked(tmp_path, key, monkeypatch):
+    # decrypt_checkpoint checked a shard on one open and decrypted it from a second one: a
+    # shard of another checkpoint (same key) swapped in between was written out unchecked.
+    import shardseal.io.files as files
+
+    tensors = state_dict()
+    ck.save_checkpoint(tensors, tmp_path / "a", max_shard_size=80_000, key=key)
+    ck.save_checkpoint({n: t + 1 for n, t in tensors.items()}, tmp_path / "b", max_shard_size=80_000, key=key)
+    victim = "model-00001-of-00004.safetensors"
+    expected = shardseal.decrypt((tmp_path / "a" / (victim + ".sseal")).read_bytes(), key)
+    original = files.open
+    swapped = []
+
+    def open_then_swap(file, *args, **kwargs):
+        opened = original(file, *args, **kwargs)
+        if str(file).endswith(victim + ".sseal") and not swapped:  # the attacker swaps right after
+            os.replace(tmp_path / "b" / (victim + ".sseal"), tmp_path / "a" / (victim + ".sseal"))
+            swapped.append(file)
+        return opened
+
+    monkeypatch.setattr(files, "open", open_then_swap)
+    try:
+        ck.decrypt_checkpoint(tmp_path / "a", tmp_path / "out", key=key)
+    except AuthenticationError:
+        return
+    assert swapped and (tmp_path / "out" / victim).read_bytes() == expected

@@ -691,9 +691,7 @@ def decrypt_checkpoint(src: Folder, dst: Folder, *, key: Optional[KeyLike] = Non
     with open_checkpoint(src, key=key, identities=identities, weights_name=weights_name,
                          threads=threads) as checkpoint:
         for file in checkpoint.files():
-            checkpoint.check_shard(file)
-            _files.decrypt_file(_join(src, file + SEALED_SUFFIX), _join(dst, file), key,
-                                identities=identities, threads=threads)
+            _decrypt_shard(checkpoint, _join(src, file + SEALED_SUFFIX), file, _join(dst, file))
             written.append(file)
         files = checkpoint.files()
         weight_map = checkpoint.weight_map
@@ -708,6 +706,17 @@ def decrypt_checkpoint(src: Folder, dst: Folder, *, key: Optional[KeyLike] = Non
     if copy_other_files:
         written += _copy_other_files(src, dst, skip)
     return written
+
+
+def _decrypt_shard(checkpoint: CheckpointReader, path: str, file: str, target: str) -> None:
+    """Decrypts one shard into target (atomically, as ``shardseal.decrypt_file``), its binding
+    checked on the very open it is decrypted from: a separate check would pass a shard that is
+    swapped before a second open."""
+    with _files.open(path, "rb", **checkpoint._options) as reader:
+        checkpoint._check_binding(file, reader.header.metadata.get("user", {}).get(_BINDING))
+        with AtomicFile(target) as atomic:
+            _files.copy_blocks(reader.readinto, atomic.file.write, reader.size, None)
+            atomic.commit()
 
 
 def _read_index_for_decrypt(src: Folder, weights_name: str, key: Optional[KeyLike], identities: Optional[Identities],
