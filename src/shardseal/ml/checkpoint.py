@@ -14,6 +14,9 @@ file; ``decrypt_checkpoint`` gives the whole ordinary folder.
     >>> import shardseal.checkpoint as ckpt
     >>> ckpt.save_checkpoint(model.state_dict(), "out", max_shard_size="2GB", key=key)
     >>> model.load_state_dict(ckpt.load_checkpoint("out", key=key))
+    >>> # a model with tied weights: they are stored once, so load non-strictly, then re-tie
+    >>> model.load_state_dict(ckpt.load_checkpoint("out", key=key), strict=False)
+    >>> model.tie_weights()                                      # transformers models
 
 **The index is sealed by default.** It is the JSON file that maps every tensor name to its
 shard. Sealed, the folder shows only the number of shards, their file names and their sizes
@@ -542,7 +545,10 @@ def load_checkpoint(folder: Folder, *, key: Optional[KeyLike] = None, identities
         threads: worker threads; None uses every CPU.
 
     Returns:
-        A dict of tensor names (sorted) to tensors, for ``model.load_state_dict``.
+        A dict of tensor names (sorted) to tensors, for ``model.load_state_dict``. Tied
+        weights were saved once, under their first name: the other names are missing here
+        (``load_state_dict(..., strict=False)``, then re-tie, or use
+        ``shardseal.transformers.from_pretrained``, which ties them).
 
     Raises:
         FileNotFoundError: no encrypted checkpoint in the folder.
