@@ -327,3 +327,153 @@ def test_parse_size_refuses(bad, error):
 def test_missing_checkpoint(tmp_path, key):
     with pytest.raises(FileNotFoundError):
         ck.load_checkpoint(tmp_path, key=key)
+
+
+def test_plain_index_naming_no_shard_fails(tmp_path, key):
+    # An edited plain index that names no shard would bind nothing: load_checkpoint returned an
+    # empty state dict (and transformers a randomly initialised model) instead of failing.
+    ck.save_checkpoint(state_dict(), tmp_path, max_shard_size=80_000, key=key, seal_index=False)
+    path = tmp_path / "model.safetensors.index.json"
+    index = json.loads(path.read_text())
+    index["weight_map"] = {}
+    path.write_text(json.dumps(index))
+    with pytest.raises(AuthenticationError, match="names no shard"):
+        ck.load_checkpoint(tmp_path, key=key)
+
+
+def test_sealed_index_cannot_be_replaced_by_an_empty_plain_one(sharded, key):
+    folder, _, _ = sharded
+    (folder / "model.safetensors.index.json.sseal").unlink()
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {}}))
+    with pytest.raises(AuthenticationError, match="names no shard"):
+        ck.load_checkpoint(folder, key=key)
+
+
+def test_deeply_nested_index_is_a_format_error(tmp_path, key):
+    ck.save_checkpoint(state_dict(), tmp_path, max_shard_size=80_000, key=key, seal_index=False)
+    depth = 200_000
+    (tmp_path / "model.safetensors.index.json").write_text('{"weight_map": ' + "[" * depth + "]" * depth + "}")
+    with pytest.raises(FormatError, match="not valid JSON"):
+        ck.load_checkpoint(tmp_path, key=key)
+
+
+@pytest.mark.parametrize("extra", ["consolidated.safetensors", "pytorch_model.bin", "optimizer.pt"])
+def test_encrypt_folder_refuses_to_copy_other_weights_in_clear(tmp_path, key, extra):
+    # copy_other_files copied every other file as it is: a folder holding a second copy of the
+    # weights (Mistral's consolidated.safetensors, a legacy pytorch_model.bin) or training
+    # state got that copy written in clear next to the encrypted shards.
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    st.save_file(state_dict(), plain / "model.safetensors")
+    (plain / "config.json").write_text('{"model_type": "x"}')
+    (plain / extra).write_bytes((plain / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match=extra):
+        ck.encrypt_checkpoint(plain, tmp_path / "sealed", key=key)
+    assert listing(tmp_path / "sealed") == set()  # refused before anything was written
+    written = ck.encrypt_checkpoint(plain, tmp_path / "sealed", key=key, copy_other_files=False)
+    assert written == ["model.safetensors.sseal"]
+    no_plaintext_weights(tmp_path / "sealed")
+
+
+@pytest.mark.parametrize("second", [{"max_shard_size": "1GB"}, {"max_shard_size": 80_000, "seal_index": False}])
+def test_saving_again_into_a_folder_loads_the_new_checkpoint(tmp_path, key, second):
+    # The index of an earlier save stayed: a later unsharded save loaded the OLD weights
+    # silently, and a sealed index left beside a new plain one failed as if tampered with.
+    old = state_dict()
+    new = {name: tensor + 1 for name, tensor in old.items()}
+    ck.save_checkpoint(old, tmp_path, max_shard_size=80_000, key=key)
+    ck.save_checkpoint(new, tmp_path, key=key, **second)
+    loaded = ck.load_checkpoint(tmp_path, key=key)
+    assert all(torch.equal(loaded[n], t) for n, t in new.items())
+
+
+def test_encrypting_again_into_a_folder_loads_the_new_checkpoint(tmp_path, key):
+    tensors = state_dict()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    st.save_file(tensors, plain / "model.safetensors")
+    ck.save_checkpoint({n: t + 1 for n, t in tensors.items()}, tmp_path / "sealed", max_shard_size=80_000, key=key)
+    ck.encrypt_checkpoint(plain, tmp_path / "sealed", key=key)
+    loaded = ck.load_checkpoint(tmp_path / "sealed", key=key)
+    assert all(torch.equal(loaded[n], t) for n, t in tensors.items())
+
+
+def test_a_shard_swapped_after_its_check_is_not_loaded(tmp_path, key, monkeypatch):
+    # load_checkpoint checked each shard's binding on one open and bulk-read it from a second
+    # one: a shard of another checkpoint swapped in between was loaded unchecked.
+    import shardseal.ml.safetensors as mst
+
+    tensors = state_dict()
+    ck.save_checkpoint(tensors, tmp_path / "a", max_shard_size=80_000, key=key)
+    ck.save_checkpoint({n: t + 1 for n, t in tensors.items()}, tmp_path / "b", max_shard_size=80_000, key=key)
+    victim = "model-00001-of-00004.safetensors.sseal"
+    original = mst.open_target
+    swapped = []
+
+    def open_then_swap(filename, *args, **kwargs):
+        opened = original(filename, *args, **kwargs)
+        if str(filename).endswith(victim) and not swapped:  # the attacker swaps right after the first open
+            os.replace(tmp_path / "b" / victim, tmp_path / "a" / victim)
+            swapped.append(filename)
+        return opened
+
+    monkeypatch.setattr(mst, "open_target", open_then_swap)
+    try:
+        loaded = ck.load_checkpoint(tmp_path / "a", key=key)
+    except AuthenticationError:
+        return
+    assert swapped and all(torch.equal(loaded[n], t) for n, t in tensors.items())
+
+
+def test_a_key_passed_as_the_folder_is_not_shown(tmp_path, key, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    secret = shardseal.generate_key().hex()
+    for call in (lambda: ck.load_checkpoint(secret, key=key), lambda: ck.encrypt_checkpoint(secret, "out", key=key)):
+        with pytest.raises(FileNotFoundError) as info:
+            call()
+        assert secret[:16] not in str(info.value)
+
+
+def test_memory_url_with_a_plain_index(key):
+    # The plain index went through the sseal:: filesystem (which wants a key of its own):
+    # save_checkpoint failed with TypeError after writing the shards.
+    fsspec = pytest.importorskip("fsspec")
+    url = f"sseal::memory://ckpt-{uuid.uuid4().hex}"
+    tensors = state_dict()
+    try:
+        ck.save_checkpoint(tensors, url, max_shard_size=80_000, key=key, seal_index=False)
+        loaded = ck.load_checkpoint(url, key=key)
+        assert all(torch.equal(loaded[n], t) for n, t in tensors.items())
+        ck.save_checkpoint(tensors, url, key=key)  # unsharded now: the plain index goes
+        assert ck.open_checkpoint(url, key=key).files() == ["model.safetensors"]
+    finally:
+        memory = fsspec.filesystem("memory")
+        memory.rm(url.split("://")[1], recursive=True)
+
+
+def test_decrypt_checkpoint_writes_the_shard_it_checked(tmp_path, key, monkeypatch):
+    # decrypt_checkpoint checked a shard on one open and decrypted it from a second one: a
+    # shard of another checkpoint (same key) swapped in between was written out unchecked.
+    import shardseal.io.files as files
+
+    tensors = state_dict()
+    ck.save_checkpoint(tensors, tmp_path / "a", max_shard_size=80_000, key=key)
+    ck.save_checkpoint({n: t + 1 for n, t in tensors.items()}, tmp_path / "b", max_shard_size=80_000, key=key)
+    victim = "model-00001-of-00004.safetensors"
+    expected = shardseal.decrypt((tmp_path / "a" / (victim + ".sseal")).read_bytes(), key)
+    original = files.open
+    swapped = []
+
+    def open_then_swap(file, *args, **kwargs):
+        opened = original(file, *args, **kwargs)
+        if str(file).endswith(victim + ".sseal") and not swapped:  # the attacker swaps right after
+            os.replace(tmp_path / "b" / (victim + ".sseal"), tmp_path / "a" / (victim + ".sseal"))
+            swapped.append(file)
+        return opened
+
+    monkeypatch.setattr(files, "open", open_then_swap)
+    try:
+        ck.decrypt_checkpoint(tmp_path / "a", tmp_path / "out", key=key)
+    except AuthenticationError:
+        return
+    assert swapped and (tmp_path / "out" / victim).read_bytes() == expected

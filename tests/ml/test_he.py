@@ -254,3 +254,14 @@ def test_imports_stay_lazy():
             "assert 'flwr' not in sys.modules; he.HEFedAvg; assert 'flwr' in sys.modules")
     proc = subprocess.run([sys.executable, "-c", code], env=child_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("weights", [(-1.0, 2.0), (float("inf"), 1.0), (1.0, float("nan"))])
+def test_fedavg_refuses_negative_or_non_finite_weights(public, key, weights):
+    # A negative weight (a tampered or malicious num_examples) with a positive total passed:
+    # the "average" then amplifies one client's update instead of averaging.
+    server = he.HEAggregator(public, key=key)
+    updates = [(he.encrypt_tensor(np.ones(4), public).seal(name=he.update_name(1, f"c{i}"), key=key), w)
+               for i, w in enumerate(weights)]
+    with pytest.raises(ValueError, match="non-negative"):
+        server.aggregate(updates, server_round=1)

@@ -115,3 +115,25 @@ def test_lora_adapter(tmp_path, tiny_model, monkeypatch):
     assert "adapter_model.safetensors" not in os.listdir(tmp_path / "peft-sealed")
     again = sst.load_adapter(copy.deepcopy(tiny_model), tmp_path / "peft-sealed", key=key)
     assert torch.equal(logits(again, IDS), expected)
+
+
+def test_missing_config_is_a_file_not_found_error(tmp_path, tiny_model, monkeypatch):
+    # Documented as FileNotFoundError; transformers' own error was a bare OSError, and PEFT's a
+    # ValueError after it had asked the Hub for the folder name as a repository id.
+    pytest.importorskip("peft")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        sst.from_pretrained(transformers.AutoModelForCausalLM, "no-such/model", key=shardseal.generate_key())
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        sst.load_adapter(copy.deepcopy(tiny_model), "no-such/adapter", key=shardseal.generate_key())
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        sst.from_pretrained(transformers.AutoModelForCausalLM, tmp_path / "empty", key=shardseal.generate_key())
+
+
+def test_a_key_passed_as_the_folder_is_not_shown(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    secret = shardseal.generate_key().hex()
+    with pytest.raises(FileNotFoundError) as info:
+        sst.from_pretrained(transformers.AutoModelForCausalLM, secret, key=shardseal.generate_key())
+    assert secret not in str(info.value) and secret[:16] not in str(info.value)

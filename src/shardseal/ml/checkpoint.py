@@ -14,6 +14,9 @@ file; ``decrypt_checkpoint`` gives the whole ordinary folder.
     >>> import shardseal.checkpoint as ckpt
     >>> ckpt.save_checkpoint(model.state_dict(), "out", max_shard_size="2GB", key=key)
     >>> model.load_state_dict(ckpt.load_checkpoint("out", key=key))
+    >>> # a model with tied weights: they are stored once, so load non-strictly, then re-tie
+    >>> model.load_state_dict(ckpt.load_checkpoint("out", key=key), strict=False)
+    >>> model.tie_weights()                                      # transformers models
 
 **The index is sealed by default.** It is the JSON file that maps every tensor name to its
 shard. Sealed, the folder shows only the number of shards, their file names and their sizes
@@ -47,6 +50,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Union, cast
 
+from .. import _redact
 from .._atomic import AtomicFile
 from ..errors import AuthenticationError, FormatError
 from ..io import files as _files
@@ -71,6 +75,9 @@ _BINDING = "shardseal.checkpoint"
 _INDEX_ID = "shardseal_checkpoint_id"
 # The sealed index is small: refuse to read more than this.
 MAX_INDEX_SIZE = 256 * 2**20
+# Files encrypt_checkpoint will not copy in clear: weights and training state in common formats.
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".h5", ".msgpack", ".onnx",
+                    ".pkl", ".pickle", ".npy", ".npz")
 _SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -187,7 +194,8 @@ def save_checkpoint(state_dict: Mapping[str, Any], folder: Folder, *,
     Each shard is written atomically; the index is written last, so a folder whose index is
     present holds every shard it names. Tensors that are the same view of the same memory
     (tied weights) are stored once, under their first name, as ``transformers`` does; its
-    ``from_pretrained`` ties them again. No plaintext reaches the disk.
+    ``from_pretrained`` ties them again. No plaintext reaches the disk. An index that an
+    earlier save left in the folder is removed, so the folder loads this checkpoint.
 
     Args:
         state_dict: names to tensors (``model.state_dict()``).
@@ -234,7 +242,24 @@ def save_checkpoint(state_dict: Mapping[str, Any], folder: Folder, *,
                               _INDEX_ID: checkpoint_id},
                  "weight_map": {tensor: name for name, shard in zip(names, shards) for tensor in shard}}
         written.append(_write_index(folder, weights_name, index, seal_index, key, recipients))
+    _remove_stale_indexes(folder, weights_name, {written[-1]})
     return written
+
+
+def _remove_stale_indexes(folder: Folder, weights_name: str, keep: set[str]) -> None:
+    """Removes an index an earlier save left in the folder (other than keep, just written):
+    the reader looks for an index first, so it would load the earlier checkpoint."""
+    for name in (_index_name(weights_name), _index_name(weights_name) + SEALED_SUFFIX):
+        path = _join(folder, name)
+        if name in keep or not _exists(path):
+            continue
+        if _st.is_url(path):
+            import fsspec.core
+
+            fs, inner = fsspec.core.url_to_fs(_plain_url(path))
+            fs.rm(inner)
+        else:
+            os.remove(path)
 
 
 def _write_index(folder: Folder, weights_name: str, index: dict[str, Any], sealed: bool, key: Optional[KeyLike],
@@ -249,7 +274,7 @@ def _write_index(folder: Folder, weights_name: str, index: dict[str, Any], seale
     elif _st.is_url(folder):
         import fsspec
 
-        with fsspec.open(_join(folder, name), "wb") as out:
+        with fsspec.open(_plain_url(_join(folder, name)), "wb") as out:
             out.write(data)
     else:
         with AtomicFile(_join(folder, name), 0o644) as atomic:
@@ -261,11 +286,17 @@ def _write_index(folder: Folder, weights_name: str, index: dict[str, Any], seale
 # ---- reading -----------------------------------------------------------------------------
 
 
+def _plain_url(path: str) -> str:
+    """A URL without the ``sseal::`` prefix: for files kept as they are (a plain index), and
+    for listing; the ``sseal::`` filesystem would want a key of its own."""
+    return path[len("sseal::"):] if path.startswith("sseal::") else path
+
+
 def _exists(path: str) -> bool:
     if _st.is_url(path):
         import fsspec.core
 
-        fs, inner = fsspec.core.url_to_fs(path[len("sseal::"):] if path.startswith("sseal::") else path)
+        fs, inner = fsspec.core.url_to_fs(_plain_url(path))
         exists: bool = fs.exists(inner)
         return exists
     return os.path.exists(path)
@@ -275,7 +306,7 @@ def _read_plain(path: str) -> bytes:
     if _st.is_url(path):
         import fsspec
 
-        with fsspec.open(path, "rb") as f:
+        with fsspec.open(_plain_url(path), "rb") as f:
             data: bytes = f.read(MAX_INDEX_SIZE + 1)
             return data
     with open(path, "rb") as f:
@@ -287,7 +318,7 @@ def _parse_index(data: bytes, where: str) -> dict[str, Any]:
         raise FormatError(f"{where}: the index is over {MAX_INDEX_SIZE} bytes")
     try:
         index = json.loads(data)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: nested too deeply
         raise FormatError(f"{where}: the index is not valid JSON") from None
     weight_map = index.get("weight_map") if isinstance(index, dict) else None
     if not isinstance(weight_map, dict) or not all(
@@ -346,13 +377,16 @@ class CheckpointReader:
             index = None
             self._index_kind = None
         else:
-            raise FileNotFoundError(f"no encrypted checkpoint in {os.fspath(folder)!r}: neither "
+            raise FileNotFoundError(f"no encrypted checkpoint in {_redact.shown_argument(os.fspath(folder))}: neither "
                                     f"{_index_name(weights_name)}[{SEALED_SUFFIX}] nor "
                                     f"{weights_name}{SEALED_SUFFIX}")
         if index is None:
             with self._open_shard(weights_name) as shard:
                 self.weight_map = {name: weights_name for name in shard.keys()}
         else:
+            if not index["weight_map"]:
+                # Nothing would be bound to the checkpoint: an emptied index loads no tensor.
+                raise AuthenticationError(f"{index_path}: the index names no shard")
             self.weight_map = dict(index["weight_map"])
 
     def __enter__(self) -> CheckpointReader:
@@ -385,15 +419,18 @@ class CheckpointReader:
         shard = _st.safe_open(_join(self._folder, file + SEALED_SUFFIX), "pt", self._device, **self._options)
         try:
             self._check_binding(file, shard.container_metadata().get("user", {}).get(_BINDING))
-            if self.weight_map is not None:
-                expected = {name for name, owner in self.weight_map.items() if owner == file}
-                if set(shard.keys()) != expected:
-                    raise AuthenticationError(f"{file}{SEALED_SUFFIX} does not hold the tensors the index "
-                                              "assigns to it")
+            self._check_names(file, shard.keys())
         except BaseException:
             shard.close()
             raise
         return shard
+
+    def _check_names(self, file: str, names: Any) -> None:
+        if self.weight_map is not None:
+            expected = {name for name, owner in self.weight_map.items() if owner == file}
+            if set(names) != expected:
+                raise AuthenticationError(f"{file}{SEALED_SUFFIX} does not hold the tensors the index "
+                                          "assigns to it")
 
     def _check_binding(self, file: str, binding: object) -> None:
         """A shard must name its own file and the checkpoint's id (the index's, or else the
@@ -453,10 +490,14 @@ class CheckpointReader:
         Raises:
             AuthenticationError: the shard fails to authenticate or does not belong here.
         """
-        self.check_shard(file)  # the binding and the tensor names, before the bulk read
         path = _join(self._folder, file + SEALED_SUFFIX)
+        # Checked on the very file that is read: a separate check would pass a shard that is
+        # swapped before the bulk read opens it again.
         with _st.open_target(path, "rb", None, **self._options) as reader:
-            return _st.read_tensors(reader, self._device)
+            self._check_binding(file, reader.header.metadata.get("user", {}).get(_BINDING))
+            tensors = _st.read_tensors(reader, self._device)
+        self._check_names(file, tensors)
+        return tensors
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
@@ -504,7 +545,10 @@ def load_checkpoint(folder: Folder, *, key: Optional[KeyLike] = None, identities
         threads: worker threads; None uses every CPU.
 
     Returns:
-        A dict of tensor names (sorted) to tensors, for ``model.load_state_dict``.
+        A dict of tensor names (sorted) to tensors, for ``model.load_state_dict``. Tied
+        weights were saved once, under their first name: the other names are missing here
+        (``load_state_dict(..., strict=False)``, then re-tie, or use
+        ``shardseal.transformers.from_pretrained``, which ties them).
 
     Raises:
         FileNotFoundError: no encrypted checkpoint in the folder.
@@ -532,20 +576,34 @@ def _checkpoint_files(folder: Folder, weights_name: str) -> tuple[Optional[dict[
         return index, sorted(set(index["weight_map"].values()))
     if os.path.exists(_join(folder, weights_name)):
         return None, [weights_name]
-    raise FileNotFoundError(f"no checkpoint in {os.fspath(folder)!r}: neither {_index_name(weights_name)} "
+    raise FileNotFoundError(f"no checkpoint in {_redact.shown_argument(os.fspath(folder))}: neither {_index_name(weights_name)} "
                             f"nor {weights_name}")
+
+
+def _other_files(src: Folder, skip: set[str]) -> list[str]:
+    return [entry.name for entry in sorted(os.scandir(src), key=lambda e: e.name)
+            if entry.name not in skip and not entry.name.endswith(SEALED_SUFFIX)
+            and entry.is_file(follow_symlinks=False)]
 
 
 def _copy_other_files(src: Folder, dst: Folder, skip: set[str]) -> list[str]:
     copied: list[str] = []
     if os.path.realpath(src) == os.path.realpath(dst):
         return copied
-    for entry in sorted(os.scandir(src), key=lambda e: e.name):
-        if entry.name in skip or entry.name.endswith(SEALED_SUFFIX) or not entry.is_file(follow_symlinks=False):
-            continue
-        shutil.copyfile(entry.path, _join(dst, entry.name))
-        copied.append(entry.name)
+    for name in _other_files(src, skip):
+        shutil.copyfile(_join(src, name), _join(dst, name))
+        copied.append(name)
     return copied
+
+
+def _refuse_weights_in_clear(src: Folder, skip: set[str]) -> None:
+    """Refuses to copy, unencrypted, files that hold weights or training state (a second copy
+    of the model such as ``consolidated.safetensors``, ``pytorch_model.bin``, ``optimizer.pt``)."""
+    weights = [name for name in _other_files(src, skip) if name.lower().endswith(_WEIGHT_SUFFIXES)]
+    if weights:
+        raise ValueError(f"{os.fspath(src)!r} holds files that look like weights or training state, which "
+                         f"copy_other_files would copy unencrypted: {', '.join(weights)}; remove them, "
+                         "encrypt them separately, or pass copy_other_files=False")
 
 
 def encrypt_checkpoint(src: Folder, dst: Folder, *, key: Optional[KeyLike] = None,
@@ -567,7 +625,9 @@ def encrypt_checkpoint(src: Folder, dst: Folder, *, key: Optional[KeyLike] = Non
         weights_name: as for ``save_checkpoint``.
         seal_index: False writes the index as plain JSON.
         copy_other_files: copy the folder's other files (``config.json``, tokenizer files) to
-            dst as they are, **not encrypted**, so that dst is a complete model folder.
+            dst as they are, **not encrypted**, so that dst is a complete model folder. Files
+            that look like weights or training state (``.safetensors``, ``.bin``, ``.pt``,
+            ``.pth``, ``.ckpt``, ``.gguf``, ...) are refused rather than copied in clear.
         threads: worker threads; None uses every CPU.
 
     Returns:
@@ -576,9 +636,13 @@ def encrypt_checkpoint(src: Folder, dst: Folder, *, key: Optional[KeyLike] = Non
     Raises:
         FileNotFoundError: src has no checkpoint.
         FormatError: its index is not valid.
+        ValueError: with copy_other_files, src holds other files that look like weights or
+            training state (nothing is written then).
         OSError: a file cannot be read or written.
     """
     index, shards = _checkpoint_files(src, weights_name)
+    if copy_other_files and os.path.realpath(src) != os.path.realpath(dst):
+        _refuse_weights_in_clear(src, set(shards) | {_index_name(weights_name)})
     os.makedirs(dst, exist_ok=True)
     checkpoint_id = secrets.token_hex(16)
     written = []
@@ -593,6 +657,10 @@ def encrypt_checkpoint(src: Folder, dst: Folder, *, key: Optional[KeyLike] = Non
         index["metadata"][_INDEX_ID] = checkpoint_id
         written.append(_write_index(dst, weights_name, index, seal_index, key, recipients))
         skip.add(_index_name(weights_name))
+    keep = {written[-1]}
+    if os.path.realpath(src) == os.path.realpath(dst):
+        keep.add(_index_name(weights_name))  # src's own plain index stays (the docs: remove it yourself)
+    _remove_stale_indexes(dst, weights_name, keep)
     if copy_other_files:
         written += _copy_other_files(src, dst, skip)
     return written
@@ -629,9 +697,7 @@ def decrypt_checkpoint(src: Folder, dst: Folder, *, key: Optional[KeyLike] = Non
     with open_checkpoint(src, key=key, identities=identities, weights_name=weights_name,
                          threads=threads) as checkpoint:
         for file in checkpoint.files():
-            checkpoint.check_shard(file)
-            _files.decrypt_file(_join(src, file + SEALED_SUFFIX), _join(dst, file), key,
-                                identities=identities, threads=threads)
+            _decrypt_shard(checkpoint, _join(src, file + SEALED_SUFFIX), file, _join(dst, file))
             written.append(file)
         files = checkpoint.files()
         weight_map = checkpoint.weight_map
@@ -646,6 +712,17 @@ def decrypt_checkpoint(src: Folder, dst: Folder, *, key: Optional[KeyLike] = Non
     if copy_other_files:
         written += _copy_other_files(src, dst, skip)
     return written
+
+
+def _decrypt_shard(checkpoint: CheckpointReader, path: str, file: str, target: str) -> None:
+    """Decrypts one shard into target (atomically, as ``shardseal.decrypt_file``), its binding
+    checked on the very open it is decrypted from: a separate check would pass a shard that is
+    swapped before a second open."""
+    with _files.open(path, "rb", **checkpoint._options) as reader:
+        checkpoint._check_binding(file, reader.header.metadata.get("user", {}).get(_BINDING))
+        with AtomicFile(target) as atomic:
+            _files.copy_blocks(reader.readinto, atomic.file.write, reader.size, None)
+            atomic.commit()
 
 
 def _read_index_for_decrypt(src: Folder, weights_name: str, key: Optional[KeyLike], identities: Optional[Identities],

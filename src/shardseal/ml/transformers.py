@@ -18,6 +18,12 @@ architecture (layer count, hidden sizes, vocabulary size), which the shard sizes
 anyway. For a PEFT adapter, ``adapter_config.json`` is plain too (the rank, the target modules
 and the base model's name).
 
+**The plain files are not authenticated.** Only the weights are: whoever can write the folder
+can edit ``config.json`` (the activation, ``rope_theta``, norm epsilons, scaling) or
+``adapter_config.json`` (``lora_alpha``, hence the adapter's scale) and the model loads
+without an error and computes something else. Where that matters, pass ``config=`` from a
+source you trust, or check the files' hashes against values you keep.
+
 Memory: the decrypted state dict and the model exist together for a moment (as with
 ``state_dict=`` in ``transformers``): about twice the weights' size at the peak.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional, Union
 
+from .. import _redact
 from . import checkpoint as _checkpoint
 from ..keys.keyref import KeyLike
 from ..keys.registry import Identities, Recipients
@@ -67,10 +74,18 @@ def from_pretrained(model_class: Any, folder: _checkpoint.Folder, *, key: Option
     import transformers
 
     if config is None:
+        _require_local_file(folder, "config.json")
         config = transformers.AutoConfig.from_pretrained(os.fspath(folder), local_files_only=True)
     model_class = _concrete_class(model_class, config)
     state_dict = _checkpoint.load_checkpoint(folder, key=key, identities=identities, threads=threads)
     return model_class.from_pretrained(None, config=config, state_dict=state_dict, **kwargs)
+
+
+def _require_local_file(folder: Any, name: str) -> None:
+    """Raises FileNotFoundError unless the local folder holds name (transformers and PEFT would
+    otherwise take a missing folder's name for a Hub repository id)."""
+    if not os.path.isfile(os.path.join(os.fspath(folder), name)):
+        raise FileNotFoundError(f"no {name} in the local folder {_redact.shown_argument(os.fspath(folder))}")
 
 
 def _concrete_class(model_class: Any, config: Any) -> Any:
@@ -175,6 +190,7 @@ def load_adapter(model: Any, folder: _checkpoint.Folder, *, key: Optional[KeyLik
     """
     import peft
 
+    _require_local_file(folder, "adapter_config.json")  # else PEFT asks the Hub for the folder name
     config = peft.PeftConfig.from_pretrained(os.fspath(folder))
     config.inference_mode = not is_trainable
     state = _checkpoint.load_checkpoint(folder, key=key, identities=identities,

@@ -88,11 +88,15 @@ class HEAggregator:
 
         Raises:
             AuthenticationError: see :meth:`open_updates`.
-            ValueError: no updates, a non-positive total weight, incompatible layouts.
+            ValueError: no updates, a negative or non-finite weight, a non-positive total
+                weight, incompatible layouts.
         """
         if not updates:
             raise ValueError("no updates to aggregate")
         weights = [float(weight) for _, weight in updates]
+        if not all(0 <= weight < float("inf") for weight in weights):
+            # A negative weight with a positive total would amplify one update, not average.
+            raise ValueError("every weight must be a finite non-negative number (an example count)")
         total = sum(weights)
         if not total > 0:
             raise ValueError("the total weight must be positive")
