@@ -32,3 +32,50 @@ def test_audit_summary_survives_a_hostile_log_line(event, tmp_path):
     assert ("key:k1", 1) in [(a["subject"], a["count"]) for a in summary["anomalies"]]
     json.dumps(summary, allow_nan=False)
     _audit_text(summary, 1, 60)
+
+
+# ---- shardseal.dask: identities sent to the workers ------------------------------------------
+
+@pytest.fixture(scope="module")
+def threaded_client():
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+def test_dask_refuses_an_x25519_secret_as_identity_before_sending_it(tmp_path):
+    """An identity string that *is* the secret must not be pickled into every task."""
+    sdask = pytest.importorskip("shardseal.dask")
+    from shardseal.x25519 import X25519Identity
+
+    secret = X25519Identity.generate().to_string()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.sseal").write_bytes(b"x")
+    for call in (lambda: sdask.decrypt_dataset(tmp_path / "src", tmp_path / "out", identities=[secret]),
+                 lambda: sdask.rotate(tmp_path / "src", identities=[secret], remove=["00"]),
+                 lambda: sdask.verify(tmp_path / "src", identities=[secret])):
+        with pytest.raises(ValueError, match="secret") as info:
+            call()  # refused on the driver, before a client is looked for ("No clients found")
+        assert secret not in str(info.value) and secret[22:] not in str(info.value)
+
+
+def test_dask_takes_keyring_identity_strings_and_identity_refs(tmp_path, threaded_client):
+    """The one key model: keyring:PATH and IdentityRef work as identities on the cluster too."""
+    sdask = pytest.importorskip("shardseal.dask")
+    import shardseal
+    from shardseal.keyring import Keyring
+    from shardseal.keyref import IdentityRef
+
+    ring = Keyring.create(tmp_path / "team.keyring")
+    ring.add("k1")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.bin").write_bytes(b"hello" * 1000)
+    sdask.encrypt_dataset(tmp_path / "src", tmp_path / "enc", recipients=[ring.recipient()],
+                          client=threaded_client)
+    for identity in (f"keyring:{tmp_path / 'team.keyring'}", IdentityRef(tmp_path / "team.keyring")):
+        out = tmp_path / f"out-{type(identity).__name__}"
+        report = sdask.decrypt_dataset(tmp_path / "enc", out, identities=[identity], client=threaded_client)
+        assert report.files == 1 and (out / "a.bin").read_bytes() == b"hello" * 1000
+    assert shardseal.decrypt((tmp_path / "enc" / "a.bin.sseal").read_bytes(),
+                             identities=[f"keyring:{tmp_path / 'team.keyring'}"]) == b"hello" * 1000

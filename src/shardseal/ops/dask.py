@@ -45,6 +45,7 @@ from ..io.fsspec import SealFileSystem
 from ..io.stream import DecryptingReader, EncryptingWriter
 from ..keys import specs as _specs
 from ..keys.keyref import RawKey, is_key_ref, resolve_reference
+from ..keys.registry import IdentityRef
 from . import manifest as _manifest
 from . import rotation as _rotation
 from .manifest import CORRUPT, MISSING, MODIFIED, UNLISTED, UNREADABLE, DatasetKey, Problem, ShardInfo, VerifyReport
@@ -149,7 +150,8 @@ def _recipient_strings(recipients) -> Optional[tuple]:
             text = recipient
             _specs.parse_recipient(text)  # its own error for a bad string (never echoes a secret)
         else:
-            text = str(recipient)
+            to_string = getattr(recipient, "to_string", None)  # the key model's string form
+            text = to_string() if callable(to_string) else str(recipient)
             try:
                 _specs.parse_recipient(text)
             except (ShardsealError, ValueError, TypeError, OSError):
@@ -165,14 +167,24 @@ def _recipient_strings(recipients) -> Optional[tuple]:
 
 
 def _identity_strings(identities) -> tuple:
-    if isinstance(identities, (str, os.PathLike)):
+    """Identity strings as IdentityRef makes them: paths (also after ``keyring:``) absolute,
+    as DatasetKey and KeyFile do, since workers have other working folders; a secret (an
+    X25519 identity string) refused here, before it is pickled into every task.
+
+    Raises:
+        TypeError: an identity object (not a string, path or IdentityRef).
+        ValueError: a secret given as an identity string.
+    """
+    if isinstance(identities, (str, os.PathLike, IdentityRef)):
         identities = [identities]
-    texts = tuple(os.fspath(i) if isinstance(i, (str, os.PathLike)) else i for i in identities)
-    if not all(isinstance(t, str) for t in texts):
-        raise TypeError("identities are strings (identity file paths, pkcs11:..., aws-kms) that "
-                        "each worker loads itself, not identity objects")
-    # Paths made absolute here, as DatasetKey and KeyFile do: workers have other working folders.
-    return tuple(t if t.startswith(("pkcs11:", "aws-kms")) else os.path.abspath(t) for t in texts)
+    refs = []
+    for identity in identities:
+        if not isinstance(identity, (str, os.PathLike, IdentityRef)):
+            raise TypeError("identities are strings (identity file paths, keyring:PATH, pkcs11:..., "
+                            "aws-kms) or IdentityRef objects that each worker loads itself, not "
+                            "identity objects")
+        refs.append(identity if isinstance(identity, IdentityRef) else IdentityRef(identity))
+    return tuple(ref.to_string() for ref in refs)
 
 
 def _checked_picklable(*objects) -> None:
