@@ -79,3 +79,64 @@ def test_dask_takes_keyring_identity_strings_and_identity_refs(tmp_path, threade
         assert report.files == 1 and (out / "a.bin").read_bytes() == b"hello" * 1000
     assert shardseal.decrypt((tmp_path / "enc" / "a.bin.sseal").read_bytes(),
                              identities=[f"keyring:{tmp_path / 'team.keyring'}"]) == b"hello" * 1000
+
+
+# ---- a key pasted where a reference's path or name belongs ------------------------------------
+
+PASTED_HEX = "3f" * 8 + "a1b2c3d4e5f60718" * 3  # 64 hex digits, as `openssl rand -hex 32` prints
+PASTED_B64 = "q3Zk/9mW0yP+u1cL0s8TQy1XyZf4mJb3Hk7Ue2N6rAo="
+
+
+@pytest.mark.parametrize("pasted", [PASTED_HEX, PASTED_B64], ids=["hex", "base64"])
+@pytest.mark.parametrize("make", ["KeyFile", "EnvKey", "IdentityRef", "DatasetKey", "SealFileSystem identities",
+                                  "SealFileSystem keyfile", "IdentityRef keyring:"])
+def test_a_pasted_key_never_becomes_a_reference(make, pasted, tmp_path, monkeypatch):
+    """A reference is repr'd, pickled to workers and written by to_json: built from a key pasted
+    where its path (or variable name) belongs, it would carry the key to all of those. It is
+    refused when built, by an error that does not show it."""
+    import pickle
+
+    from shardseal.fsspec import SealFileSystem
+    from shardseal.keyref import DatasetKey, EnvKey, IdentityRef, KeyFile
+
+    monkeypatch.chdir(tmp_path)
+    makers = {
+        "KeyFile": lambda: KeyFile(pasted),
+        "EnvKey": lambda: EnvKey(pasted),
+        "IdentityRef": lambda: IdentityRef(pasted),
+        "IdentityRef keyring:": lambda: IdentityRef("keyring:" + pasted),
+        "DatasetKey": lambda: DatasetKey(tmp_path, pasted),
+        "SealFileSystem identities": lambda: SealFileSystem(target_protocol="file", identities=[pasted]),
+        "SealFileSystem keyfile": lambda: SealFileSystem(target_protocol="file", key="keyfile:" + pasted),
+    }
+    try:
+        made = makers[make]()
+    except (ValueError, OSError) as exc:
+        text = str(exc) + repr(exc.args) + str(getattr(exc, "filename", ""))
+        assert pasted not in text and pasted[:16] not in text
+        assert exc.__context__ is None or pasted not in str(exc.__context__)
+        return
+    shown = repr(made) + pickle.dumps(made).decode("latin-1")
+    with contextlib_suppress():
+        shown += made.to_json()
+    assert pasted not in shown
+
+
+def contextlib_suppress():
+    import contextlib
+
+    return contextlib.suppress(Exception)
+
+
+def test_references_to_ordinary_paths_and_names_still_work(tmp_path, monkeypatch):
+    from shardseal.keyref import EnvKey, IdentityRef, KeyFile
+
+    monkeypatch.chdir(tmp_path)
+    assert KeyFile("team.key").path == str(tmp_path / "team.key")  # need not exist yet
+    assert KeyFile("/mnt/keys/team-2026.key").path == "/mnt/keys/team-2026.key"
+    assert IdentityRef("/mnt/keys/alice.sseal-id").to_string() == "/mnt/keys/alice.sseal-id"
+    assert EnvKey("SHARDSEAL_KEY").name == "SHARDSEAL_KEY"
+    assert EnvKey("MY_VERY_LONG_DATASET_ENCRYPTION_KEY_VARIABLE").name.startswith("MY_")
+    long_name = tmp_path / ("k" * 40)  # a key-shaped name that is an existing file stays usable
+    long_name.write_text("x")
+    assert KeyFile(str(long_name)).path == str(long_name)
