@@ -140,3 +140,45 @@ def test_references_to_ordinary_paths_and_names_still_work(tmp_path, monkeypatch
     long_name = tmp_path / ("k" * 40)  # a key-shaped name that is an existing file stays usable
     long_name.write_text("x")
     assert KeyFile(str(long_name)).path == str(long_name)
+
+
+# ---- a hostile header's KMS key reference ------------------------------------------------------
+
+def test_a_hostile_key_reference_in_a_header_forges_no_log_line_and_no_terminal_escape(caplog):
+    """A KMS stanza's key reference is free UTF-8 from the file: its public name (the key id
+    in errors, audit events, metric attributes and alert subjects) must not carry line breaks
+    or terminal escapes."""
+    import logging
+    import os
+
+    import shardseal
+    from shardseal.errors import KeyNotFoundError, KmsError
+    from shardseal.kms import KeyProvider, KmsIdentity, KmsRecipient
+
+    class Refusing(KeyProvider):
+        name = "evil"
+
+        def wrap(self, key_id, file_key, context):
+            return b"w" * 40
+
+        def unwrap(self, key_id, wrapped, context):
+            raise KmsError("refused", code="AccessDenied", key_id="k", provider=self.name)
+
+    hostile = 'k\n{"event":"unwrap","key_id":"forged"}\x1b[2J\u2028\x9b'
+    blob = shardseal.encrypt(b"data", recipients=[KmsRecipient(Refusing(), hostile)])
+    with caplog.at_level(logging.INFO, logger="shardseal.audit"):
+        with pytest.raises(KmsError):
+            shardseal.decrypt(blob, identities=[KmsIdentity(Refusing())])
+        with pytest.raises(KeyNotFoundError) as info:
+            shardseal.decrypt(blob, key=os.urandom(32))
+    texts = [str(info.value)] + list(info.value.key_ids) + [r.getMessage() for r in caplog.records]
+    for text in texts:
+        assert not any(c in text for c in "\n\x1b\u2028\x9b"), repr(text)
+    assert "forged" in str(info.value)  # still named, escaped
+
+
+def test_ordinary_kms_key_ids_are_unchanged():
+    from shardseal.keys import stanzas
+
+    body = stanzas.reference_body("aws-kms", "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab", b"w" * 40)
+    assert stanzas.TYPES[stanzas.KMS].key_id(body) == "aws-kms:arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab"
