@@ -182,3 +182,36 @@ def test_ordinary_kms_key_ids_are_unchanged():
 
     body = stanzas.reference_body("aws-kms", "arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab", b"w" * 40)
     assert stanzas.TYPES[stanzas.KMS].key_id(body) == "aws-kms:arn:aws:kms:eu-west-1:111122223333:key/1234abcd-12ab"
+
+
+# ---- shardseal.dask: a resumed run keeps only shards of the current source --------------------
+
+def test_a_resumed_run_rewrites_swapped_and_stale_shards(tmp_path, threaded_client, key):
+    """Two shards of the same size swapped in the output folder (or a source edited in place
+    since the last run) authenticate under the key and have the right size: a resumed run
+    kept them, and a dataset's manifest then recorded the wrong files as good."""
+    sdask = pytest.importorskip("shardseal.dask")
+    import shardseal
+    from shardseal import keyfile
+    from shardseal.keyref import KeyFile
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    contents = {"a.bin": b"A" * 20000, "b.bin": b"B" * 20000, "c.bin": b"C" * 20000}
+    for name, data in contents.items():
+        (src / name).write_bytes(data)
+    keyfile.write_key_file(tmp_path / "team.key", key)
+    ref = KeyFile(tmp_path / "team.key")
+    sdask.encrypt_dataset(src, dst, key=ref, client=threaded_client)
+    a, b = (dst / "a.bin.sseal").read_bytes(), (dst / "b.bin.sseal").read_bytes()
+    (dst / "a.bin.sseal").write_bytes(b)
+    (dst / "b.bin.sseal").write_bytes(a)
+    contents["c.bin"] = b"D" * 20000
+    (src / "c.bin").write_bytes(contents["c.bin"])
+
+    again = sdask.encrypt_dataset(src, dst, key=ref, client=threaded_client)
+
+    assert (again.files, again.skipped) == (3, 0)
+    for name, data in contents.items():
+        assert shardseal.decrypt((dst / (name + ".sseal")).read_bytes(), key=key) == data
+    assert (sdask.encrypt_dataset(src, dst, key=ref, client=threaded_client).skipped) == 3

@@ -14,8 +14,8 @@ file paths), parsed on the worker. A raw key is refused unless ``allow_raw_key=T
 be pickled into every task and cross the network (in the clear unless the cluster uses TLS).
 
 Runs are idempotent and resumable: a shard already under its final name is checked (decrypted
-and authenticated in full with a key; header, recipients and exact length with public
-recipients only) and skipped when it is good, rewritten when it is not. A shard is only ever
+and authenticated in full, and compared with its source, with a key; header, recipients and
+exact length with public recipients only) and skipped when it is good, rewritten when it is not. A shard is only ever
 renamed into its final name once complete, so a killed worker or driver leaves at most a
 temporary file (removed by the next run, or by ``shardseal clean``).
 
@@ -419,7 +419,7 @@ def _encrypt_batch(job: _EncryptJob, items: list) -> list:
     recipients = [_specs.parse_recipient(t) for t in job.recipients] if job.recipients else None
     results = []
     for src, dst, name, source_size in items:
-        done = _finished_shard(job, dst, source_size, key, recipients)
+        done = _finished_shard(job, dst, source_size, key, recipients, src)
         if done is not None:
             results.append((name, done[0], done[1], source_size, True))
             continue
@@ -461,10 +461,13 @@ def _encrypt_into(job: _EncryptJob, src: str, name: str, key, recipients, out: _
     out.flush()
 
 
-def _finished_shard(job: _EncryptJob, dst: str, source_size: int, key, recipients) -> Optional[tuple]:
+def _finished_shard(job: _EncryptJob, dst: str, source_size: int, key, recipients,
+                    src: str) -> Optional[tuple]:
     """(size, sha256) of a complete, good shard already at dst, or None to (re)write it.
 
-    With a key the shard is decrypted and authenticated in full; with public recipients only,
+    With a key the shard is decrypted and authenticated in full and its plaintext compared
+    with the source (another shard of the same size, swapped in, or the shard of a source
+    edited since, authenticates too); with public recipients only,
     its header, its stanzas' key ids and its exact length are checked (the worker cannot
     decrypt). Either way its plaintext size must be the source file's.
     """
@@ -484,14 +487,24 @@ def _finished_shard(job: _EncryptJob, dst: str, source_size: int, key, recipient
                     return None
             else:
                 raw.seek(0)
-                with DecryptingReader(raw, key, threads=job.threads) as reader:
-                    buffer = bytearray(min(FILE_BLOCK_SIZE, reader.size + 1))
-                    while reader.readinto(buffer):
-                        pass
-                    buffer[:] = bytes(len(buffer))
+                with DecryptingReader(raw, key, threads=job.threads) as reader, \
+                        job.src_fs.open(src, "rb") as source:
+                    if not _same_plaintext(reader, source):
+                        return None
     except (ShardsealError, OSError, ValueError):
         return None
     return _hash_file(fs, dst) if job.digests else (stored, "")
+
+
+def _same_plaintext(reader, source) -> bool:
+    """Whether reader decrypts to exactly the bytes of source (both read to their end)."""
+    while True:
+        block = reader.read(FILE_BLOCK_SIZE)
+        expected = source.read(len(block) or 1)
+        if not block:
+            return not expected
+        if block != expected:
+            return False
 
 
 @dataclass(frozen=True)
