@@ -215,3 +215,34 @@ def test_a_resumed_run_rewrites_swapped_and_stale_shards(tmp_path, threaded_clie
     for name, data in contents.items():
         assert shardseal.decrypt((dst / (name + ".sseal")).read_bytes(), key=key) == data
     assert (sdask.encrypt_dataset(src, dst, key=ref, client=threaded_client).skipped) == 3
+
+
+# ---- metrics: paths only when the user opts in -------------------------------------------------
+
+def test_a_folder_alert_puts_no_path_in_metric_attributes_unless_paths_are_recorded(tmp_path):
+    """Issue 16: "paths only if the user opts in" (record_paths). A folder alert's subject is
+    a path: it went into shardseal.alerts' attribute anyway."""
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    import shardseal
+    from shardseal import metrics
+    from shardseal.errors import KeyNotFoundError
+
+    folder = tmp_path / "private-project"
+    folder.mkdir()
+    (folder / "a.sseal").write_bytes(shardseal.encrypt(b"x", bytes(32)))
+    for record_paths in (False, True):
+        metrics.enable(MeterProvider(metric_readers=[InMemoryMetricReader()]), record_paths=record_paths)
+        watch = alerts.watch(threshold=1, window=60)
+        try:
+            with pytest.raises(KeyNotFoundError):
+                shardseal.decrypt_file(str(folder / "a.sseal"), str(tmp_path / "out"), bytes(range(32)))
+            subjects = [dict(a)["shardseal.alert.subject"] for a in metrics.snapshot()["shardseal.alerts"]]
+        finally:
+            watch.close()
+            metrics.disable()
+        assert any(s.startswith("key:") for s in subjects)
+        assert any(s.startswith("folder") for s in subjects)
+        assert any("private-project" in s for s in subjects) == record_paths, subjects

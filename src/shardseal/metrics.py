@@ -29,7 +29,8 @@ Instruments (attributes in brackets; key ids are public names, never key materia
 ``shardseal.rotations``                 files rotated [``shardseal.rotation.mode``,
                                         ``shardseal.rotation.result``]
 ``shardseal.alerts``                    alerts raised by ``shardseal.alerts`` watches
-                                        [``shardseal.alert.subject``]
+                                        [``shardseal.alert.subject``: ``key:ID``, or
+                                        ``folder`` (``folder:PATH`` with ``record_paths``)]
 ``shardseal.audit.events``              every audit event [``shardseal.event``]
 ``shardseal.key.operation.duration``    histogram, seconds, of KMS and HSM wraps and unwraps
                                         [``shardseal.key.type``, ``shardseal.operation``,
@@ -284,7 +285,10 @@ def _on_event(event: str, fields: audit.EventFields) -> None:
         counter("shardseal.rotations", (("shardseal.rotation.mode", str(fields.get("mode", ""))),
                                         ("shardseal.rotation.result", result)))(1)
     elif event == "alert":
-        counter("shardseal.alerts", (("shardseal.alert.subject", str(fields.get("subject"))),))(1)
+        subject = str(fields.get("subject"))
+        if subject.startswith("folder:") and not _record_paths:
+            subject = "folder"  # a folder is a path: in attributes only with record_paths
+        counter("shardseal.alerts", (("shardseal.alert.subject", subject),))(1)
     if "seconds" in fields and fields.get("stanza") in _REMOTE_KEY_TYPES and _histogram is not None:
         _record_latency(_histogram, event, fields)
 
