@@ -246,3 +246,20 @@ def test_a_folder_alert_puts_no_path_in_metric_attributes_unless_paths_are_recor
         assert any(s.startswith("key:") for s in subjects)
         assert any(s.startswith("folder") for s in subjects)
         assert any("private-project" in s for s in subjects) == record_paths, subjects
+
+
+def test_an_alert_on_a_folder_named_with_a_line_break_forges_no_plain_audit_line(tmp_path, caplog):
+    """Anyone who can name a folder in a shared dataset can put a line break in an alert's
+    subject; the audit message (a plain-text handler's line) must stay one line."""
+    import logging
+
+    from shardseal import audit
+
+    watch = alerts.FailureWatch(threshold=1, window=60)
+    with caplog.at_level(logging.INFO, logger="shardseal.audit"):
+        watch.observe("authentication_failed",
+                      {"file": 'evil\n{"event": "unwrap", "forged": 1}\x1b[2J/x.sseal'}, 0.0)
+        audit.record("rotate", mode="rewrap", note="a\nb")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2 and all("\n" not in m and "\x1b" not in m for m in messages), messages
+    assert caplog.records[0].shardseal["subject"].startswith("folder:evil\n")  # JSON keeps it exact
