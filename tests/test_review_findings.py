@@ -71,7 +71,7 @@ def test_dask_takes_keyring_identity_strings_and_identity_refs(tmp_path, threade
     ring.add("k1")
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "a.bin").write_bytes(b"hello" * 1000)
-    sdask.encrypt_dataset(tmp_path / "src", tmp_path / "enc", recipients=[ring.recipient()],
+    sdask.encrypt_dataset(tmp_path / "src", tmp_path / "enc", recipients=[ring.recipient().to_string()],
                           client=threaded_client)
     for identity in (f"keyring:{tmp_path / 'team.keyring'}", IdentityRef(tmp_path / "team.keyring")):
         out = tmp_path / f"out-{type(identity).__name__}"

@@ -150,8 +150,7 @@ def _recipient_strings(recipients) -> Optional[tuple]:
             text = recipient
             _specs.parse_recipient(text)  # its own error for a bad string (never echoes a secret)
         else:
-            to_string = getattr(recipient, "to_string", None)  # the key model's string form
-            text = to_string() if callable(to_string) else str(recipient)
+            text = str(recipient)
             try:
                 _specs.parse_recipient(text)
             except (ShardsealError, ValueError, TypeError, OSError):
