@@ -263,3 +263,31 @@ def test_an_alert_on_a_folder_named_with_a_line_break_forges_no_plain_audit_line
     messages = [r.getMessage() for r in caplog.records]
     assert len(messages) == 2 and all("\n" not in m and "\x1b" not in m for m in messages), messages
     assert caplog.records[0].shardseal["subject"].startswith("folder:evil\n")  # JSON keeps it exact
+
+
+def test_hostile_key_ids_do_not_use_up_the_series_of_other_instruments(monkeypatch):
+    """Files that each name a fresh key id (key_not_found) made new failure series until the
+    process-wide bound; every later series, a legitimate key's unwraps included, then lost
+    its attributes. The bound holds per instrument: failures cannot starve key use."""
+    pytest.importorskip("opentelemetry.sdk.metrics")
+    import os
+
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    import shardseal
+    from shardseal import audit, metrics
+
+    monkeypatch.setattr(metrics, "MAX_SERIES", 50)
+    metrics.enable(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    try:
+        for n in range(200):
+            audit.record("key_not_found", needed=[f"hostile-{n:028x}"])
+        key = os.urandom(32)
+        shardseal.decrypt(shardseal.encrypt(b"x", key), key)
+        snapshot = metrics.snapshot()
+    finally:
+        metrics.disable()
+    [unwraps] = snapshot["shardseal.key.unwraps"]
+    assert ("shardseal.overflow", True) not in unwraps
+    assert len(snapshot["shardseal.failures"]) <= 51  # still bounded, with its overflow series
