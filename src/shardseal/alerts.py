@@ -153,6 +153,8 @@ def watch(threshold: int = 5, window: float = 60.0,
 
 # ---- summaries of a JSON audit log -------------------------------------------------------------
 
+# Times past this (the year 9999) are not dates time.gmtime can show.
+_MAX_TIME = 253402300800
 _REASONS = {"authentication_failed": "authentication", "key_not_found": "wrong_key",
             "unwrap_failed": "unwrap_failed", "rejected": "rejected"}
 
@@ -207,6 +209,15 @@ def _parse_event(line: str) -> Optional[audit.EventFields]:
         return None
     if not isinstance(event, dict) or not isinstance(event.get("event"), str):
         return None
+    # A damaged or forged line must not stop the summary: fields of the wrong type are made
+    # harmless (a time that is no finite date, a file that is no string, key ids that are not).
+    when = event.get("time")
+    if isinstance(when, bool) or not isinstance(when, (int, float)) or not 0 <= when < _MAX_TIME:
+        event["time"] = None
+    if event.get("file") is not None:
+        event["file"] = str(event["file"])
+    needed = event.get("needed")
+    event["needed"] = [str(key_id) for key_id in needed[:MAX_KEYS_PER_EVENT]] if isinstance(needed, list) else []
     return event
 
 

@@ -52,6 +52,7 @@ import getpass
 import json
 import logging
 import os
+import re
 import threading
 import time
 from types import TracebackType
@@ -102,8 +103,17 @@ def _log(level: int, event: str, fields: EventFields) -> None:
     if path is not None:
         data["file"] = path
     data.update(fields)
-    summary = " ".join(f"{name}={value}" for name, value in fields.items())
+    summary = " ".join(f"{name}={_one_line(value)}" for name, value in fields.items())
     logger.log(level, "shardseal %s %s", event, summary, extra={"shardseal": data})
+
+
+# A value from a file or a folder's name (an alert's subject) must not break the message's
+# line (a forged line for a plain-text handler) or hold a terminal escape: escaped there.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _one_line(value: object) -> str:
+    return _CONTROL_CHARACTERS.sub(lambda m: ascii(m.group())[1:-1], str(value))
 
 
 @functools.lru_cache(maxsize=None)

@@ -29,7 +29,8 @@ Instruments (attributes in brackets; key ids are public names, never key materia
 ``shardseal.rotations``                 files rotated [``shardseal.rotation.mode``,
                                         ``shardseal.rotation.result``]
 ``shardseal.alerts``                    alerts raised by ``shardseal.alerts`` watches
-                                        [``shardseal.alert.subject``]
+                                        [``shardseal.alert.subject``: ``key:ID``, or
+                                        ``folder`` (``folder:PATH`` with ``record_paths``)]
 ``shardseal.audit.events``              every audit event [``shardseal.event``]
 ``shardseal.key.operation.duration``    histogram, seconds, of KMS and HSM wraps and unwraps
                                         [``shardseal.key.type``, ``shardseal.operation``,
@@ -58,8 +59,9 @@ __all__ = ["MAX_SERIES", "active", "container_counter", "counter", "disable", "e
 # True between enable() and disable(). The counting points test it before anything else.
 active = False
 
-# At most this many attribute sets per process (all instruments together); later ones are
-# counted under {"shardseal.overflow": True}. A hostile header can name 1,024 key ids.
+# At most this many attribute sets per instrument and process; later ones are counted under
+# {"shardseal.overflow": True}. A hostile header can name 1,024 key ids, and files naming
+# fresh ones must not use up the series of the other instruments (a key's unwraps).
 MAX_SERIES = 2000
 # A series' attributes: (name, value) pairs (as ``counter`` takes them), and a series is
 # (instrument, attributes).
@@ -71,6 +73,7 @@ _registry_lock = threading.Lock()
 _drain_lock = threading.Lock()
 # (count series, sum series or None) -> its tally; a series is (instrument, attributes).
 _tallies: dict[tuple[_Series, Optional[_Series]], _Tally] = {}
+_series_count: dict[str, int] = {}  # instrument -> its tallies
 # How often the drainer thread folds pending entries into totals (bounds their memory).
 DRAIN_INTERVAL = 1.0
 _drainer: Optional[threading.Thread] = None
@@ -148,12 +151,13 @@ def _tally(count_series: _Series, sum_series: Optional[_Series] = None) -> _Tall
     if tally is not None:
         return tally
     with _registry_lock:
-        if key not in _tallies and len(_tallies) >= MAX_SERIES:
+        if key not in _tallies and _series_count.get(count_series[0], 0) >= MAX_SERIES:
             count_series = (count_series[0], _OVERFLOW)
             sum_series = None if sum_series is None else (sum_series[0], _OVERFLOW)
             key = (count_series, sum_series)
         if key not in _tallies:
             _tallies[key] = _Tally(count_series, sum_series)
+            _series_count[count_series[0]] = _series_count.get(count_series[0], 0) + 1
         return _tallies[key]
 
 
@@ -284,7 +288,10 @@ def _on_event(event: str, fields: audit.EventFields) -> None:
         counter("shardseal.rotations", (("shardseal.rotation.mode", str(fields.get("mode", ""))),
                                         ("shardseal.rotation.result", result)))(1)
     elif event == "alert":
-        counter("shardseal.alerts", (("shardseal.alert.subject", str(fields.get("subject"))),))(1)
+        subject = str(fields.get("subject"))
+        if subject.startswith("folder:") and not _record_paths:
+            subject = "folder"  # a folder is a path: in attributes only with record_paths
+        counter("shardseal.alerts", (("shardseal.alert.subject", subject),))(1)
     if "seconds" in fields and fields.get("stanza") in _REMOTE_KEY_TYPES and _histogram is not None:
         _record_latency(_histogram, event, fields)
 

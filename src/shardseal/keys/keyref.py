@@ -33,6 +33,7 @@ Any object with a ``resolve() -> bytes`` method works where a key reference is e
 from __future__ import annotations
 
 import os
+import re
 from typing import TypeVar, Union, cast
 
 from .. import _redact
@@ -50,6 +51,8 @@ ENV_PREFIX = "env:"
 PathLike = Union[str, "os.PathLike[str]"]
 
 DEFAULT_ENV_VAR = "SHARDSEAL_KEY"
+# A hex key pasted where a variable's name belongs is a valid name: refused, not kept.
+_KEY_SHAPED_NAME = re.compile(r"[0-9A-Fa-f]{32,}")
 
 _PICKLE_REFUSED = (
     "a RawKey holds the key itself and is not pickled unless you opt in (DataLoader workers "
@@ -81,6 +84,9 @@ class KeyFile(KeyRef):
 
     The path is made absolute when the reference is created, so that a worker process with
     another working directory finds the same file. Pickles as its path.
+
+    Raises:
+        FileNotFoundError: path names no file and looks like a pasted key (not shown).
     """
 
     __slots__ = ("path",)
@@ -88,6 +94,9 @@ class KeyFile(KeyRef):
     def __init__(self, path: PathLike) -> None:
         if isinstance(path, bytes):
             path = os.fsdecode(path)
+        # A key pasted where the path belongs would be in this reference's repr, its pickle
+        # and to_json: refused now (a key-shaped path that names no file), without showing it.
+        _redact.refuse_missing_secret_path(os.fspath(path))
         self.path = os.path.abspath(os.fspath(path))
 
     def resolve(self) -> bytes:
@@ -137,7 +146,7 @@ class EnvKey(KeyRef):
     __slots__ = ("name",)
 
     def __init__(self, name: str = DEFAULT_ENV_VAR) -> None:
-        if not isinstance(name, str) or not name or "=" in name:
+        if not isinstance(name, str) or not name or "=" in name or _KEY_SHAPED_NAME.fullmatch(name):
             # Not repr(name): a key pasted where the variable's name belongs must not show.
             shown = _redact.shown_argument(name) if isinstance(name, str) else _redact.shown(name)
             raise ValueError(f"not an environment variable name: {shown}")

@@ -239,6 +239,7 @@ class IdentityRef:
     Raises:
         TypeError: text is not a str or path.
         ValueError: text is a secret (an X25519 identity string or a key file's line).
+        FileNotFoundError: text names no file and looks like a pasted key (not shown).
     """
 
     __slots__ = ("text",)
@@ -250,9 +251,13 @@ class IdentityRef:
         if text.strip().startswith((X25519_SECRET_PREFIX, _keyfile.KEY_LINE_PREFIX)):
             raise ValueError("an identity reference names where an identity is; this string is "
                              "the secret itself (load it with X25519Identity.from_string)")
+        # A key pasted where a path belongs would be in this reference's repr, its pickle and
+        # to_json: refused now (a key-shaped path that names no file), without showing it.
         if text.startswith("keyring:"):
+            _redact.refuse_missing_secret_path(text[len("keyring:"):])
             text = "keyring:" + os.path.abspath(text[len("keyring:"):])
         elif not text.startswith(tuple(_IDENTITY_TYPES)) and text not in _IDENTITY_WORDS:
+            _redact.refuse_missing_secret_path(text)
             text = os.path.abspath(text)  # a worker with another working directory finds it
         self.text = text
 

@@ -249,9 +249,19 @@ def _reference_id(type_name: str) -> Callable[[bytes], str]:
         # A reference that is already a URI of the provider's scheme (RFC 7512 "pkcs11:...")
         # is its own id; others get the provider as a prefix ("aws-kms:arn:...").
         if parsed.key_ref.startswith(parsed.provider + ":"):
-            return parsed.key_ref
-        return f"{parsed.provider}:{parsed.key_ref}"
+            return _escaped(parsed.key_ref)
+        return _escaped(f"{parsed.provider}:{parsed.key_ref}")
     return key_id
+
+
+# The name comes from the file: its control characters (a line break that forges an audit
+# line, a terminal escape) are shown escaped wherever the id goes (errors, logs, metrics).
+_CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escaped(text: str) -> str:
+    return _CONTROL_CHARACTERS.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                                   else f"\\u{ord(m.group()):04x}", text)
 
 
 TYPES: dict[int, StanzaType] = {

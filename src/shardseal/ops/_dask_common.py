@@ -17,7 +17,7 @@ from ..io.files import FILE_BLOCK_SIZE
 from ..keys import specs as _specs
 from ..core.buffers import Buffer
 from ..keys.keyref import KeyLike, KeyRef, RawKey, is_key_ref, resolve_reference
-from ..keys.registry import Recipients
+from ..keys.registry import IdentityRef, Recipients
 from ._rotation_files import JOURNAL_SUFFIX, TEMP_SUFFIX as ROTATION_TEMP_SUFFIX
 from .manifest import DatasetKey
 
@@ -108,20 +108,24 @@ def recipient_strings(recipients: Optional[Recipients]) -> Optional[tuple[str, .
 
 
 def identity_strings(identities: IdentityArgs) -> tuple[str, ...]:
-    """Identity strings for workers, paths made absolute.
+    """Identity strings as IdentityRef makes them: paths (also after ``keyring:``) absolute,
+    as DatasetKey and KeyFile do, since workers have other working folders; a secret (an
+    X25519 identity string) refused here, before it is pickled into every task.
 
     Raises:
-        TypeError: an identity object (workers load identities from their strings).
+        TypeError: an identity object (not a string, path or IdentityRef).
+        ValueError: a secret given as an identity string.
     """
-    if isinstance(identities, (str, os.PathLike)):
+    if isinstance(identities, (str, os.PathLike, IdentityRef)):
         identities = [identities]
-    items = tuple(os.fspath(i) if isinstance(i, (str, os.PathLike)) else i for i in identities)
-    texts = tuple(t for t in items if isinstance(t, str))
-    if len(texts) != len(items):
-        raise TypeError("identities are strings (identity file paths, pkcs11:..., aws-kms) that "
-                        "each worker loads itself, not identity objects")
-    # Paths made absolute here, as DatasetKey and KeyFile do: workers have other working folders.
-    return tuple(t if t.startswith(("pkcs11:", "aws-kms")) else os.path.abspath(t) for t in texts)
+    refs = []
+    for identity in identities:
+        if not isinstance(identity, (str, os.PathLike, IdentityRef)):
+            raise TypeError("identities are strings (identity file paths, keyring:PATH, pkcs11:..., "
+                            "aws-kms) or IdentityRef objects that each worker loads itself, not "
+                            "identity objects")
+        refs.append(identity if isinstance(identity, IdentityRef) else IdentityRef(identity))
+    return tuple(ref.to_string() for ref in refs)
 
 
 def checked_picklable(*objects: object) -> None:

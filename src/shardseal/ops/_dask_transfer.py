@@ -162,7 +162,7 @@ def encrypt_batch(job: EncryptJob, items: Sequence[Item]) -> list[EncryptResult]
     recipients = [_specs.parse_recipient(t) for t in job.recipients] if job.recipients else None
     results: list[EncryptResult] = []
     for src, dst, name, source_size in items:
-        done = _finished_shard(job, dst, source_size, key, recipients)
+        done = _finished_shard(job, dst, source_size, key, recipients, src)
         if done is not None:
             results.append((name, done[0], done[1], source_size, True))
             continue
@@ -208,10 +208,12 @@ def _encrypt_into(job: EncryptJob, src: str, name: str, key: Optional[bytes],
 
 
 def _finished_shard(job: EncryptJob, dst: str, source_size: int, key: Optional[bytes],
-                    recipients: Optional[list[Recipient]]) -> Optional[tuple[int, str]]:
+                    recipients: Optional[list[Recipient]], src: str) -> Optional[tuple[int, str]]:
     """(size, sha256) of a complete, good shard already at dst, or None to (re)write it.
 
-    With a key the shard is decrypted and authenticated in full; with public recipients only,
+    With a key the shard is decrypted and authenticated in full and its plaintext compared
+    with the source (another shard of the same size, swapped in, or the shard of a source
+    edited since, authenticates too); with public recipients only,
     its header, its stanzas' key ids and its exact length are checked (the worker cannot
     decrypt). Either way its plaintext size must be the source file's.
     """
@@ -231,15 +233,24 @@ def _finished_shard(job: EncryptJob, dst: str, source_size: int, key: Optional[b
                     return None
             else:
                 raw.seek(0)
-                with DecryptingReader(raw, key, threads=job.threads) as reader:
-                    assert reader.size is not None  # fsspec files are seekable: the size is known
-                    buffer = bytearray(min(FILE_BLOCK_SIZE, reader.size + 1))
-                    while reader.readinto(buffer):
-                        pass
-                    buffer[:] = bytes(len(buffer))
+                with DecryptingReader(raw, key, threads=job.threads) as reader, \
+                        job.src_fs.open(src, "rb") as source:
+                    if not _same_plaintext(reader, source):
+                        return None
     except (ShardsealError, OSError, ValueError):
         return None
     return hash_file(fs, dst) if job.digests else (stored, "")
+
+
+def _same_plaintext(reader: DecryptingReader, source: BinaryIO) -> bool:
+    """Whether reader decrypts to exactly the bytes of source (both read to their end)."""
+    while True:
+        block = reader.read(FILE_BLOCK_SIZE)
+        expected = source.read(len(block) or 1)
+        if not block:
+            return not expected
+        if block != expected:
+            return False
 
 
 @dataclass(frozen=True)

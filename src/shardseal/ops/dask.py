@@ -14,8 +14,8 @@ file paths), parsed on the worker. A raw key is refused unless ``allow_raw_key=T
 be pickled into every task and cross the network (in the clear unless the cluster uses TLS).
 
 Runs are idempotent and resumable: a shard already under its final name is checked (decrypted
-and authenticated in full with a key; header, recipients and exact length with public
-recipients only) and skipped when it is good, rewritten when it is not. A shard is only ever
+and authenticated in full, and compared with its source, with a key; header, recipients and
+exact length with public recipients only) and skipped when it is good, rewritten when it is not. A shard is only ever
 renamed into its final name once complete, so a killed worker or driver leaves at most a
 temporary file (removed by the next run, or by ``shardseal clean``).
 
