@@ -1,7 +1,7 @@
-"""The typed public API: mypy --strict passes on the covered modules and on correct usage, and
+"""The typed public API: mypy --strict passes on every module of src/shardseal and on correct usage, and
 flags each intended mistake in tests/typing_cases/mistakes.py with the expected error code.
 
-The mypy settings (strict; which modules are covered) are in pyproject.toml under [tool.mypy].
+The mypy settings (strict, the whole package) are in pyproject.toml under [tool.mypy].
 """
 
 import re
