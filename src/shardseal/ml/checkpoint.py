@@ -47,7 +47,6 @@ import re
 import secrets
 import shutil
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping, Optional, Union, cast
 
 from .. import _redact
