@@ -288,9 +288,13 @@ def test_closed_output_pipe_is_one_line_exit_1(work):
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 @pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_leaves_no_partial_output(work, signum, status):
+    # The child starts with the default SIGINT disposition, as from a terminal: a test runner
+    # started as a background job (`cmd &` without job control) ignores SIGINT, and Python
+    # keeps an inherited SIG_IGN, so the signal would never reach the command.
     process = subprocess.Popen(command("encrypt", "-k", "key.key", "-", "-o", "out.sseal"),
                                cwd=work, env=child_env(), stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     process.stdin.write(os.urandom(MIB))  # and then the input stalls: the pipe stays open
     process.stdin.flush()
     deadline = time.monotonic() + 30

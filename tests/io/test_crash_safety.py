@@ -61,8 +61,10 @@ def files(tmp_path_factory):
 
 def _child(function: str, src: Path, dst: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    # Default SIGINT disposition, as from a terminal (a runner started as `cmd &` ignores it).
     proc = subprocess.Popen([sys.executable, "-c", CHILD, function, str(src), str(dst)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
     return proc
 
