@@ -11,8 +11,6 @@ import fsspec
 from fsspec import AbstractFileSystem
 
 from ..errors import ShardsealError
-from ..io.files import FILE_BLOCK_SIZE
-from ..io.stream import DecryptingReader
 from ..keys import specs as _specs
 from ..keys.envelope import Recipient
 from ..keys.keyref import KeyRef
@@ -35,6 +33,7 @@ from ._dask_common import (
     split,
 )
 from .manifest import CORRUPT, MISSING, MODIFIED, UNLISTED, UNREADABLE, DatasetKey, Problem, ShardInfo, VerifyReport
+from ._manifest_verify import decrypt_fully
 
 if TYPE_CHECKING:
     import distributed
@@ -81,17 +80,10 @@ def _verify_one(fs: AbstractFileSystem, path: str, info: ShardInfo, key: Optiona
         return problem(MODIFIED, "its SHA-256 differs from the manifest's (replaced, swapped "
                                  "with another shard, rolled back or altered)"), hashed
     if key is not None:
-        buffer = bytearray(0)
-        try:
-            with fs.open(path, "rb") as raw, DecryptingReader(raw, key, threads=threads) as reader:
-                assert reader.size is not None  # fsspec files are seekable: the size is known
-                buffer = bytearray(min(FILE_BLOCK_SIZE, reader.size + 1))
-                while reader.readinto(buffer):
-                    pass
-        except ShardsealError as exc:
-            return problem(CORRUPT, f"does not decrypt under the dataset key: {type(exc).__name__}: {exc}"), hashed
-        finally:
-            buffer[:] = bytes(len(buffer))
+        with fs.open(path, "rb") as raw:
+            failure = decrypt_fully(raw, key, threads)
+        if failure is not None:
+            return problem(CORRUPT, failure), hashed
     return None, hashed
 
 

@@ -124,14 +124,15 @@ def check_shard(path: Path, info: ShardInfo, key: Optional[bytes],
                                      "with another shard, rolled back or altered)"), hashed
         if key is not None:
             raw.seek(0)
-            failure = _decrypt_fully(raw, key, threads)
+            failure = decrypt_fully(raw, key, threads)
             if failure is not None:
                 return problem(CORRUPT, failure), hashed
     return None, hashed
 
 
-def _decrypt_fully(raw: io.BufferedIOBase, key: bytes, threads: Optional[int]) -> Optional[str]:
-    """Decrypts a whole shard, discarding the plaintext; returns why it failed, or None."""
+def decrypt_fully(raw: io.BufferedIOBase, key: bytes, threads: Optional[int]) -> Optional[str]:
+    """Decrypts a whole shard from a seekable binary file (local, or an fsspec file: the Dask
+    verify uses this too), discarding the plaintext; returns why it failed, or None."""
     buffer = bytearray(0)
     try:
         with DecryptingReader(raw, key, threads=threads) as reader:
