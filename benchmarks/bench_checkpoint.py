@@ -41,6 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/http_he
 from tests.http_helpers import serve, stop  # noqa: E402
 
 from _common import core_count, cpu_model, load_average  # noqa: E402
+# The same timing and reading as the single-file benchmark, so the two tables compare.
+from bench_safetensors import summary, timed, touch  # noqa: E402
 
 TENSOR_ROWS = 1024  # every tensor is 4 MiB: 1024 x 1024 float32
 SHARDS = 4
@@ -51,24 +53,6 @@ def make_state_dict(total_bytes: int, columns: int = 1024) -> dict:
     tensor_bytes = TENSOR_ROWS * columns * 4
     count = max(SHARDS, total_bytes // tensor_bytes)
     return {f"layer{i:04d}.weight": torch.randn(TENSOR_ROWS, columns, generator=generator) for i in range(count)}
-
-
-def touch(tensors: dict) -> float:
-    return float(sum(t.sum() for t in tensors.values()))
-
-
-def timed(run, repeat: int) -> list:
-    seconds = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
-    return seconds
-
-
-def summary(label: str, seconds: list, scale: float, unit: str) -> str:
-    values = sorted(s * scale for s in seconds)
-    return f"| {label} | {statistics.median(values):.1f} | {values[0]:.1f} | {values[-1]:.1f} | {unit} |"
 
 
 def write_plain_checkpoint(tensors: dict, folder: Path, max_bytes: int) -> list[Path]:
